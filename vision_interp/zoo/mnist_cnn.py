@@ -1,0 +1,224 @@
+"""A small MNIST CNN that a person can hope to understand completely, and its deterministic trainer.
+
+Architecture (input (N, 1, 28, 28) in [0, 1]; normalisation happens inside)::
+
+    normalize -> conv1 (1->C1, 5x5, pad 2) -> relu1 -> pool1 (2x2 max)   : C1 x 14 x 14
+              -> conv2 (C1->C2, 5x5, pad 2) -> relu2 -> pool2 (2x2 max)  : C2 x 7 x 7
+              -> flatten -> fc (C2*7*7 -> 10 logits)
+
+The classifier is a single linear layer, so every logit is an explicit weighted sum of the
+last conv layer's pooled maps: the "classifier view" is exact, not an approximation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import io as vio
+
+__all__ = ["MnistCNN", "mnist_cnn", "TrainConfig", "train_mnist_cnn", "evaluate", "DEFAULT_CHECKPOINT"]
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_CHECKPOINT = MODELS_DIR / "mnist_cnn.safetensors"
+
+
+class Normalize(nn.Module):
+    """Fixed affine input normalisation, inside the model so that users work in pixel space [0, 1]."""
+
+    def __init__(self, mean: float, std: float):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class MnistCNN(nn.Module):
+    """Two conv layers and one linear classifier. Layers: conv1, relu1, pool1, conv2, relu2, pool2, fc."""
+
+    input_shape = (1, 28, 28)
+
+    def __init__(self, c1: int = 8, c2: int = 16):
+        super().__init__()
+        self.c1, self.c2 = c1, c2
+        self.normalize = Normalize(MNIST_MEAN, MNIST_STD)
+        self.conv1 = nn.Conv2d(1, c1, 5, padding=2)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(c2 * 7 * 7, 10)
+        self.class_names = [str(d) for d in range(10)]
+        self.layer_aliases = {"logits": "fc"}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"MnistCNN expects grayscale images (N, 1, H, W) in [0, 1], got shape {tuple(x.shape)}")
+        if x.shape[-2:] != (28, 28):
+            raise ValueError(f"MnistCNN expects 28x28 images, got {tuple(x.shape[-2:])}")
+        x = self.pool1(self.relu1(self.conv1(self.normalize(x))))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        return self.fc(self.flatten(x))
+
+
+def mnist_cnn(pretrained: bool = True, path: str | os.PathLike | None = None) -> MnistCNN:
+    """The committed trained MNIST CNN (eval mode, frozen), or a fresh random one with ``pretrained=False``."""
+    path = Path(path) if path else DEFAULT_CHECKPOINT
+    if not pretrained:
+        return MnistCNN()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no MNIST CNN checkpoint at {path}; train one with `vision-interp train-mnist --out {path.parent}`"
+        )
+    sd = vio.load_state_dict(path)
+    c1, c2 = sd["conv1.weight"].shape[0], sd["conv2.weight"].shape[0]
+    model = MnistCNN(c1, c2)
+    model.load_state_dict(sd, strict=True)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    c1: int = 8
+    c2: int = 16
+    shift: int = 2  # random translation augmentation, in pixels
+    limit: int | None = None  # train on the first N images only (tests)
+    threads: int | None = None
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> dict:
+    """Accuracy, per-class accuracy and confusion matrix (rows = true class, columns = predicted)."""
+    model.eval()
+    preds = torch.cat([model(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+    conf = torch.zeros(10, 10, dtype=torch.long)
+    conf.index_put_((labels, preds), torch.ones_like(labels), accumulate=True)
+    per_class = (conf.diag().float() / conf.sum(1).clamp_min(1).float()).tolist()
+    return {"accuracy": float((preds == labels).float().mean()), "per_class_accuracy": per_class, "confusion": conf.tolist(), "predictions": preds}
+
+
+def _shift_batch(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Random integer translations by up to ``shift`` pixels (zero fill), one per image."""
+    if shift <= 0:
+        return x
+    n = x.shape[0]
+    padded = F.pad(x, (shift, shift, shift, shift))
+    dy = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(28)[None]).view(n, 1, 28, 1).expand(n, 1, 28, 28 + 2 * shift)
+    out = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(28)[None]).view(n, 1, 1, 28).expand(n, 1, 28, 28)
+    return out.gather(3, cols)
+
+
+def train_mnist_cnn(
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    config: TrainConfig = TrainConfig(),
+    *,
+    progress: bool = True,
+    on_epoch: Callable[[int, MnistCNN], None] | None = None,
+) -> MnistCNN:
+    """Train deterministically from ``config.seed`` (same seed, same threads -> same weights)."""
+    from tqdm.auto import tqdm
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    x, y = train_images, train_labels
+    if config.limit is not None:
+        x, y = x[: config.limit], y[: config.limit]
+    model = MnistCNN(config.c1, config.c2)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = (len(x) + config.batch_size - 1) // config.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2)
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc="train mnist_cnn", disable=not progress, unit="step")
+    for epoch in range(config.epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(steps_per_epoch):
+            idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
+            xb = _shift_batch(x[idx], config.shift, gen)
+            loss = F.cross_entropy(model(xb), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            if i % 50 == 0:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
+        if on_epoch:
+            on_epoch(epoch, model)
+    bar.close()
+    model.eval()
+    return model
+
+
+def save_checkpoint(model: MnistCNN, out_dir: str | os.PathLike, card: dict, name: str = "mnist_cnn") -> tuple[Path, Path]:
+    """Write ``<name>.safetensors`` and a model card ``<name>.json`` + ``<name>.md``, atomically."""
+    out = Path(out_dir)
+    weights = vio.save_state_dict(out / f"{name}.safetensors", model.state_dict(), metadata={"arch": "MnistCNN", "c1": str(model.c1), "c2": str(model.c2)})
+    card = dict(card)
+    card["weights_sha256"] = vio.sha256_file(weights)
+    vio.save_json(out / f"{name}.json", card)
+    md = [f"# Model card: {name}", "", "A small CNN for MNIST, trained by `vision-interp train-mnist`.", ""]
+    md += ["| field | value |", "| --- | --- |"]
+    for k, v in card.items():
+        if k in ("per_class_accuracy", "confusion"):
+            continue
+        md.append(f"| {k} | {json.dumps(v) if not isinstance(v, str) else v} |")
+    md += ["", "Per-class test accuracy: " + ", ".join(f"{d}: {a:.4f}" for d, a in enumerate(card.get("per_class_accuracy", []))), ""]
+    md += ["Architecture: normalize -> conv1 (5x5) -> relu1 -> pool1 -> conv2 (5x5) -> relu2 -> pool2 -> flatten -> fc.",
+           "Inputs are (N, 1, 28, 28) in [0, 1]; normalisation (mean 0.1307, std 0.3081) is inside the model.", ""]
+    vio.atomic_write_text(out / f"{name}.md", "\n".join(md))
+    return weights, out / f"{name}.json"
+
+
+def train_and_save(data_dir: str | os.PathLike | None, out_dir: str | os.PathLike, config: TrainConfig = TrainConfig(), *, progress: bool = True) -> dict:
+    """Load MNIST, train, evaluate on the test set, and write checkpoint + model card. Returns the card."""
+    from ..data.mnist import data_checksum, load_mnist
+
+    train = load_mnist("train", data_dir)
+    test = load_mnist("test", data_dir)
+    t0 = time.perf_counter()
+    model = train_mnist_cnn(train.images, train.labels, config, progress=progress)
+    seconds = time.perf_counter() - t0
+    ev = evaluate(model, test.images, test.labels)
+    card = {
+        "model": "MnistCNN",
+        "architecture": f"conv1(1->{config.c1},5x5,pad2)-relu-maxpool2 / conv2({config.c1}->{config.c2},5x5,pad2)-relu-maxpool2 / fc({config.c2 * 49}->10)",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "config": asdict(config),
+        "test_accuracy": round(ev["accuracy"], 5),
+        "per_class_accuracy": [round(a, 5) for a in ev["per_class_accuracy"]],
+        "training_seconds": round(seconds, 1),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "data_sha256": data_checksum(data_dir),
+        "command": f"vision-interp train-mnist --seed {config.seed} --epochs {config.epochs}",
+    }
+    save_checkpoint(model, out_dir, card)
+    return card
