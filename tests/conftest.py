@@ -1,0 +1,49 @@
+"""Shared fixtures: the data directory (never downloaded in tests) and fixed seeds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_dir() -> Path | None:
+    env = os.environ.get("VISION_INTERP_DATA")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = _data_dir()
+    if d is None:
+        pytest.skip("no data directory: set VISION_INTERP_DATA (CI uses ../shared/data)")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_no_network(monkeypatch: pytest.MonkeyPatch):
+    """Fix seeds; make sure no test can download into the user's cache by accident."""
+    torch.manual_seed(0)
+    monkeypatch.setenv("VISION_INTERP_CACHE", str(REPO / ".pytest_cache" / "vi_cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def mnist_test(data_dir):
+    from vision_interp.data import load_mnist
+
+    return load_mnist("test", data_dir, download=False)
+
+
+@pytest.fixture(scope="session")
+def trained_mnist():
+    from vision_interp.zoo import mnist_cnn
+
+    return mnist_cnn(pretrained=True)
