@@ -57,8 +57,19 @@ class LocalResponseNorm(nn.Module):
         self.size = 2 * depth_radius + 1
         self.bias, self.alpha, self.beta = bias, alpha, beta
 
+    def _band(self, x: torch.Tensor) -> torch.Tensor:
+        """(C, C, 1, 1) 0/1 matrix summing each channel's 2r+1 neighbours, cached per shape/device/dtype."""
+        key = (x.shape[1], x.device, x.dtype)
+        if getattr(self, "_band_key", None) != key:
+            idx = torch.arange(x.shape[1], device=x.device)
+            band = ((idx[:, None] - idx[None, :]).abs() <= self.size // 2).to(x.dtype)
+            self._band_cache, self._band_key = band[:, :, None, None], key
+        return self._band_cache
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.local_response_norm(x, self.size, alpha=self.alpha * self.size, beta=self.beta, k=self.bias)
+        # Same maths as F.local_response_norm(x, size, alpha * size, beta, bias), written as a 1x1
+        # convolution over squared activations: several times faster on CPU than its avg_pool3d.
+        return x * (self.bias + self.alpha * F.conv2d(x * x, self._band(x))) ** -self.beta
 
 
 class MaxPoolSame(nn.Module):

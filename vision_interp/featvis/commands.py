@@ -1,0 +1,96 @@
+"""CLI: ``vision-interp visualize`` (one unit, or many channels of a layer) writing PNGs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..cli import Formatter, add_data_dir, add_model
+
+    p = sub.add_parser(
+        "visualize",
+        help="feature visualization of a unit or of a layer's channels (PNG)",
+        description=(
+            "Optimise images that maximally excite a unit (--unit conv2:5, mixed4a:476@7,7) or each of\n"
+            "several channels of a layer (--layer conv2 --channels 0-7), with per-model defaults\n"
+            "(InceptionV1: Fourier + decorrelated colour + Lucid's transforms at 224 px;\n"
+            "MNIST CNN: pixel parameterization at 28x28).\n\n"
+            "examples:\n"
+            "  vision-interp visualize --model mnist_cnn --unit conv2:5 --out conv2_5.png\n"
+            "  vision-interp visualize --model mnist_cnn --layer conv2 --channels 0-7 --out-dir vis/\n"
+            "  vision-interp visualize --model inceptionv1 --unit mixed4a:476 --steps 512 --out 476.png"
+        ),
+        formatter_class=Formatter,
+    )
+    add_model(p)
+    add_data_dir(p)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--unit", help="unit layer:channel[@y,x] (a bare layer name means DeepDream on it)")
+    what.add_argument("--layer", help="render each channel of this layer (see --channels)")
+    p.add_argument("--channels", default=None, help="with --layer: e.g. 0-7 or 1,3,5 (default: all)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: per model, 128 MNIST / 256 InceptionV1)")
+    p.add_argument("--size", type=int, default=None, help="image size in pixels (default: the model's input size)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: per model)")
+    p.add_argument("--param", choices=["fft", "pixel"], default=None, help="image parameterization (default: per model)")
+    p.add_argument("--transforms", choices=["standard", "small", "none"], default=None, help="robustness transforms (default: per model)")
+    p.add_argument("--negative", action="store_true", help="minimise the unit instead of maximising it")
+    p.add_argument("--diversity", type=float, default=0.0, help="with --layer: weight of a diversity term (renders --per-unit images per channel)")
+    p.add_argument("--per-unit", type=int, default=None, help="with --diversity: images per channel (default 4)")
+    p.add_argument("--batch-size", type=int, default=None, help="with --layer: images per optimisation batch")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model (faster on CPUs with bf16 support)")
+    p.add_argument("--scale", type=int, default=None, help="enlarge PNGs by this factor (default: 8 for images under 64 px)")
+    p.add_argument("--out", default=None, help="with --unit: output PNG (default: <unit>.png)")
+    p.add_argument("--out-dir", default=".", help="with --layer: folder for <layer>_<channel>.png files")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_visualize)
+
+
+def _visualize(args: argparse.Namespace) -> int:
+    from ..cli import load_model_from_args
+    from ..images import make_grid, save_png
+    from .render import visualize, visualize_layer
+
+    for name in ("steps", "size", "per_unit", "batch_size"):
+        v = getattr(args, name)
+        if v is not None and v <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    if args.unit and (args.channels or args.diversity or args.per_unit):
+        raise ValueError("--channels, --diversity and --per-unit go with --layer, not --unit")
+    model = load_model_from_args(args)
+    kw: dict = {}
+    if args.lr is not None:
+        kw["lr"] = args.lr
+    if args.param:
+        kw["param"] = args.param
+    if args.transforms:
+        kw["transforms"] = args.transforms
+    if args.bf16:
+        kw["precision"] = "bf16"
+    common = dict(steps=args.steps, size=args.size, seed=args.seed, progress=not args.no_progress, **kw)
+    if args.unit:
+        from .objectives import as_objective
+
+        obj = -as_objective(args.unit) if args.negative else args.unit
+        res = visualize(model, obj, **common)
+        scale = args.scale or (8 if res.images.shape[-1] < 64 else 1)
+        out = Path(args.out or f"{args.unit.replace(':', '_').replace('@', '_at_').replace(',', '_')}.png")
+        save_png(res.images[0], out, scale=scale)
+        print(f"{res.descriptions[0]}: objective {float(res.values[0]):.4g} after {res.steps} steps ({res.seconds:.1f} s) -> {out}")
+        return 0
+    res = visualize_layer(model, args.layer, args.channels, negative=args.negative, diversity=args.diversity,
+                          images_per_unit=args.per_unit, batch_size=args.batch_size, **common)
+    scale = args.scale or (8 if res.images.shape[-1] < 64 else 1)
+    out_dir = Path(args.out_dir)
+    k = res.images_per_unit
+    written = []
+    for i, (img, unit) in enumerate(zip(res.images, res.units or [])):
+        suffix = f"_{i % k}" if k > 1 else ""
+        written.append(save_png(img, out_dir / f"{unit.replace(':', '_')}{'_neg' if args.negative else ''}{suffix}.png", scale=scale))
+    grid = save_png(make_grid(res.images, ncols=k if k > 1 else None), out_dir / f"{args.layer}{'_neg' if args.negative else ''}_grid.png", scale=scale)
+    for unit, act in list(zip(res.units or [], res.activations.tolist()))[::k]:
+        print(f"{unit}: activation {act:.4g}")
+    print(f"wrote {len(written)} PNGs and {grid} ({res.steps} steps, {res.seconds:.1f} s)")
+    return 0

@@ -1,0 +1,311 @@
+"""Objectives: what a visualization maximises, as composable, self-describing pieces.
+
+An :class:`Objective` maps the captured activations of a batch to **one value per batch
+element** (shape ``(N,)``; higher is better). Keeping values per element, rather than one
+scalar, is what lets one optimisation render many units at once (``channel("mixed4a", 3,
+batch=0) + channel("mixed4a", 7, batch=1)``) and report how well each image did.
+
+Objectives compose with ``+``, ``-``, ``*`` and ``/`` (by scalars or other objectives) and unary
+``-``; each carries a readable description ("channel mixed4a:476") and declares the layers it
+needs, so the renderer can stop the forward pass after the deepest one and validate names,
+channels and positions before the first optimisation step.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..units import UnitRangeError, UnitSpec, layer_shape, parse_unit, resolve_layer, resolve_unit
+
+__all__ = [
+    "Objective",
+    "as_objective",
+    "channel",
+    "neuron",
+    "layer_l2",
+    "deepdream",
+    "direction",
+    "class_logit",
+    "diversity",
+]
+
+Acts = Mapping[str, torch.Tensor]
+ValueFn = Callable[[Acts], torch.Tensor]
+CheckFn = Callable[[nn.Module, tuple, int], None]
+
+
+class Objective:
+    """A function of activations returning ``(N,)`` values, plus the layers it reads and a description.
+
+    ``check(model, input_shape, batch_size)`` validates it against a model before any work
+    (unknown layer, channel or position out of range, batch index too large).
+    """
+
+    def __init__(self, fn: ValueFn, layers: Iterable[str], description: str, checks: Sequence[CheckFn] = ()):
+        self.fn = fn
+        self.layers = tuple(dict.fromkeys(layers))
+        self.description = description
+        self.checks = tuple(checks)
+
+    def __call__(self, acts: Acts) -> torch.Tensor:
+        return self.fn(acts)
+
+    def check(self, model: nn.Module, input_shape: tuple, batch_size: int) -> None:
+        for c in self.checks:
+            c(model, tuple(input_shape), batch_size)
+
+    def __repr__(self) -> str:
+        return f"Objective({self.description})"
+
+    def __str__(self) -> str:
+        return self.description
+
+    # --- composition -------------------------------------------------------------------------
+    def _combine(self, other: "Objective | float", op: Callable, symbol: str, reverse: bool = False) -> "Objective":
+        if isinstance(other, Objective):
+            a, b = (other, self) if reverse else (self, other)
+            return Objective(
+                lambda acts: op(a(acts), b(acts)),
+                a.layers + b.layers,
+                f"({a.description} {symbol} {b.description})",
+                a.checks + b.checks,
+            )
+        if isinstance(other, (int, float)) or (isinstance(other, torch.Tensor) and other.numel() == 1):
+            k = float(other)
+            if reverse:
+                return Objective(lambda acts: op(k, self(acts)), self.layers, f"{k:g} {symbol} {self.description}", self.checks)
+            return Objective(lambda acts: op(self(acts), k), self.layers, f"{self.description} {symbol} {k:g}", self.checks)
+        return NotImplemented
+
+    def __add__(self, other):
+        return self._combine(other, operator.add, "+")
+
+    def __radd__(self, other):
+        if isinstance(other, (int, float)) and other == 0:  # so sum([...]) works
+            return self
+        return self._combine(other, operator.add, "+", reverse=True)
+
+    def __sub__(self, other):
+        return self._combine(other, operator.sub, "-")
+
+    def __rsub__(self, other):
+        return self._combine(other, operator.sub, "-", reverse=True)
+
+    def __mul__(self, other):
+        return self._combine(other, operator.mul, "*")
+
+    def __rmul__(self, other):
+        return self._combine(other, operator.mul, "*", reverse=True)
+
+    def __truediv__(self, other):
+        return self._combine(other, operator.truediv, "/")
+
+    def __rtruediv__(self, other):
+        return self._combine(other, operator.truediv, "/", reverse=True)
+
+    def __neg__(self):
+        return Objective(lambda acts: -self(acts), self.layers, f"-{self.description}", self.checks)
+
+
+def as_objective(obj: "Objective | UnitSpec") -> Objective:
+    """An :class:`Objective` as is; a unit string ``"layer:c"`` as :func:`channel`; ``"layer"`` as :func:`layer_l2`."""
+    if isinstance(obj, Objective):
+        return obj
+    unit = parse_unit(obj)
+    if unit.channel is None:
+        return layer_l2(unit.layer)
+    if unit.position is not None:
+        return neuron(unit)
+    return channel(unit)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _batch_mask(values: torch.Tensor, batch: int | None) -> torch.Tensor:
+    """Keep only element ``batch`` (others get 0), so a term optimises one image of the batch."""
+    if batch is None:
+        return values
+    mask = torch.zeros_like(values)
+    mask[batch] = 1.0
+    return values * mask
+
+
+def _check_batch(batch: int | None, what: str) -> CheckFn:
+    def check(_model: nn.Module, _shape: tuple, n: int) -> None:
+        if batch is not None and not 0 <= batch < n:
+            raise UnitRangeError(f"{what}: batch={batch} is out of range for a batch of {n} images (valid 0..{n - 1})")
+
+    return check
+
+
+def _check_unit(spec: UnitSpec, require_channel: bool) -> CheckFn:
+    def check(model: nn.Module, shape: tuple, _n: int) -> None:
+        resolve_unit(model, spec, shape, require_channel=require_channel)
+        layer_shape(model, parse_unit(spec).layer, shape)  # runs the layer: "never reached" fails here
+
+    return check
+
+
+def _unit_from(unit_or_layer: UnitSpec, c: int | None) -> "tuple[str, int | None, tuple[int, int] | None]":
+    unit = parse_unit(unit_or_layer)
+    if c is not None:
+        if unit.channel is not None and unit.channel != c:
+            raise ValueError(f"channel given twice: {unit_or_layer!r} and c={c}")
+        return unit.layer, int(c), unit.position
+    return unit.layer, unit.channel, unit.position
+
+
+def _float_act(acts: Acts, layer: str) -> torch.Tensor:
+    act = acts[layer]
+    if not isinstance(act, torch.Tensor):
+        raise ValueError(f"layer {layer!r} returned {type(act).__name__}, not a tensor")
+    return act.float()
+
+
+# --- objectives ----------------------------------------------------------------------------------
+
+
+def channel(unit_or_layer: UnitSpec, c: int | None = None, batch: int | None = None) -> Objective:
+    """Mean activation of one channel over all spatial positions: ``channel("mixed4a:476")``."""
+    layer, ch, pos = _unit_from(unit_or_layer, c)
+    if ch is None:
+        raise ValueError(f"channel objective needs a channel: write '{layer}:C' or pass c=")
+    if pos is not None:
+        return neuron(layer, ch, y=pos[0], x=pos[1], batch=batch)
+    desc = f"channel {layer}:{ch}" + (f" [batch {batch}]" if batch is not None else "")
+
+    def fn(acts: Acts) -> torch.Tensor:
+        a = _float_act(acts, layer)[:, ch]
+        v = a.flatten(1).mean(1) if a.ndim > 1 else a
+        return _batch_mask(v, batch)
+
+    return Objective(fn, [layer], desc, [_check_unit((layer, ch), True), _check_batch(batch, desc)])
+
+
+def neuron(unit_or_layer: UnitSpec, c: int | None = None, y: int | None = None, x: int | None = None,
+           batch: int | None = None) -> Objective:
+    """One channel at one spatial position (default: the centre of the layer's map)."""
+    layer, ch, pos = _unit_from(unit_or_layer, c)
+    if ch is None:
+        raise ValueError(f"neuron objective needs a channel: write '{layer}:C' or pass c=")
+    if y is not None or x is not None:
+        if y is None or x is None:
+            raise ValueError("neuron objective: give both y and x, or neither (centre)")
+        pos = (int(y), int(x))
+    where = f"@{pos[0]},{pos[1]}" if pos is not None else " (centre)"
+    desc = f"neuron {layer}:{ch}{where}" + (f" [batch {batch}]" if batch is not None else "")
+
+    def fn(acts: Acts) -> torch.Tensor:
+        a = _float_act(acts, layer)[:, ch]
+        if a.ndim == 3:
+            py, px = pos if pos is not None else (a.shape[1] // 2, a.shape[2] // 2)
+            a = a[:, py, px]
+        return _batch_mask(a, batch)
+
+    spec = (layer, ch, pos) if pos is not None else (layer, ch)
+    return Objective(fn, [layer], desc, [_check_unit(spec, True), _check_batch(batch, desc)])
+
+
+def layer_l2(layer: str, batch: int | None = None) -> Objective:
+    """DeepDream: the mean squared activation of a whole layer (everything it detects, amplified)."""
+    desc = f"deepdream {layer}" + (f" [batch {batch}]" if batch is not None else "")
+
+    def fn(acts: Acts) -> torch.Tensor:
+        return _batch_mask(_float_act(acts, layer).pow(2).flatten(1).mean(1), batch)
+
+    return Objective(fn, [layer], desc, [_check_unit(layer, False), _check_batch(batch, desc)])
+
+
+deepdream = layer_l2
+
+
+def direction(layer: str, vec: torch.Tensor | Sequence[float], batch: int | None = None, *, cossim_pow: float = 0.0) -> Objective:
+    """Mean over positions of the dot product of the activation vector with ``vec`` (a direction in channel space).
+
+    With ``cossim_pow > 0`` the dot product is multiplied by ``cos_sim ** cossim_pow`` (Lucid's
+    ``direction_neuron`` variant) to favour activations that point the same way, not only large ones.
+    """
+    v = torch.as_tensor(vec, dtype=torch.float32).flatten()
+    desc = f"direction {layer}[{v.numel()}]" + (f" [batch {batch}]" if batch is not None else "")
+
+    def check_len(model: nn.Module, shape: tuple, _n: int) -> None:
+        c = layer_shape(model, layer, shape)[0]
+        if v.numel() != c:
+            raise UnitRangeError(f"direction for layer {layer!r} has {v.numel()} entries; the layer has {c} channels")
+
+    def fn(acts: Acts) -> torch.Tensor:
+        a = _float_act(acts, layer)
+        d = v.to(a.device).view(1, -1, *([1] * (a.ndim - 2)))
+        dot = (a * d).sum(1)
+        if cossim_pow:
+            cos = dot / (a.norm(dim=1) * d.norm()).clamp_min(1e-8)
+            dot = dot * cos.clamp_min(1e-1) ** cossim_pow
+        return _batch_mask(dot.flatten(1).mean(1) if dot.ndim > 1 else dot, batch)
+
+    return Objective(fn, [layer], desc, [_check_unit(layer, False), check_len, _check_batch(batch, desc)])
+
+
+def class_logit(c: int | str, layer: str = "logits", batch: int | None = None) -> Objective:
+    """A class logit (pre-softmax). ``c`` is an index or a name from ``model.class_names``.
+
+    ``layer`` names the logits layer (zoo models alias it as ``"logits"``).
+    """
+    desc_c = repr(c) if isinstance(c, str) else str(c)
+    desc = f"class logit {desc_c}" + (f" [batch {batch}]" if batch is not None else "")
+    index: list[int] = [c] if isinstance(c, int) else []
+
+    def check(model: nn.Module, shape: tuple, n: int) -> None:
+        resolve_layer(model, layer)
+        if isinstance(c, str):
+            names = list(getattr(model, "class_names", None) or [])
+            if c not in names:
+                from ..units import close_names
+
+                near = close_names(c, names)
+                raise ValueError(f"unknown class {c!r}" + (f"; closest: {', '.join(near)}" if near else "; the model has no such class name"))
+            index[:] = [names.index(c)]
+        n_cls = layer_shape(model, layer, shape)[0]
+        if not 0 <= index[0] < n_cls:
+            raise UnitRangeError(f"class {index[0]} is out of range: valid classes are 0..{n_cls - 1}")
+
+    def fn(acts: Acts) -> torch.Tensor:
+        if not index:
+            raise ValueError(f"class_logit({c!r}) must be checked against a model first (render() does this)")
+        a = _float_act(acts, layer)[:, index[0]]
+        return _batch_mask(a.flatten(1).mean(1) if a.ndim > 1 else a, batch)
+
+    return Objective(fn, [layer], desc, [check, _check_batch(batch, desc)])
+
+
+def diversity(layer: str, weight: float = 1.0, group_size: int | None = None) -> Objective:
+    """Reward batch elements for differing in *style*: minus the cosine similarity of their Gram matrices.
+
+    Element i gets ``-weight * mean_j cos(G_i, G_j)`` over the other elements j of its group
+    (consecutive blocks of ``group_size``; the whole batch by default). Gram matrices ignore
+    where features are, so the images must differ in which features they combine, not just shift.
+    """
+    desc = f"{weight:g} * diversity {layer}" + (f" (groups of {group_size})" if group_size else "")
+
+    def fn(acts: Acts) -> torch.Tensor:
+        a = _float_act(acts, layer)
+        n, c = a.shape[0], a.shape[1]
+        flat = a.reshape(n, c, -1)
+        gram = flat @ flat.transpose(1, 2)
+        g = torch.nn.functional.normalize(gram.reshape(n, -1), dim=1, eps=1e-10)
+        sim = g @ g.t()
+        g_size = group_size or n
+        groups = torch.arange(n, device=a.device) // g_size
+        same = (groups[:, None] == groups[None, :]) & ~torch.eye(n, dtype=torch.bool, device=a.device)
+        counts = same.sum(1).clamp_min(1)
+        return -weight * (sim * same).sum(1) / counts
+
+    def check_groups(_model: nn.Module, _shape: tuple, n: int) -> None:
+        if group_size is not None and (group_size < 1 or n % group_size):
+            raise ValueError(f"diversity: batch of {n} images is not a whole number of groups of {group_size}")
+
+    return Objective(fn, [layer], desc, [_check_unit(layer, False), check_groups])
