@@ -1,0 +1,410 @@
+"""Everything attribution needs to know about a model *before* any work: checks and repairs.
+
+* :func:`check_inputs` rejects wrong shapes, channels and dtypes with a message that says what
+  was expected.
+* :func:`profile` runs the model once on a single example (through :func:`capture.hooks`) and
+  records, per module, the execution order, how often it is called and its output shape. That
+  answers "which is the last spatial layer?", "does source run before target?" and "is a ReLU
+  module reused?" without guessing from the module tree. It is cached per model and input shape.
+* :func:`prepare` returns the model to attribute on. Captum's DeepLift, guided backprop and layer
+  methods assume every nonlinearity is its own module, called once, and not in-place; models
+  that break this give silently wrong numbers or autograd errors. When that is detected we work
+  on a deep copy with non-inplace, un-shared activations and say so in a warning. The user's
+  model is never modified.
+* :func:`resolve_target` turns a class index, a class label or a hidden unit into something
+  Captum understands: a class target for the model, or ``target=0`` for a wrapper whose single
+  output is the unit (channel mean over space unless a position is given).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..capture import capture, hooks, select_unit
+from ..units import Unit, UnknownLayerError, close_names, resolve_layer, resolve_unit
+
+__all__ = [
+    "ModelProfile",
+    "PerCallCopies",
+    "Prepared",
+    "ResolvedTarget",
+    "TargetSpec",
+    "UnitOutput",
+    "check_inputs",
+    "parse_target_string",
+    "profile",
+    "prepare",
+    "resolve_target",
+]
+
+TargetSpec = Union[int, str, Unit, Sequence[int], torch.Tensor, None]
+
+
+# ----------------------------------------------------------------------------------------- inputs
+def check_inputs(model: nn.Module, inputs: Any) -> tuple[torch.Tensor, bool]:
+    """Validate ``inputs`` and return them as a detached (N, C, H, W) tensor on the model's device.
+
+    The second value says whether a single (C, H, W) image was given (results are squeezed back).
+    """
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(
+            f"inputs must be a torch.Tensor of images (N, C, H, W) in [0, 1], got {type(inputs).__name__}"
+        )
+    if not inputs.is_floating_point():
+        raise ValueError(
+            f"inputs have dtype {inputs.dtype}; attribution needs float images in [0, 1] "
+            "(e.g. images.float() / 255)"
+        )
+    single = inputs.ndim == 3
+    x = inputs[None] if single else inputs
+    if x.ndim != 4:
+        raise ValueError(
+            f"inputs must be images (N, C, H, W) or one image (C, H, W); got shape {tuple(inputs.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError("inputs are an empty batch (N = 0)")
+    expected = getattr(model, "input_shape", None)
+    if expected is not None and len(expected) == 3 and x.shape[1] != int(expected[0]):
+        raise ValueError(
+            f"{type(model).__name__} expects {expected[0]}-channel images (input_shape {tuple(expected)}), "
+            f"got {x.shape[1]} channels in inputs of shape {tuple(inputs.shape)}"
+        )
+    device = _model_device(model)
+    return x.detach().to(device), single
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------------- profile
+@dataclass
+class ModelProfile:
+    """What one forward pass of a single example revealed about a model."""
+
+    order: list[str]  # module paths in the order their forward finished (first call)
+    calls: dict[str, int]  # module path -> number of calls in one forward pass
+    shapes: dict[str, tuple[int, ...] | None]  # output shape without batch (None: not a tensor)
+    output_shape: tuple[int, ...] | None  # model output without batch
+
+    def position(self, path: str) -> int:
+        if path not in self.calls:
+            raise ValueError(
+                f"layer {path!r} is never called by the forward pass; choose a layer on the computation path"
+            )
+        return self.order.index(path)
+
+
+_PROFILES: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, ModelProfile]]" = weakref.WeakKeyDictionary()
+
+
+def profile(model: nn.Module, x: torch.Tensor) -> ModelProfile:
+    """Execution order, call counts and output shapes for inputs shaped like ``x`` (cached)."""
+    key = tuple(x.shape[1:]) + (str(x.dtype),)
+    per_model = _PROFILES.setdefault(model, {})
+    if key in per_model:
+        return per_model[key]
+    order: list[str] = []
+    calls: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...] | None] = {}
+
+    def make(path: str):
+        def record(_m: nn.Module, _i: tuple, out: Any) -> None:
+            calls[path] = calls.get(path, 0) + 1
+            if path not in shapes:
+                order.append(path)
+                shapes[path] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
+
+        return record
+
+    paths = [n for n, _ in model.named_modules() if n]
+    try:
+        with torch.no_grad(), hooks(model, {p: make(p) for p in paths}):
+            out = model(x[:1])
+    except Exception as e:  # the model's own input checks, shape mismatches, ...
+        raise ValueError(
+            f"{type(model).__name__} cannot run on inputs of shape {tuple(x.shape)}: {e}"
+        ) from e
+    out_shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
+    prof = ModelProfile(order, calls, shapes, out_shape)
+    per_model[key] = prof
+    return prof
+
+
+# --------------------------------------------------------------------------------------- repairs
+class PerCallCopies(nn.Module):
+    """Stands in for a parameter-free module that forward() calls several times.
+
+    Call k of a forward pass goes to its own copy, so hook-based methods (DeepLift, guided
+    backprop, layer hooks) see each use separately. The root model resets the counter at the
+    start of every forward pass (see :func:`_reset_calls_on_forward`).
+    """
+
+    def __init__(self, module: nn.Module, n_calls: int):
+        super().__init__()
+        self.copies = nn.ModuleList(copy.deepcopy(module) for _ in range(n_calls))
+        self._next = 0
+
+    def reset(self) -> None:
+        self._next = 0
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        module = self.copies[self._next % len(self.copies)]
+        self._next += 1
+        return module(*args, **kwargs)
+
+
+def _reset_calls_on_forward(model: nn.Module) -> None:
+    """Give the copy a subclass whose forward first resets every PerCallCopies counter."""
+    cls = type(model)
+
+    def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        for m in self.modules():
+            if isinstance(m, PerCallCopies):
+                m.reset()
+        return cls.forward(self, *args, **kwargs)
+
+    model.__class__ = type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__})
+
+
+@dataclass
+class Prepared:
+    """The model to run Captum on (the user's, or a repaired copy) and what we know about it."""
+
+    model: nn.Module
+    original: nn.Module
+    profile: ModelProfile  # of ``model`` (the repaired copy when there is one)
+    repairs: list[str] = field(default_factory=list)
+
+    def module(self, path: str) -> nn.Module:
+        return self.model.get_submodule(path)
+
+    def layer(self, name: str, *, spatial: bool = False, what: str = "this method") -> str:
+        """Resolve a layer name to a path that runs exactly once (and is spatial if asked)."""
+        path = resolve_layer(self.model, name)
+        prof = self.profile
+        n = prof.calls.get(path, 0)
+        if n == 0:
+            raise ValueError(f"layer {name!r} ({path}) is never called by the forward pass; choose a layer on the computation path")
+        if n > 1:
+            raise ValueError(
+                f"layer {name!r} ({path}) is called {n} times per forward pass, so its output is ambiguous; "
+                "choose a layer that runs once"
+            )
+        shape = prof.shapes[path]
+        if shape is None:
+            raise ValueError(f"layer {name!r} does not output a tensor; choose a tensor-valued layer")
+        if spatial and (len(shape) != 3 or shape[1] * shape[2] < 2):
+            raise ValueError(
+                f"{what} needs a convolutional layer with a spatial output (C, H, W); "
+                f"layer {name!r} outputs shape {shape}"
+            )
+        return path
+
+    def last_spatial_layer(self, before: str | None = None, what: str = "this method") -> str:
+        """The last module (in execution order) with a (C, H, W) output larger than 1x1, run once."""
+        limit = self.profile.position(before) if before is not None else len(self.profile.order)
+        for path in reversed(self.profile.order[:limit]):
+            shape = self.profile.shapes[path]
+            if shape is not None and len(shape) == 3 and shape[1] * shape[2] > 1 and self.profile.calls[path] == 1:
+                if isinstance(self.model.get_submodule(path), nn.ModuleList):
+                    continue
+                return path
+        where = f" before {before!r}" if before else ""
+        raise ValueError(
+            f"{what} needs a convolutional layer with a spatial (C, H, W) output{where}; "
+            f"{type(self.original).__name__} has none. Use saliency, integrated_gradients or occlusion instead."
+        )
+
+
+def _inplace_modules(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if getattr(m, "inplace", False) is True]
+
+
+def _reused_modules(model: nn.Module, prof: ModelProfile) -> dict[str, int]:
+    """Parameter-free leaf modules used more than once per forward pass: path -> number of calls."""
+    reused: dict[str, int] = {}
+    for path, m in model.named_modules():
+        if not path or list(m.children()) or any(True for _ in m.parameters(recurse=False)):
+            continue
+        if prof.calls.get(path, 0) > 1:
+            reused[path] = prof.calls[path]
+    return reused
+
+
+def prepare(model: nn.Module, x: torch.Tensor, *, warn: bool = True) -> Prepared:
+    """Profile ``model`` and, if it has in-place or reused activations, repair a deep copy of it."""
+    prof = profile(model, x)
+    inplace = _inplace_modules(model)
+    reused = _reused_modules(model, prof)
+    if not inplace and not reused:
+        return Prepared(model, model, prof)
+    fixed = copy.deepcopy(model)
+    repairs: list[str] = []
+    for path in inplace:
+        fixed.get_submodule(path).inplace = False
+    if inplace:
+        repairs.append(f"in-place activations made non-inplace ({', '.join(inplace)})")
+    if reused:
+        all_paths: dict[int, list[str]] = {}
+        for name, m in fixed.named_modules(remove_duplicate=False):
+            all_paths.setdefault(id(m), []).append(name)
+        for path, n_calls in reused.items():
+            shared = fixed.get_submodule(path)
+            stand_in = PerCallCopies(shared, n_calls)
+            for name in all_paths[id(shared)]:
+                parent_name, _, attr = name.rpartition(".")
+                parent = fixed.get_submodule(parent_name) if parent_name else fixed
+                parent._modules[attr] = stand_in
+        _reset_calls_on_forward(fixed)
+        repairs.append("reused modules given one copy per call (" + ", ".join(f"{p} x{n}" for p, n in reused.items()) + ")")
+    if warn:
+        warnings.warn(
+            f"{type(model).__name__}: " + "; ".join(repairs) + ". Captum's hook-based methods (DeepLift, guided "
+            "backprop, Grad-CAM, layer attribution) are wrong or fail otherwise. Attributing on a repaired deep "
+            "copy; your model is unchanged.",
+            UserWarning,
+            stacklevel=3,
+        )
+    # profile the repaired copy: each per-call copy is now a layer that runs once
+    return Prepared(fixed, model, profile(fixed, x), repairs)
+
+
+# ---------------------------------------------------------------------------------------- targets
+class UnitOutput(nn.Module):
+    """A model whose single output (N, 1) is one hidden unit: attribution targets it with ``target=0``.
+
+    A channel without a position is summarised by its spatial mean; ``@y,x`` picks one position.
+    The forward pass stops once the unit's layer has run (``capture``), so later layers cost nothing.
+    """
+
+    def __init__(self, model: nn.Module, unit: Unit):
+        super().__init__()
+        self.model = model
+        self.unit = unit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        act = capture(self.model, x, [self.unit.layer])[self.unit.layer]
+        value = select_unit(act, self.unit)
+        if value.ndim > 1:
+            value = value.flatten(1).mean(1)
+        return value[:, None]
+
+
+@dataclass
+class ResolvedTarget:
+    """A target ready for Captum: ``forward`` is the model (or unit wrapper) and ``captum`` its target."""
+
+    kind: str  # "class" or "unit"
+    captum: Any  # int, a LongTensor of N classes (one per example), or 0 for a unit
+    description: str
+    unit: Unit | None = None
+
+    def forward_model(self, model: nn.Module) -> nn.Module:
+        return UnitOutput(model, self.unit) if self.kind == "unit" else model
+
+    def values(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The scalar being explained, per example (N,)."""
+        out = self.forward_model(model)(x)
+        if self.kind == "unit":
+            return out[:, 0]
+        idx = torch.as_tensor(self.captum, device=out.device).reshape(-1).expand(out.shape[0])
+        return out.gather(1, idx[:, None])[:, 0]
+
+
+def _n_classes(prep: Prepared) -> int:
+    shape = prep.profile.output_shape
+    if shape is None or len(shape) != 1:
+        raise ValueError(
+            f"{type(prep.original).__name__} outputs shape {shape}, not one vector of class scores per example; "
+            "class targets need outputs (N, n_classes). Use a hidden-unit target like 'layer:channel'."
+        )
+    return shape[0]
+
+
+def _class_index(prep: Prepared, value: int) -> int:
+    n = _n_classes(prep)
+    if not 0 <= value < n:
+        raise IndexError(f"target class {value} is out of range: valid classes are 0..{n - 1} ({n} outputs)")
+    return value
+
+
+def resolve_target(prep: Prepared, x: torch.Tensor, target: TargetSpec) -> ResolvedTarget:
+    """Validate ``target`` against the model: a class (index or label), per-example classes, or a unit.
+
+    ``None`` means each example's predicted class.
+    """
+    model = prep.original
+    n = x.shape[0]
+    if target is None:
+        _n_classes(prep)
+        with torch.no_grad():
+            pred = prep.model(x).argmax(1)
+        return ResolvedTarget("class", pred, "predicted class")
+    if isinstance(target, bool):
+        raise TypeError("target must be a class index, a class label or a unit like 'conv2:5', not a bool")
+    if isinstance(target, int):
+        return ResolvedTarget("class", _class_index(prep, target), f"class {target}")
+    if isinstance(target, torch.Tensor) and target.numel() == 1 and not target.is_floating_point():
+        return resolve_target(prep, x, int(target))
+    if isinstance(target, (torch.Tensor, list)) and not (isinstance(target, list) and target and isinstance(target[0], str)):
+        idx = torch.as_tensor(target).reshape(-1).tolist() if isinstance(target, torch.Tensor) else list(target)
+        if len(idx) != n or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+            raise ValueError(f"per-example targets must be {n} integers (one per input), got {len(idx)} values")
+        n_classes = _n_classes(prep)
+        bad = [i for i in idx if not 0 <= i < n_classes]
+        if bad:
+            _class_index(prep, bad[0])  # raises with the valid range
+        # a tensor, not a list: Captum expands list targets element by element in Python
+        return ResolvedTarget("class", torch.tensor(idx, dtype=torch.long, device=x.device), "per-example classes")
+    if isinstance(target, (str, Unit, tuple)):
+        names = list(getattr(model, "class_names", None) or [])
+        if isinstance(target, str):
+            label = target.strip()
+            if label in names:
+                return ResolvedTarget("class", _class_index(prep, names.index(label)), f"class {label!r}")
+            lower = [c.lower() for c in names]
+            if label.lower() in lower and lower.count(label.lower()) == 1:
+                return ResolvedTarget("class", _class_index(prep, lower.index(label.lower())), f"class {label!r}")
+            if ":" not in label:
+                # neither a class label nor a unit: say both what classes and what layers look like
+                layer_hint = ""
+                try:
+                    resolve_layer(model, label)
+                    layer_hint = f" {label!r} is a layer; name a unit in it, e.g. '{label}:0'."
+                except UnknownLayerError:
+                    pass
+                near = close_names(label, names, n=5) if names else []
+                raise ValueError(
+                    f"target {label!r} is not a class label of {type(model).__name__} nor a unit 'layer:channel'."
+                    + layer_hint
+                    + (f" Closest class labels: {', '.join(repr(c) for c in near)}." if near else "")
+                    + (f" Class indices are 0..{len(names) - 1}." if names else "")
+                )
+        unit = resolve_unit(model, target, tuple(x.shape[1:]), require_channel=True)
+        if prep.profile.calls.get(unit.layer, 0) > 1:
+            raise ValueError(f"unit layer {unit.layer!r} is called several times per forward pass; its unit is ambiguous")
+        desc = f"unit {unit}" + ("" if unit.position is not None else " (spatial mean)")
+        return ResolvedTarget("unit", 0, desc, unit=unit)
+    raise TypeError(
+        f"target must be a class index, a class label, per-example class indices or a unit like 'conv2:5'; "
+        f"got {type(target).__name__}"
+    )
+
+
+def parse_target_string(text: str) -> TargetSpec:
+    """CLI helper: '3' -> 3, anything else stays a string (a label or a unit)."""
+    t = text.strip()
+    return int(t) if t.lstrip("-").isdigit() else t
+

@@ -1,0 +1,154 @@
+"""Layer attribution (Building Blocks): how much each channel and position of a hidden layer
+contributes to a class or to a later unit, for one input.
+
+The result keeps the full (N, C, H, W) tensor; ``.spatial`` sums over channels (where in the
+image the layer's contribution sits), ``.channels`` sums over positions (which detectors
+matter), and ``.top_channels(k)`` ranks channels with their share of the total.
+
+With integrated gradients the layer is interpolated from the baseline's activations to the
+input's (Captum's ``LayerIntegratedGradients``), so the attributions over the whole layer add up
+to ``f(x) - f(baseline)`` (exactly when the network after the layer is linear).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._model import TargetSpec, check_inputs, prepare, resolve_target
+from .methods import _check_options, canonical_method, quiet_captum
+
+__all__ = ["LAYER_METHODS", "LayerAttribution", "layer_attribution", "unit_attribution"]
+
+LAYER_METHODS: dict[str, str] = {
+    "integrated_gradients": "layer integrated gradients (baseline: the layer's activations on the input baseline); options: baselines, n_steps, method, internal_batch_size",
+    "gradient_x_activation": "activation x gradient: the first-order (linear) estimate of each activation's contribution",
+    "deeplift": "layer DeepLift; options: baselines",
+    "conductance": "layer conductance (Dhamdhere et al. 2018); options: baselines, n_steps, internal_batch_size",
+}
+_LAYER_ALIASES = {
+    "ig": "integrated_gradients",
+    "input_x_gradient": "gradient_x_activation",
+    "activation_x_gradient": "gradient_x_activation",
+    "grad_x_act": "gradient_x_activation",
+    "deep_lift": "deeplift",
+}
+
+
+@dataclass
+class LayerAttribution:
+    """Attribution of one target to every activation of a hidden layer, for a batch of inputs."""
+
+    tensor: torch.Tensor  # (N, C, H, W), or (N, C) for a dense layer
+    layer: str
+    target: str
+    method: str
+
+    @property
+    def channels(self) -> torch.Tensor:
+        """(N, C): each channel's contribution, summed over positions."""
+        return self.tensor.flatten(2).sum(2) if self.tensor.ndim > 2 else self.tensor
+
+    @property
+    def spatial(self) -> torch.Tensor:
+        """(N, H, W): each position's contribution, summed over channels."""
+        if self.tensor.ndim != 4:
+            raise ValueError(f"layer {self.layer!r} has no spatial dimensions (shape {tuple(self.tensor.shape[1:])})")
+        return self.tensor.sum(1)
+
+    @property
+    def total(self) -> torch.Tensor:
+        """(N,): everything the layer contributes (for IG: ~ f(x) - f(baseline))."""
+        return self.tensor.flatten(1).sum(1)
+
+    def top_channels(self, k: int = 5, *, by: str = "value") -> list[list[tuple[int, float, float]]]:
+        """Per input, the ``k`` channels with the largest contribution: ``(channel, value, share)``.
+
+        ``share`` is ``value / sum(|channel values|)``: the fraction of all attribution mass, signed
+        (it stays in [-1, 1] even when positive and negative contributions cancel). ``by="abs"``
+        ranks by magnitude, so strongly inhibiting channels appear too.
+        """
+        if by not in ("value", "abs"):
+            raise ValueError(f"by must be 'value' or 'abs', got {by!r}")
+        ch = self.channels.double()
+        k = min(int(k), ch.shape[1])
+        mass = ch.abs().sum(1).clamp_min(1e-30)
+        keys = ch.abs() if by == "abs" else ch
+        order = keys.argsort(dim=1, descending=True)[:, :k]
+        out = []
+        for i in range(ch.shape[0]):
+            out.append([(int(c), float(ch[i, c]), float(ch[i, c] / mass[i])) for c in order[i]])
+        return out
+
+    def describe(self, k: int = 5, index: int = 0) -> str:
+        """A short table of the top channels of one input, for printing."""
+        rows = [f"{self.method} attribution of {self.target} to layer {self.layer} (input {index}); total {float(self.total[index]):.4g}"]
+        for c, v, s in self.top_channels(k)[index]:
+            rows.append(f"  {self.layer}:{c:<5d} {v:+.4g}  ({100 * s:+.1f}% of |total|)")
+        return "\n".join(rows)
+
+
+def layer_attribution(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    layer: str,
+    target: TargetSpec = None,
+    method: str = "integrated_gradients",
+    **options: Any,
+) -> LayerAttribution:
+    """Attribution of ``target`` (class, label, ``None`` = predicted, or a later unit) to ``layer``'s activations.
+
+    A unit target without position is its channel's spatial mean. Options go to Captum's layer
+    method (``baselines`` are *input* baselines, ``n_steps``, ``internal_batch_size``...).
+    """
+    import captum.attr as ca
+
+    method = canonical_method(method, LAYER_METHODS, _LAYER_ALIASES)
+    x, _ = check_inputs(model, inputs)
+    prep = prepare(model, x)
+    resolved = resolve_target(prep, x, target)
+    path = prep.layer(layer)
+    if resolved.unit is not None:
+        src, dst = prep.profile.position(path), prep.profile.position(resolved.unit.layer)
+        if path == resolved.unit.layer or src > dst:
+            raise ValueError(
+                f"source layer {layer!r} must run before the target unit's layer {resolved.unit.layer!r}; "
+                "attribution flows from earlier layers to later units"
+            )
+    fwd = resolved.forward_model(prep.model)
+    module = prep.module(path)
+    opts = dict(options)
+    if method == "integrated_gradients":
+        obj = ca.LayerIntegratedGradients(fwd, module, multiply_by_inputs=opts.pop("multiply_by_inputs", True))
+    elif method == "gradient_x_activation":
+        obj = ca.LayerGradientXActivation(fwd, module, multiply_by_inputs=opts.pop("multiply_by_inputs", True))
+    elif method == "deeplift":
+        obj = ca.LayerDeepLift(fwd, module, multiply_by_inputs=opts.pop("multiply_by_inputs", True))
+    else:
+        obj = ca.LayerConductance(fwd, module)
+    _check_options(method, obj.attribute, opts)
+    with quiet_captum():
+        attr = obj.attribute(x, target=resolved.captum, **opts)
+    if isinstance(attr, tuple):
+        attr = attr[0]
+    return LayerAttribution(attr.detach().to(inputs.device), path, resolved.description, method)
+
+
+def unit_attribution(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    source_layer: str,
+    target_unit: str,
+    method: str = "integrated_gradients",
+    **options: Any,
+) -> LayerAttribution:
+    """Which channels (and positions) of ``source_layer`` drive the later unit ``target_unit`` on these inputs.
+
+    ``target_unit`` is ``"layer:channel"`` (spatial mean of the channel) or ``"layer:channel@y,x"``.
+    """
+    if not isinstance(target_unit, str) or ":" not in target_unit:
+        raise ValueError(f"target_unit must be a unit string 'layer:channel[@y,x]', got {target_unit!r}")
+    return layer_attribution(model, inputs, source_layer, target_unit, method, **options)
