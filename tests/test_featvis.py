@@ -211,9 +211,10 @@ def test_diversity_makes_images_more_different(trained_mnist):
     assert (diverse.activations > 0).all()  # still about the unit
 
 
-def test_negative_minimises(trained_mnist):
-    pos = visualize_layer(trained_mnist, "conv1", [2], steps=24, progress=False)
-    neg = visualize_layer(trained_mnist, "conv1", [2], negative=True, steps=24, progress=False)
+@pytest.mark.parametrize("kw", [dict(objective="channel"), dict(objective="neuron", transforms=None)])
+def test_negative_minimises(trained_mnist, kw):
+    pos = visualize_layer(trained_mnist, "conv1", [2], steps=24, progress=False, **kw)
+    neg = visualize_layer(trained_mnist, "conv1", [2], negative=True, steps=24, progress=False, **kw)
     assert neg.activations[0] < 0 < pos.activations[0]
     assert torch.allclose(neg.values, -neg.activations, atol=1e-5)
 

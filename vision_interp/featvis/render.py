@@ -123,9 +123,10 @@ def model_defaults(model: nn.Module) -> dict:
     c, h, w = shape
     if min(h, w) >= 96:
         d = dict(param="fft", decorrelate=(c == 3), transforms="standard", input_shape=(c, h, w), steps=256, batch_size=16,
-                 precision="bf16" if _bf16_is_fast() else "fp32")
+                 precision="bf16" if _bf16_is_fast() else "fp32", objective="channel")
     else:
-        d = dict(param="pixel", decorrelate=(c == 3), transforms="small", input_shape=(c, h, w), steps=128, batch_size=64, lr=0.2)
+        d = dict(param="pixel", decorrelate=(c == 3), transforms="small", input_shape=(c, h, w), steps=128, batch_size=64, lr=0.2,
+                 objective="neuron")
     d.update(getattr(model, "featvis_defaults", None) or {})
     return d
 
@@ -393,29 +394,41 @@ def parse_channels(spec: str | Iterable[int] | None, n_channels: int) -> list[in
     return chans
 
 
-def _channels_per_element(layer: str, chans: Sequence[int], sign: float, unit_desc: Sequence[str]) -> Objective:
-    """Element i maximises (or, with sign -1, minimises) the mean of channel ``chans[i]``: one gather, not N objectives."""
+def _channels_per_element(
+    layer: str, chans: Sequence[int], sign: float, unit_desc: Sequence[str], position: tuple[int, int] | None = None
+) -> Objective:
+    """Element i maximises (or, with sign -1, minimises) channel ``chans[i]``: one gather, not N objectives.
+
+    The channel's spatial mean, or with ``position=(y, x)`` the single neuron there.
+    """
     idx = torch.as_tensor(list(chans))
-    desc = f"{'-' if sign < 0 else ''}channels {layer}:[{len(chans)}]"
+    kind = "channels" if position is None else f"neurons@{position[0]},{position[1]}"
+    desc = f"{'-' if sign < 0 else ''}{kind} {layer}:[{len(chans)}]"
 
     def fn(acts) -> torch.Tensor:
         a = acts[layer].float()
         sel = a[torch.arange(a.shape[0], device=a.device), idx.to(a.device)]
-        v = sel.flatten(1).mean(1) if sel.ndim > 1 else sel
+        if position is not None and sel.ndim > 1:
+            v = sel[:, position[0], position[1]]
+        else:
+            v = sel.flatten(1).mean(1) if sel.ndim > 1 else sel
         return sign * v
 
     return Objective(fn, [layer], desc)
 
 
-def _raw_activations(model: nn.Module, layer: str, chans: Sequence[int], images: torch.Tensor) -> torch.Tensor | None:
-    """Channel means of ``chans[i]`` on image i, in eval mode without gradients (None if the size is not accepted)."""
+def _raw_activations(
+    model: nn.Module, layer: str, chans: Sequence[int], images: torch.Tensor, position: tuple[int, int] | None = None
+) -> torch.Tensor | None:
+    """Channel means (or neurons at ``position``) of ``chans[i]`` on image i, in eval mode without
+    gradients (None if the size is not accepted)."""
     was_training = model.training
     model.eval()
     try:
         p = next(model.parameters(), None)
         x = images.to(p.device) if p is not None else images
         with torch.no_grad():
-            return _channels_per_element(layer, chans, 1.0, [])(capture(model, x, [layer], stop_early=True)).cpu()
+            return _channels_per_element(layer, chans, 1.0, [], position)(capture(model, x, [layer], stop_early=True)).cpu()
     except (ValueError, RuntimeError):
         return None
     finally:
@@ -465,6 +478,7 @@ def visualize_layer(
     diversity: float = 0.0,
     images_per_unit: int | None = None,
     diversity_layer: str | None = None,
+    objective: str | None = None,
     batch_size: int | None = None,
     steps: int | None = None,
     size: int | None = None,
@@ -479,7 +493,11 @@ def visualize_layer(
     weight among the images of the same channel (on ``diversity_layer``, default ``layer``).
     Result order is unit-major: image ``u * images_per_unit + j`` is copy ``j`` of channel
     ``channels[u]``; ``.units`` names each image's unit, ``.values`` is the optimised objective
-    (``-activation`` when negative, plus the diversity term), ``.activations`` the raw channel means.
+    (``-activation`` when negative, plus the diversity term), ``.activations`` the raw value of the
+    optimised quantity. ``objective`` is ``"channel"`` (spatial mean) or ``"neuron"`` (the centre
+    position of the layer's output); the default comes from :func:`model_defaults`: ``"neuron"`` for
+    small inputs, where a channel mean of a linear early filter is maximised by a nearly uniform
+    image (uninformative), ``"channel"`` for large ones, as in Lucid and OpenAI Microscope.
     Each chunk is seeded ``seed + chunk index``, so results do not depend on the chunking of
     other chunks; a channel's image does depend on its position within its chunk.
     """
@@ -493,8 +511,13 @@ def visualize_layer(
         eff_hw = tuple(rk["input_shape"][1:])
     eff = (rk["input_shape"][0], *eff_hw)
     _check_input_size(model, [path], eff, "after transforms")
-    n_ch = layer_shape(model, path, eff)[0]
+    out_shape = layer_shape(model, path, eff)
+    n_ch = out_shape[0]
     chans = parse_channels(channels, n_ch)
+    objective = objective or model_defaults(model).get("objective", "channel")
+    if objective not in ("channel", "neuron"):
+        raise ValueError(f"objective must be 'channel' or 'neuron', got {objective!r}")
+    position = (out_shape[1] // 2, out_shape[2] // 2) if objective == "neuron" and len(out_shape) == 3 else None
     k = images_per_unit or (4 if diversity > 0 else 1)
     if k < 1:
         raise ValueError(f"images_per_unit must be >= 1, got {k}")
@@ -512,15 +535,17 @@ def visualize_layer(
         chunk = chans[start : start + units_per_chunk]
         per_image = [c for c in chunk for _ in range(k)]
         unit_names = [f"{layer}:{c}" for c in per_image]
-        descs = [("negative " if negative else "") + f"channel {u}" + (f" #{j}" if k > 1 else "") for u, j in zip(unit_names, [j for _ in chunk for j in range(k)])]
-        obj = _channels_per_element(path, per_image, sign, descs)
+        what = "channel" if position is None else "neuron"
+        at = "" if position is None else f"@{position[0]},{position[1]}"
+        descs = [("negative " if negative else "") + f"{what} {u}{at}" + (f" #{j}" if k > 1 else "") for u, j in zip(unit_names, [j for _ in chunk for j in range(k)])]
+        obj = _channels_per_element(path, per_image, sign, descs, position)
         if diversity > 0:
             obj = obj + diversity_objective(diversity_layer or path, diversity, group_size=k)
         res = render(model, obj, batch=len(per_image), seed=seed + ci, progress=progress, descriptions=descs, **rk)
         if sign > 0 and diversity <= 0:
             raw = res.values.clone()  # the objective is the raw activation
         else:
-            raw = _raw_activations(model, path, per_image, res.images)
+            raw = _raw_activations(model, path, per_image, res.images, position)
             if raw is None:  # model does not take the untransformed size
                 raw = sign * res.values
         all_images.append(res.images)

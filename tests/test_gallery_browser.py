@@ -1,0 +1,152 @@
+"""Galleries in a real browser: every page loads, every image decodes, every link resolves, nothing is blank.
+
+Headless Chromium through Selenium with the system chromedriver (no driver downloads).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+from PIL import Image, ImageStat
+
+from gallery_models import HOSTILE, TinyNet
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()),
+                       reason="headless browser tests need chromium and chromedriver (Debian packages chromium, chromium-driver)"),
+]
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1200,900",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # an explicit driver path: Selenium Manager never runs, nothing is downloaded
+    d = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    d.set_page_load_timeout(30)
+    yield d
+    d.quit()
+
+
+@pytest.fixture(scope="module")
+def mnist_gallery(tmp_path_factory, data_dir) -> Path:
+    from vision_interp.cli import main
+
+    out = tmp_path_factory.mktemp("browser") / "mnist"
+    assert main(["gallery", "--model", "mnist_cnn", "--layers", "conv1,logits", "--out", str(out), "--steps", "2", "--batch", "8",
+                 "--diverse", "2", "--examples", "3", "--examples-limit", "200", "--connections", "3",
+                 "--data-dir", str(data_dir), "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def hostile_gallery(tmp_path_factory) -> Path:
+    from vision_interp.gallery import make_gallery
+
+    out = tmp_path_factory.mktemp("browser") / "tiny"
+    make_gallery(TinyNet(), ["conv", "evil"], out, steps=2, batch=5, diverse=0, negative=False, connections=3,
+                 dataset=None, progress=False, model_name=f"tiny {HOSTILE}")
+    return out
+
+
+def _check_page(driver, root: Path, page: Path) -> set[Path]:
+    """Load one page; assert images decoded, no console errors, no injected script; return linked files."""
+    driver.get(page.as_uri())
+    assert driver.execute_script("return document.readyState") == "complete"
+    images = driver.execute_script(
+        "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight]);")
+    assert images, f"{page} shows no images"
+    broken = [src for src, complete, w, h in images if not (complete and w > 0 and h > 0)]
+    assert not broken, f"{page}: images not loaded: {broken[:5]}"
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, f"{page}: console errors {errors[:3]}"
+    scripts = driver.execute_script("return document.scripts.length")
+    assert scripts == (1 if page.parent.name == "layers" else 0), f"{page}: unexpected <script> elements"
+    linked = set()
+    for href in driver.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href);"):
+        url = urlparse(href)
+        assert url.scheme == "file", f"{page}: external link {href}"
+        target = Path(unquote(url.path)).resolve()
+        assert target.is_file(), f"{page}: broken link {href}"
+        assert root.resolve() in target.parents, f"{page}: link leaves the gallery: {href}"
+        linked.add(target)
+    return linked
+
+
+def _check_site(driver, root: Path) -> None:
+    pages = sorted(root.rglob("*.html"))
+    m = json.loads((root / "manifest.json").read_text())
+    assert len(pages) == 1 + len(m["layers"]) + len(m["units"])
+    reachable = set()
+    for page in pages:
+        reachable |= _check_page(driver, root, page)
+    assert {p.resolve() for p in pages} <= reachable | {(root / "index.html").resolve()}, "some pages are not linked from anywhere"
+
+
+def _assert_not_blank(png: bytes) -> None:
+    img = Image.open(io.BytesIO(png)).convert("L")
+    stat = ImageStat.Stat(img)
+    assert stat.stddev[0] > 10, "screenshot is (nearly) uniform"
+    assert len(img.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 20
+
+
+def test_mnist_gallery_in_browser(driver, mnist_gallery):
+    _check_site(driver, mnist_gallery)
+    driver.get((mnist_gallery / "units" / "conv1" / "3.html").as_uri())
+    _assert_not_blank(driver.get_screenshot_as_png())
+    rendering = driver.execute_script("return getComputedStyle(document.querySelector('img.big')).imageRendering")
+    assert rendering == "pixelated"  # 28 px MNIST pictures are enlarged with crisp pixels
+    n_examples = driver.execute_script("return document.querySelectorAll('img.small').length")
+    assert n_examples == 6  # 3 dataset images + 3 receptive-field patches
+    driver.get((mnist_gallery / "index.html").as_uri())
+    _assert_not_blank(driver.get_screenshot_as_png())
+    assert "conv1" in driver.page_source and "logits" in driver.page_source
+
+
+def test_layer_filter_by_unit_number(driver, mnist_gallery):
+    from selenium.webdriver.common.by import By
+
+    driver.get((mnist_gallery / "layers" / "logits.html").as_uri())
+    box = driver.find_element(By.ID, "unit-filter")
+
+    def visible() -> list[int]:
+        return [int(c.get_attribute("data-channel")) for c in driver.find_elements(By.CSS_SELECTOR, ".grid .card") if c.is_displayed()]
+
+    assert visible() == list(range(10))
+    box.send_keys("3")
+    assert visible() == [3]
+    box.clear()
+    box.send_keys("0-2,7")
+    assert visible() == [0, 1, 2, 7]
+    assert driver.find_element(By.ID, "unit-count").text == "4 of 10 units"
+
+
+def test_hostile_names_render_as_text(driver, hostile_gallery):
+    _check_site(driver, hostile_gallery)
+    m = json.loads((hostile_gallery / "manifest.json").read_text())
+    evil = next(l for l in m["layers"] if l["name"] == "evil")
+    driver.get((hostile_gallery / evil["page"]).as_uri())
+    from selenium.webdriver.common.by import By
+
+    assert driver.find_element(By.TAG_NAME, "h1").text == "evil"
+    assert HOSTILE in driver.find_element(By.CSS_SELECTOR, "p.sub").text  # the module path, shown literally
+    driver.get((hostile_gallery / "index.html").as_uri())
+    assert driver.find_element(By.TAG_NAME, "h1").text == f"tiny {HOSTILE}"
+    _assert_not_blank(driver.get_screenshot_as_png())

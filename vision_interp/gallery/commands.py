@@ -1,0 +1,84 @@
+"""CLI: ``vision-interp gallery`` (render, resume, shard, assemble)."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Render every unit of the chosen layers and write a static site (index.html, one page per layer,
+one per unit) plus manifest.json, viewable offline from the file system.
+
+Resume: rerun the same command after an interruption; finished batches are kept.
+Settings that differ from an existing --out directory are refused unless --overwrite.
+
+Shards: --shard i/n renders every n-th batch (i counts from 0), so n processes or machines can
+write into one --out directory (a shared file system) at the same time. Without --shard, torchrun's
+RANK and WORLD_SIZE are used, e.g. on one machine:
+    torchrun --standalone --nproc-per-node 4 -m vision_interp gallery --model inceptionv1 --layers mixed4a --out galleries/in4a
+or by hand:
+    for i in 0 1 2 3; do vision-interp gallery ... --shard $i/4 & done; wait
+The last shard to finish assembles the site; `vision-interp gallery --assemble --out DIR` does it explicitly.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..cli import Formatter, add_data_dir, add_model
+
+    p = sub.add_parser("gallery", help="render a neuron gallery (static site) for some layers",
+                       description=DESCRIPTION, formatter_class=Formatter)
+    add_model(p)
+    add_data_dir(p)
+    p.add_argument("--layers", default=None, help="comma-separated layer names, or 'all' (required unless --assemble)")
+    p.add_argument("--out", required=True, help="output directory (e.g. galleries/NAME)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: featvis's default for the model)")
+    p.add_argument("--objective", choices=["channel", "neuron"], default=None,
+                   help="what each unit's picture maximises: the channel's spatial mean, or its centre neuron "
+                        "(default: featvis's choice for the model: neuron for MNIST-sized inputs, channel for large ones)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's input size)")
+    p.add_argument("--batch", type=int, default=8, help="units per optimisation batch (part of the settings: fixes the pictures)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--diverse", type=int, default=4, help="diverse visualizations per unit (0 = none)")
+    p.add_argument("--diversity-weight", type=float, default=None, help="weight of the diversity objective")
+    p.add_argument("--no-negative", action="store_true", help="skip the negative (minimising) visualizations")
+    p.add_argument("--examples", type=int, default=8, help="top-activating dataset examples per unit (0 = none; MNIST models)")
+    p.add_argument("--examples-limit", type=int, default=None, help="search only the first N dataset images")
+    p.add_argument("--connections", type=int, default=6, help="strongest input/output connections listed per sign (0 = none)")
+    p.add_argument("--shard", default=None, help="render shard i of n, written 'i/n' (default: $RANK/$WORLD_SIZE, else 0/1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing gallery made with other settings")
+    p.add_argument("--assemble", action="store_true", help="only merge the shards' manifests and write the site")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_gallery)
+
+
+def _gallery(args: argparse.Namespace) -> int:
+    from .build import GallerySettings, IncompleteGalleryError, assemble, make_gallery
+
+    if args.assemble:
+        try:
+            manifest = assemble(args.out)
+        except IncompleteGalleryError as e:
+            raise ValueError(str(e)) from None
+        print(f"assembled {len(manifest['units'])} units into {args.out}/index.html")
+        return 0
+    if not args.layers:
+        raise ValueError("--layers is required (e.g. --layers conv1,conv2 or --layers all)")
+    from ..cli import load_model_from_args
+
+    kw = dict(steps=args.steps, size=args.size, batch=args.batch, seed=args.seed, diverse=args.diverse,
+              negative=not args.no_negative, examples=args.examples, examples_limit=args.examples_limit,
+              connections=args.connections, objective=args.objective)
+    if args.diversity_weight is not None:
+        kw["diversity_weight"] = args.diversity_weight
+    settings = GallerySettings(**kw)
+    settings.validate()  # bad numbers are reported before the model loads
+    model = load_model_from_args(args)
+    name = str(args.model) + (" (random weights)" if args.random_weights else "")
+    res = make_gallery(model, args.layers, args.out, settings=settings, model_name=name, shard=args.shard,
+                       overwrite=args.overwrite, data_dir=args.data_dir, progress=not args.no_progress)
+    done = f"rendered {res.rendered_units} units" + (f" ({res.skipped_units} already done)" if res.skipped_units else "")
+    if res.complete:
+        print(f"{done} in {res.seconds:.1f} s; open {res.index}")
+    else:
+        print(f"{done} in {res.seconds:.1f} s; other shards are still missing: when all are done, run "
+              f"`vision-interp gallery --assemble --out {args.out}` (or the last shard assembles automatically)")
+    return 0
