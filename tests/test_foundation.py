@@ -222,3 +222,19 @@ def test_cache_indexing_by_unit():
     assert "conv2" in repr(cache)
     out, full = vi.run_with_cache(m, x)
     assert out.shape == (3, 10) and "relu2" in full and "fc" in full
+
+
+def test_public_api_resolves_and_stays_light():
+    """Every advertised name exists; the GPT-2 side (transformers) is only imported on demand."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vision_interp as vi\n"
+        "assert 'transformers' not in sys.modules, 'transformers imported eagerly'\n"
+        "missing = [n for n in vi.__all__ if getattr(vi, n, None) is None]\n"
+        "assert not missing, missing\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -1,32 +1,72 @@
 """vision_interp: see how vision networks compute.
 
-Feature visualization, attribution (on Captum), circuit-weight inspectors, neuron galleries,
-the MNIST exercise, and induction-head discovery in GPT-2; one unit grammar everywhere
-(``"mixed4a:476"``, ``("conv2", 5)``).
+Feature visualization (:mod:`.featvis`), attribution on Captum (:mod:`.attribution`), circuit-weight
+inspectors (:mod:`.circuits`), Microscope-style galleries (:mod:`.gallery`), the MNIST exercise
+(:mod:`.exercises`), and induction-head discovery in GPT-2 (:mod:`.transformer`). One unit grammar
+everywhere: ``"mixed4a:476"``, ``"conv2:5@3,4"``, ``("conv2", 5)``.
+
+The GPT-2 side is imported lazily (``vi.analyze_induction`` loads it on first use), so vision users
+do not pay for ``transformers``.
 """
 
+from importlib import import_module
+from typing import Any
+
+from . import attribution, circuits, featvis
+from .attribution import (LayerAttribution, attribute, attribute_dataset, ig_completeness, layer_attribution,
+                          randomization_test, unit_attribution)
 from .capture import ActivationCache, LayerNotReachedError, capture, hooks, run_with_cache
+from .circuits import (CircuitError, circuit_diagram, classifier_view, connection_weights, direct_weights,
+                       expanded_weights, layer_neuron_groups, neuron_groups, top_connections)
+from .featvis import RenderResult, render, visualize, visualize_layer
 from .units import Unit, UnitRangeError, UnknownLayerError, layer_names, layer_shape, parse_unit, resolve_layer, resolve_unit
 from .zoo import inceptionv1, list_models, load_model, mnist_cnn
 
 __version__ = "0.1.0"
 
+# name -> module, imported on first attribute access (heavy or rarely needed at import time)
+_LAZY = {
+    "make_gallery": "vision_interp.gallery",
+    "GallerySettings": "vision_interp.gallery",
+    "assemble_gallery": ("vision_interp.gallery", "assemble"),
+    "run_mnist_exercise": "vision_interp.exercises",
+    "ExerciseConfig": "vision_interp.exercises",
+    "load_gpt2": "vision_interp.transformer",
+    "load_gpt2_tokenizer": "vision_interp.transformer",
+    "analyze_induction": "vision_interp.transformer",
+    "InductionReport": "vision_interp.transformer",
+    "ablation_scan": "vision_interp.transformer",
+    "train_induction_model": "vision_interp.transformer",
+    "top_activating": "vision_interp.data.examples",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        target = _LAZY[name]
+        module, attr = target if isinstance(target, tuple) else (target, name)
+        value = getattr(import_module(module), attr)
+        globals()[name] = value
+        return value
+    if name in ("gallery", "exercises", "transformer", "data", "zoo"):
+        return import_module(f"vision_interp.{name}")
+    raise AttributeError(f"module 'vision_interp' has no attribute {name!r}")
+
+
 __all__ = [
-    "ActivationCache",
-    "LayerNotReachedError",
-    "capture",
-    "hooks",
-    "run_with_cache",
-    "Unit",
-    "UnitRangeError",
-    "UnknownLayerError",
-    "layer_names",
-    "layer_shape",
-    "parse_unit",
-    "resolve_layer",
-    "resolve_unit",
-    "inceptionv1",
-    "list_models",
-    "load_model",
-    "mnist_cnn",
+    # addressing and activations
+    "Unit", "UnitRangeError", "UnknownLayerError", "parse_unit", "resolve_layer", "resolve_unit", "layer_names",
+    "layer_shape", "ActivationCache", "LayerNotReachedError", "capture", "hooks", "run_with_cache",
+    # models
+    "inceptionv1", "mnist_cnn", "load_model", "list_models",
+    # feature visualization
+    "featvis", "render", "visualize", "visualize_layer", "RenderResult",
+    # attribution
+    "attribution", "attribute", "attribute_dataset", "layer_attribution", "unit_attribution", "LayerAttribution",
+    "ig_completeness", "randomization_test",
+    # circuits
+    "circuits", "direct_weights", "expanded_weights", "connection_weights", "top_connections", "classifier_view",
+    "neuron_groups", "layer_neuron_groups", "circuit_diagram", "CircuitError",
+    # lazily imported
+    *_LAZY,
 ]

@@ -330,7 +330,7 @@ def render(
             if on_step is not None:
                 on_step(step, values.detach())
             if progress and (step % 10 == 0 or step == steps):
-                bar.set_postfix(objective=f"{float(values.mean()):.3g}")
+                bar.set_postfix(objective=f"{float(values.detach().mean()):.3g}")
         bar.close()
         with torch.no_grad():
             final = img_param().detach()
