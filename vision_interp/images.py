@@ -27,6 +27,7 @@ __all__ = [
     "overlay",
     "upscale",
     "normalize01",
+    "save_figure",
 ]
 
 
@@ -160,3 +161,20 @@ def overlay(image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.6, vmax: f
     a = alpha * strength
     base = 0.35 + 0.65 * gray  # lighten the input so colours read
     return (1 - a) * base + a * col
+
+
+def save_figure(fig, path: str | os.PathLike, *, dpi: int | None = None, colors: int | None = 256) -> Path:
+    """Render a matplotlib figure to PNG through :func:`save_png` (atomic) and close it.
+
+    ``colors`` quantizes to a palette PNG (several times smaller for plots); None keeps full RGB.
+    """
+    import matplotlib.pyplot as plt
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    buf.seek(0)
+    pil = Image.open(buf).convert("RGB")
+    if colors:
+        pil = pil.quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    return save_png(pil, path)

@@ -6,7 +6,6 @@ only draws axes and text around pictures that ``images`` made (red positive, blu
 
 from __future__ import annotations
 
-import io as _io
 import os
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import images as vimg
+from ..images import save_figure
 
 __all__ = ["tile", "signed_tile", "save_figure", "labeled_grid", "heatmap", "bar_comparison"]
 
@@ -36,19 +36,6 @@ def signed_tile(values: torch.Tensor, size: int = 28, vmax: float | None = None)
     while v.ndim > 2:
         v = v.sum(0)
     return tile(vimg.diverging(v, vmax), size)
-
-
-def save_figure(fig, path: str | os.PathLike, colors: int = 256) -> Path:
-    """Render a matplotlib figure to a palette PNG (small files) through :func:`images.save_png`."""
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=fig.dpi, bbox_inches="tight", facecolor="white")
-    plt.close(fig)
-    buf.seek(0)
-    pil = Image.open(buf).convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
-    return vimg.save_png(pil, path)
 
 
 def _plt():
