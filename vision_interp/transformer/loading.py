@@ -1,0 +1,193 @@
+"""Load GPT-2-architecture models and the GPT-2 tokenizer without ever executing pickled code.
+
+Three ways to name a model:
+
+* ``"induction_2l"`` (or ``"toy"``): the small 2-layer model trained by ``vision-interp train-induction``
+  and committed under ``models/induction_2l/``;
+* a local directory holding ``config.json`` plus ``model.safetensors`` (or a ``pytorch_model.bin``,
+  read with ``torch.load(weights_only=True)``, so a pickle with code in it is refused);
+* a Hugging Face hub name (``gpt2``, ``gpt2-medium``, ``openai-community/gpt2``...), for users with
+  internet; only safetensors weights are accepted from the hub.
+
+Models come back in eval mode with **eager** attention: with the default SDPA kernel the attention
+probabilities are never materialised, so every attention score would silently be missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from .. import io as vio
+
+__all__ = [
+    "TOY_MODEL_NAME",
+    "TOY_MODEL_DIR",
+    "NotGPT2Error",
+    "load_gpt2",
+    "load_gpt2_tokenizer",
+    "save_gpt2",
+    "check_gpt2_config",
+]
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+TOY_MODEL_NAME = "induction_2l"
+TOY_MODEL_DIR = MODELS_DIR / TOY_MODEL_NAME
+_TOY_ALIASES = {TOY_MODEL_NAME, "toy", "induction-2l"}
+_HUB_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+KNOWN_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
+
+
+class NotGPT2Error(ValueError):
+    """The checkpoint is not a GPT-2 architecture (the head scores read GPT-2's fused c_attn/c_proj weights)."""
+
+
+def check_gpt2_config(config: object, where: str = "the model") -> None:
+    """Refuse anything that is not a plain GPT-2 decoder before any weights are read."""
+    model_type = getattr(config, "model_type", None) if not isinstance(config, dict) else config.get("model_type")
+    if model_type != "gpt2":
+        raise NotGPT2Error(
+            f"{where} has model_type {model_type!r}, not 'gpt2'. The induction analysis needs a GPT-2 architecture "
+            "(GPT2LMHeadModel: gpt2, gpt2-medium, distilgpt2, or a checkpoint trained with that config)."
+        )
+    get = (lambda k: config.get(k)) if isinstance(config, dict) else (lambda k: getattr(config, k, None))
+    if get("add_cross_attention"):
+        raise NotGPT2Error(f"{where} is a GPT-2 with cross-attention (an encoder-decoder part); use a decoder-only GPT-2")
+
+
+def _read_config_json(directory: Path) -> dict:
+    cfg_path = directory / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(
+            f"{directory} has no config.json; a GPT-2 model directory needs config.json plus model.safetensors "
+            "(as written by save_pretrained or `vision-interp train-induction`)"
+        )
+    cfg = vio.load_json(cfg_path)
+    if not isinstance(cfg, dict):
+        raise NotGPT2Error(f"{cfg_path} is not a JSON object")
+    return cfg
+
+
+def _finish(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
+    model.set_attn_implementation("eager")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device)
+
+
+def _load_local(directory: Path, device: str | torch.device) -> torch.nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg_dict = _read_config_json(directory)
+    check_gpt2_config(cfg_dict, where=str(directory / "config.json"))
+    if (directory / "model.safetensors").is_file() or (directory / "model.safetensors.index.json").is_file():
+        model = GPT2LMHeadModel.from_pretrained(str(directory), use_safetensors=True, local_files_only=True,
+                                                attn_implementation="eager")
+        return _finish(model, device)
+    bin_path = directory / "pytorch_model.bin"
+    if not bin_path.is_file():
+        raise FileNotFoundError(f"{directory} has config.json but no model.safetensors or pytorch_model.bin")
+    # weights_only=True: a pickle that would run code raises CorruptFileError instead of executing.
+    state = vio.load_state_dict(bin_path)
+    config = GPT2Config.from_pretrained(str(directory), local_files_only=True)
+    model = GPT2LMHeadModel(config)
+    fixed = {}
+    for k, v in state.items():
+        if k.endswith((".attn.bias", ".attn.masked_bias")):  # causal-mask buffers of old checkpoints
+            continue
+        fixed[k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"] = v
+    missing, unexpected = model.load_state_dict(fixed, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise vio.CorruptFileError(
+            f"{bin_path} does not match its config.json: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    model.tie_weights()
+    return _finish(model, device)
+
+
+def load_gpt2(name_or_path: str | os.PathLike = TOY_MODEL_NAME, *, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A ``GPT2LMHeadModel`` in eval mode with eager attention, from a directory, the toy name, or a hub name.
+
+    Errors come before any weights are read: a missing path is a FileNotFoundError, a config that is
+    not GPT-2 a :class:`NotGPT2Error`.
+    """
+    name = str(name_or_path)
+    if name in _TOY_ALIASES:
+        if not (TOY_MODEL_DIR / "model.safetensors").is_file():
+            raise FileNotFoundError(
+                f"the committed toy model is missing at {TOY_MODEL_DIR}; recreate it with `vision-interp train-induction`"
+            )
+        return _load_local(TOY_MODEL_DIR, device)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _load_local(path, device)
+    if path.exists():
+        raise FileNotFoundError(f"{path} is a file; pass the model *directory* (config.json + model.safetensors)")
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+    if looks_like_path or not _HUB_RE.match(name):
+        raise FileNotFoundError(
+            f"no model directory at {path}. Pass a folder with config.json + model.safetensors, "
+            f"{TOY_MODEL_NAME!r} for the committed toy model, or a hub name such as {', '.join(KNOWN_HUB_NAMES)}"
+        )
+    return _load_hub(name, device)
+
+
+def _load_hub(name: str, device: str | torch.device) -> torch.nn.Module:
+    from transformers import AutoConfig, GPT2LMHeadModel
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except OSError as e:
+        raise FileNotFoundError(
+            f"{name!r} is neither a local directory nor a model that could be fetched from the Hugging Face hub ({e}). "
+            f"Without internet, download it once elsewhere and pass the directory; known names: {', '.join(KNOWN_HUB_NAMES)}"
+        ) from e
+    check_gpt2_config(config, where=f"hub model {name!r}")
+    model = GPT2LMHeadModel.from_pretrained(name, use_safetensors=True, attn_implementation="eager")
+    return _finish(model, device)
+
+
+def load_gpt2_tokenizer(tokenizer_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None):
+    """``GPT2TokenizerFast`` from ``vocab.json`` + ``merges.txt`` (``tokenizer_dir``, else ``<data>/gpt2_tokenizer``).
+
+    Local files only, never the network: ``"Hello world"`` encodes to ``[15496, 995]``.
+    """
+    from transformers import GPT2TokenizerFast
+
+    if tokenizer_dir is None:
+        from ..data.paths import data_dir as _data_dir
+
+        tokenizer_dir = _data_dir(data_dir) / "gpt2_tokenizer"
+    d = Path(tokenizer_dir).expanduser()
+    vocab, merges = d / "vocab.json", d / "merges.txt"
+    missing = [p.name for p in (vocab, merges) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"GPT-2 tokenizer files {', '.join(missing)} not found in {d}; pass --tokenizer-dir "
+                                "pointing at a folder with vocab.json and merges.txt")
+    # transformers >= 5 takes the file paths as vocab=/merges= (vocab_file=/merges_file= are silently ignored there)
+    try:
+        return GPT2TokenizerFast(vocab=str(vocab), merges=str(merges))
+    except TypeError:  # transformers 4.x
+        return GPT2TokenizerFast(vocab_file=str(vocab), merges_file=str(merges))
+
+
+def save_gpt2(model: torch.nn.Module, out_dir: str | os.PathLike) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` atomically, loadable by :func:`load_gpt2` and ``from_pretrained``.
+
+    The tied unembedding (``lm_head.weight`` = ``wte``) is stored once.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = json.loads(model.config.to_json_string(use_diff=False))
+    cfg.pop("_attn_implementation_autoset", None)
+    cfg["architectures"] = ["GPT2LMHeadModel"]
+    vio.atomic_write_text(out / "config.json", json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    vio.save_state_dict(out / "model.safetensors", state, metadata={"format": "pt"})
+    return out
