@@ -33,6 +33,7 @@ __all__ = [
     "layer_shape",
     "default_input_shape",
     "close_names",
+    "model_device_dtype",
 ]
 
 
@@ -163,6 +164,12 @@ def default_input_shape(model: nn.Module) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where and in what dtype to build probe inputs for ``model`` (CPU float32 for parameter-free models)."""
+    p = next(model.parameters(), None)
+    return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+
+
 _SHAPE_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -178,11 +185,7 @@ def layer_shape(model: nn.Module, layer: str, input_shape: Sequence[int] | None 
     cache = _SHAPE_CACHE.setdefault(model, {})
     key = (path, shape_in)
     if key not in cache:
-        try:
-            p = next(model.parameters())
-            device, dtype = p.device, p.dtype
-        except StopIteration:
-            device, dtype = torch.device("cpu"), torch.float32
+        device, dtype = model_device_dtype(model)
         x = torch.zeros((1, *shape_in), device=device, dtype=dtype)
         was_training = model.training
         model.eval()

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture import hooks
-from ..units import default_input_shape, resolve_layer
+from ..units import default_input_shape, model_device_dtype, resolve_layer
 from ..zoo.inceptionv1 import Concat, LocalResponseNorm, MaxPoolSame, SamePadConv
 
 __all__ = ["CircuitError", "Node", "ModelGraph", "Geometry", "trace_graph", "LinearPath", "linear_path"]
@@ -132,11 +132,7 @@ def trace_graph(model: nn.Module, input_shape: Sequence[int] | None = None) -> M
 
         return fn
 
-    try:
-        p = next(model.parameters())
-        device, dtype = p.device, p.dtype
-    except StopIteration:
-        device, dtype = torch.device("cpu"), torch.float32
+    device, dtype = model_device_dtype(model)
     x = torch.zeros((1, *shape_in), device=device, dtype=dtype)
     producer[id(x)] = INPUT
     error = None

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..capture import capture
-from ..units import default_input_shape, layer_shape, resolve_layer, resolve_unit
+from ..units import default_input_shape, layer_shape, model_device_dtype, resolve_layer, resolve_unit
 
 __all__ = ["TopExamples", "ReceptiveField", "top_activating", "receptive_field", "crop_patches"]
 
@@ -186,11 +186,7 @@ def receptive_field(
     sy, sx = max(1, round(in_h / h)), max(1, round(in_w / w))
     cy, cx = h // 2, w // 2
     gen = torch.Generator().manual_seed(seed)
-    try:
-        p = next(model.parameters())
-        device, dtype = p.device, p.dtype
-    except StopIteration:
-        device, dtype = torch.device("cpu"), torch.float32
+    device, dtype = model_device_dtype(model)
     x = torch.rand((trials, *shape_in), generator=gen).to(device=device, dtype=dtype).requires_grad_(True)
     was_training = model.training
     model.eval()

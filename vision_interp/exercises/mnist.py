@@ -231,7 +231,7 @@ class _Exercise:
         self.top: dict[str, Any] = {}
         for layer in ("conv1", "conv2"):
             n_ch = getattr(model, "c1" if layer == "conv1" else "c2")
-            chan = visualize_layer(model, layer, steps=cfg.featvis_steps, seed=cfg.seed, progress=cfg.progress)
+            chan = visualize_layer(model, layer, objective="channel", steps=cfg.featvis_steps, seed=cfg.seed, progress=cfg.progress)
             h, w = _layer_hw(model, layer)
             cy, cx = h // 2, w // 2
             neu = render(model, [neuron(f"{layer}:{c}@{cy},{cx}") for c in range(n_ch)], param="pixel", transforms="small",
