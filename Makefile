@@ -4,8 +4,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# Data directory (MNIST raw files, GPT-2 tokenizer, InceptionV1 labels). Falls back to ../shared/data.
-DATA   ?= $(or $(VISION_INTERP_DATA),$(abspath ../shared/data))
+# Data directory (MNIST raw files, GPT-2 tokenizer, InceptionV1 labels): $VISION_INTERP_DATA, else
+# ../shared/data when it exists, else none (MNIST is then downloaded, with checksums, into the cache).
+DATA   ?= $(or $(VISION_INTERP_DATA),$(wildcard $(abspath ../shared/data)))
+DATA_ARG := $(if $(DATA),--data-dir $(DATA),)
 OUT    ?= out/mnist_exercise
 PYTEST_ARGS ?=
 
@@ -14,7 +16,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - set up .venv and run the MNIST exercise (report in $(OUT)/report.html)"
 	@echo "make test   - set up .venv (+ headless chromium when possible) and run the full test suite"
-	@echo "variables: DATA=<data dir> (now: $(DATA)), OUT=<output dir>, PYTEST_ARGS=..."
+	@echo "variables: DATA=<data dir> (now: $(or $(DATA),none: MNIST will be downloaded)), OUT=<output dir>, PYTEST_ARGS=..."
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +30,7 @@ browser-deps:
 	@bash scripts/ensure-chromium.sh
 
 demo: $(VENV)/.installed
-	VISION_INTERP_DATA=$(DATA) $(VENV)/bin/vision-interp mnist-exercise --data-dir $(DATA) --out $(OUT)
+	$(VENV)/bin/vision-interp mnist-exercise $(DATA_ARG) --out $(OUT)
 
 test: $(VENV)/.installed browser-deps
 	VISION_INTERP_DATA=$(DATA) $(PY) -m pytest -q $(PYTEST_ARGS)

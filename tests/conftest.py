@@ -35,6 +35,15 @@ def _seed_and_no_network(monkeypatch: pytest.MonkeyPatch):
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models run faster on one thread; avoids OpenMP oversubscription on a shared 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def mnist_test(data_dir):
     from vision_interp.data import load_mnist

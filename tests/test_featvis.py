@@ -17,13 +17,7 @@ from vision_interp.featvis.param import rfft2d_freqs
 from vision_interp.units import UnitRangeError, UnknownLayerError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The machine's 2 cores are shared; one thread avoids OpenMP oversubscription (10x faster here)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Planted(nn.Module):

@@ -9,12 +9,7 @@ from vision_interp.capture import capture
 from vision_interp.featvis import visualize_layer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("layer, n_channels", [("conv1", 8), ("conv2", 16)])
