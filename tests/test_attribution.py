@@ -190,6 +190,10 @@ def test_batches_and_class_means(trained_mnist, mnist_test):
             assert torch.allclose(means[k], full[y == k].mean(0), atol=1e-5)
         else:
             assert means[k].abs().sum() == 0
+    with pytest.raises(ValueError, match="out of range for n_classes=3"):
+        class_mean_attributions(trained_mnist, x, y, "saliency", n_classes=3, progress=False)
+    one = attribute_dataset(trained_mnist, x[0], y[:1], "saliency", progress=False)  # one (C, H, W) image
+    assert one.shape == (1, 1, 28, 28) and torch.allclose(one[0], full[0], atol=1e-6)
 
 
 # -------------------------------------------------------------------------- planted detector

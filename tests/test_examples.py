@@ -86,3 +86,14 @@ def test_patch_is_exactly_what_the_position_sees(model):
     with torch.no_grad():
         a = capture(model, torch.cat([x, outside]), ["conv2"], detach=True)["conv2"][:, :, 7, 2]
     assert torch.allclose(a[0], a[1], atol=1e-5)
+
+
+def test_images_follow_the_model_dtype(model, images):
+    """Dataset batches are moved to the model's device and dtype (here a float64 copy of the model)."""
+    import copy
+
+    m64 = copy.deepcopy(model).double()
+    res64 = top_activating(m64, "conv2", images, k=3, channels=[1, 2])
+    res32 = top_activating(model, "conv2", images, k=3, channels=[1, 2])
+    assert torch.equal(res64.indices, res32.indices)
+    assert torch.allclose(res64.values, res32.values, atol=1e-4)

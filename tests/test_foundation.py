@@ -42,7 +42,7 @@ def test_parse_unit(spec, unit):
     assert parse_unit(str(unit)) == unit  # printing round-trips
 
 
-@pytest.mark.parametrize("bad", ["conv2:", "conv2:a", "conv2@1,2", "", ("conv2", "x"), 5])
+@pytest.mark.parametrize("bad", ["conv2:", "conv2:a", "conv2@1,2", "", ("conv2", "x"), ("conv2", None, (1, 2)), 5])
 def test_parse_unit_rejects_garbage(bad):
     with pytest.raises(ValueError):
         parse_unit(bad)

@@ -230,3 +230,41 @@ def test_cli_gallery_and_assemble(tmp_path, data_dir, capsys):
     assert "different settings" in capsys.readouterr().err
     assert main(["gallery", "--out", str(out)]) == 2
     assert "--layers is required" in capsys.readouterr().err
+
+
+def test_batchnorm_model_and_non_square_input(tmp_path):
+    """A 0-dim buffer (BatchNorm's num_batches_tracked) must not break the weights fingerprint, and
+    a non-square model input is rendered at its own H x W (not squared to its width)."""
+    import torch
+    from torch import nn
+
+    class Wide(nn.Module):
+        input_shape = (1, 10, 14)
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            self.bn = nn.BatchNorm2d(2)
+            self.eval()
+
+        def forward(self, x):
+            if x.shape[-2:] != (10, 14):
+                raise ValueError(f"Wide takes 10x14 images, got {tuple(x.shape[-2:])}")
+            return self.bn(self.conv(x))
+
+    out = tmp_path / "wide"
+    res = make_gallery(Wide(), ["conv"], out, settings=GallerySettings(steps=2, batch=2, diverse=0, negative=False, examples=0, connections=0),
+                       dataset=None, progress=False)
+    assert res.complete
+    img = Image.open(out / json.loads((out / "manifest.json").read_text())["units"]["conv:0"]["files"]["main"])
+    assert img.size == (14, 10)
+
+
+def test_dataset_of_wrong_rank_is_refused_before_work(tmp_path):
+    import torch
+
+    out = tmp_path / "ds"
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        make_gallery(TinyNet(), ["conv"], out, settings=SETTINGS, examples=2, dataset=torch.rand(5, 12, 12), progress=False)
+    assert not out.exists()

@@ -116,3 +116,15 @@ def test_cli_train_layers_and_errors(tmp_path, data_dir, capsys):
     assert cli.main(["layers", "--model", "mnist_cn"]) == 2
     assert "Did you mean mnist_cnn" in capsys.readouterr().err
     assert cli.main(["train-mnist", "--epochs", "0", "--data-dir", str(data_dir)]) == 2
+
+
+def test_load_mnist_rejects_bad_limit(data_dir):
+    with pytest.raises(ValueError, match="limit must be a positive"):
+        load_mnist("test", data_dir, download=False, limit=-5)
+
+
+def test_random_zoo_mnist_cnn_is_frozen_like_the_pretrained_one():
+    from vision_interp.zoo import mnist_cnn
+
+    model = mnist_cnn(pretrained=False)
+    assert not model.training and not any(p.requires_grad for p in model.parameters())

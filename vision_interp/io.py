@@ -206,6 +206,8 @@ def download(
                 )
     except urllib.error.URLError as e:
         raise ConnectionError(f"could not download {url}: {e.reason}. Check the network, or pass a local file path instead.") from e
+    except (TimeoutError, ConnectionResetError) as e:  # a stalled or dropped connection mid-transfer
+        raise ConnectionError(f"download of {url} stalled or was cut off ({e}); try again, or pass a local file path") from e
     return dest
 
 

@@ -102,6 +102,8 @@ def parse_unit(spec: UnitSpec) -> Unit:
             else:
                 raise ValueError(f"unit {spec!r}: channel must be an int, got {type(ch).__name__}")
         if pos is not None:
+            if ch is None:
+                raise ValueError(f"unit {spec!r} gives a position but no channel; write (layer, channel, (y, x))")
             if len(pos) != 2:
                 raise ValueError(f"unit {spec!r}: position must be (y, x)")
             pos = (int(pos[0]), int(pos[1]))

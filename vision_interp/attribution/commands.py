@@ -234,8 +234,10 @@ def _check(args: argparse.Namespace) -> int:
         res = ig_completeness(model, x, target, n_steps=args.n_steps or 50, internal_batch_size=args.batch_size * 8)
         print(res)
     if args.check in ("randomization", "both"):
+        from .methods import canonical_method
+
         opts = _options(args, args.method)
-        if args.n_steps is not None and args.method not in ("integrated_gradients", "ig"):
+        if args.n_steps is not None and canonical_method(args.method) != "integrated_gradients":
             opts.pop("n_steps")
         print(randomization_test(model, x, target, args.method, **opts))
     return 0

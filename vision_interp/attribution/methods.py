@@ -310,7 +310,8 @@ def attribute_dataset(
     out: torch.Tensor | None = None
     for start, attr in attribute_batches(model, images, target, method, batch_size=batch_size, progress=progress, **options):
         if out is None:
-            out = torch.empty((images.shape[0], *attr.shape[1:]), dtype=attr.dtype)
+            n = images.shape[0] if images.ndim == 4 else 1  # one (C, H, W) image is a batch of 1
+            out = torch.empty((n, *attr.shape[1:]), dtype=attr.dtype)
         out[start : start + len(attr)] = attr
     assert out is not None
     return out
@@ -334,7 +335,12 @@ def class_mean_attributions(
     labels = torch.as_tensor(labels).long().reshape(-1)
     if labels.numel() != images.shape[0]:
         raise ValueError(f"labels must have one entry per image: {labels.numel()} labels for {images.shape[0]} images")
+    labels = labels.cpu()  # attributions come back on the CPU; the running sums live there too
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError(f"labels must be class indices >= 0, found {int(labels.min())}")
     k = int(n_classes or (labels.max().item() + 1))
+    if labels.numel() and int(labels.max()) >= k:
+        raise ValueError(f"label {int(labels.max())} is out of range for n_classes={k} (valid 0..{k - 1})")
     sums: torch.Tensor | None = None
     counts = torch.bincount(labels, minlength=k)[:k]
     for start, attr in attribute_batches(model, images, labels, method, batch_size=batch_size, progress=progress, **options):

@@ -189,7 +189,13 @@ def _groups(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"no image at {path}")
         mode = "L" if shape and shape[0] == 1 else "RGB"
-        img = Image.open(path).convert(mode).resize((shape[2], shape[1]) if shape else Image.open(path).size)
+        try:
+            with Image.open(path) as im:
+                img = im.convert(mode)
+                if shape:
+                    img = img.resize((shape[2], shape[1]))
+        except OSError as e:
+            raise ValueError(f"--image {path}: not a readable image ({e})") from None
         x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
         x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
     else:

@@ -96,12 +96,13 @@ def top_activating(
     from tqdm.auto import tqdm
 
     total = len(images) if isinstance(images, torch.Tensor) else None
+    device, dtype = model_device_dtype(model)
     was_training = model.training
     model.eval()
     try:
         with tqdm(total=total, desc=f"examples {layer}", unit="img", disable=not progress, leave=False) as bar:
             for xb in _batches(images, batch_size):
-                act = capture(model, xb, [path], detach=True)[path].float().cpu()
+                act = capture(model, xb.to(device=device, dtype=dtype), [path], detach=True)[path].float().cpu()
                 act = act.index_select(1, sel)  # (B, n, ...)
                 b = act.shape[0]
                 if spatial is None:
@@ -204,7 +205,7 @@ def receptive_field(
         raise ValueError(f"layer {layer!r}: no input pixel reaches position ({cy}, {cx}); cannot measure its receptive field")
     y0, y1 = int(ys.min()), int(ys.max()) + 1
     x0, x1 = int(xs.min()), int(xs.max()) + 1
-    # borders clip the central box only for tiny inputs; extend it symmetrically in that case
+    # for a layer whose receptive field exceeds the input, the measured box is clipped by the borders
     height, width = y1 - y0, x1 - x0
     return ReceptiveField(sy, sx, y0 - cy * sy, x0 - cx * sx, height, width)
 
@@ -213,7 +214,7 @@ def crop_patches(images: torch.Tensor, positions: torch.Tensor, rf: ReceptiveFie
     """Cut the receptive-field patch of each (y, x) from each image (N, C, H, W), zero-padded
     where the box extends past the border, so every patch has the same size."""
     n, c, h, w = images.shape
-    out = torch.zeros((n, c, rf.height, rf.width), dtype=images.dtype)
+    out = torch.zeros((n, c, rf.height, rf.width), dtype=images.dtype, device=images.device)
     for i in range(n):
         y0, x0, y1, x1 = rf.box(int(positions[i][0]), int(positions[i][1]))
         sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)

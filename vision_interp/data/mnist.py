@@ -111,6 +111,8 @@ def load_mnist(split: str = "train", data: str | os.PathLike | None = None, *, d
     """Load the ``"train"`` (60000) or ``"test"`` (10000) split as tensors."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of images, got {limit}")
     folder = ensure_mnist(data, download=download)
     prefix = "train" if split == "train" else "t10k"
     n = MNIST_FILES[f"{prefix}-images-idx3-ubyte"][2]

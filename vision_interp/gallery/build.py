@@ -158,7 +158,8 @@ def weights_fingerprint(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(str(t.dtype).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # reshape(-1): a 0-dim tensor (e.g. BatchNorm's num_batches_tracked) cannot be viewed as bytes
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -306,7 +307,7 @@ def _auto_dataset(model: nn.Module, data_dir: str | os.PathLike | None, limit: i
 # rendering one job
 
 
-def _render(model, layer: str, channels: Sequence[int], settings: "GallerySettings", size: int, seed: int, *,
+def _render(model, layer: str, channels: Sequence[int], settings: "GallerySettings", size: int | None, seed: int, *,
             negative: bool = False, diverse: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One chunk through featvis; returns images (N,C,H,W) in [0,1], objective values (N,) and
     raw channel activations (N,), unit-major with ``diverse`` images per channel when diverse > 1.
@@ -390,7 +391,7 @@ def _job_id(layer: _LayerInfo, chunk: int) -> str:
     return f"{layer.name}#{chunk}"
 
 
-def _run_job(model, layer: _LayerInfo, chunk: int, settings: GallerySettings, size: int, out: Path,
+def _run_job(model, layer: _LayerInfo, chunk: int, settings: GallerySettings, size: int | None, out: Path,
              dataset: _Dataset | None, rf, written_data: set[int], connections: tuple[dict[int, dict], str | None]) -> dict[str, dict]:
     """Render one chunk of a layer, write its PNGs, and return its manifest entries."""
     start = chunk * settings.batch
@@ -536,6 +537,8 @@ def make_gallery(
         infos.append(_LayerInfo(name, path, slug, tuple(int(s) for s in shape), channels))
     in_shape = tuple(getattr(model, "input_shape", ()) or ())
     size = settings.size or (in_shape[-1] if in_shape else 224)
+    # without an explicit size, render at the model's own (C, H, W): non-square inputs stay non-square
+    render_size = settings.size or (None if in_shape else 224)
     ds: _Dataset | None = None
     if settings.examples > 0:
         if isinstance(dataset, str):
@@ -543,6 +546,8 @@ def make_gallery(
                 raise ValueError(f"dataset must be 'auto', None or an image tensor, got {dataset!r}")
             ds = _auto_dataset(model, data_dir, settings.examples_limit)
         elif dataset is not None:
+            if not isinstance(dataset, torch.Tensor) or dataset.ndim != 4:
+                raise ValueError(f"dataset must be an image tensor (N, C, H, W) in [0, 1], got {getattr(dataset, 'shape', type(dataset).__name__)}")
             imgs = dataset[: settings.examples_limit] if settings.examples_limit else dataset
             labels = list(dataset_labels)[: len(imgs)] if dataset_labels is not None else None
             ds = _Dataset("data", imgs, labels)
@@ -606,7 +611,7 @@ def make_gallery(
                 rf = rfs[info.name]
             if info.name not in conns:
                 conns[info.name] = _layer_connections(model, info, settings.connections, paths_to_names)
-            entries = _run_job(model, info, chunk, settings, size, out, ds, rf, written_data, conns[info.name])
+            entries = _run_job(model, info, chunk, settings, render_size, out, ds, rf, written_data, conns[info.name])
             part["units"].update(entries)
             part["jobs_done"].append(_job_id(info, chunk))
             vio.save_json(part_path, part)  # the job counts as done only once this lands

@@ -183,10 +183,19 @@ weights sha256 <code>{esc(m["weights_sha256"][:16])}</code></p>
 <table class="kv">
 {settings_rows}
 </table>
-<p class="note">Each unit is rendered by feature visualization (maximising its mean activation), in fixed chunks of
+<p class="note">Each unit is rendered by feature visualization (maximising {_objective_phrase(s.get("objective"))}), in fixed chunks of
 {esc(s["batch"])} units with seeds derived from the base seed, so sharded or resumed runs give identical pictures.</p>
 """
     return _page(f"{m['name']} gallery", [(m["name"], None)], body, "")
+
+
+def _objective_phrase(objective: str | None) -> str:
+    """How the settings' objective reads in prose (None = featvis's per-model default)."""
+    if objective == "channel":
+        return "the channel's mean activation"
+    if objective == "neuron":
+        return "the channel's centre neuron"
+    return "featvis's default objective for the model: the centre neuron for small inputs, the channel mean for large ones"
 
 
 # --- layer pages --------------------------------------------------------------------------------

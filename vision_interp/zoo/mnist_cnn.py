@@ -78,7 +78,7 @@ def mnist_cnn(pretrained: bool = True, path: str | os.PathLike | None = None) ->
     """The committed trained MNIST CNN (eval mode, frozen), or a fresh random one with ``pretrained=False``."""
     path = Path(path) if path else DEFAULT_CHECKPOINT
     if not pretrained:
-        return MnistCNN()
+        return _frozen(MnistCNN())
     if not path.is_file():
         raise FileNotFoundError(
             f"no MNIST CNN checkpoint at {path}; train one with `vision-interp train-mnist --out {path.parent}`"
@@ -87,6 +87,11 @@ def mnist_cnn(pretrained: bool = True, path: str | os.PathLike | None = None) ->
     c1, c2 = sd["conv1.weight"].shape[0], sd["conv2.weight"].shape[0]
     model = MnistCNN(c1, c2)
     model.load_state_dict(sd, strict=True)
+    return _frozen(model)
+
+
+def _frozen(model: MnistCNN) -> MnistCNN:
+    """Zoo models are for analysis: eval mode, no parameter gradients (as ``inceptionv1`` returns them)."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
