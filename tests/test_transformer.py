@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch
 
 from vision_interp.transformer import (NotGPT2Error, TOY_MODEL_DIR, ablated_loss, ablation_scan, analyze_induction,
                                        attention_patterns, composition_scores, copying_scores, head_weights, load_gpt2,
-                                       load_gpt2_tokenizer, pattern_scores, repeated_tokens, save_gpt2, top_heads)
+                                       load_gpt2_tokenizer, pattern_scores, repeated_tokens, save_gpt2)
 
 # Thresholds the committed toy model supports (its measured values are in models/induction_2l/card.json and
 # in the report of `vision-interp induction`); they are far from what a random model reaches (~0.02).

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from vision_interp.transformer import analyze_induction, load_gpt2, top_heads
+from vision_interp.transformer import analyze_induction, load_gpt2
 
 GPT2_ENV = "VISION_INTERP_GPT2_PATH"
 # Heads reported in the literature for GPT-2 small (Olsson et al. 2022; Wang et al. 2022).

@@ -324,7 +324,6 @@ class _Exercise:
         ink_frac = float(ink.float().mean())
         neg_share = float(attr.clamp_max(0).abs().sum() / attr.abs().sum().clamp_min(1e-12))
         # deletion check: erase the 10% of ink pixels with the most positive IG vs 10% random ink pixels
-        del_top, del_rand = [], []
         with torch.no_grad():
             base_logit = model(xs).gather(1, ys[:, None])[:, 0]
             x_top, x_rand = xs.clone(), xs.clone()
@@ -434,7 +433,7 @@ class _Exercise:
         contrib = torch.einsum("dchw,nchw->ndc", cv, acts)  # (N, 10, C2): exact direct contributions to each logit
         out: dict[str, Any] = {}
         self.circuit_conv1: dict[int, list[int]] = {}
-        conv1_vis, conv2_vis = self.vis["conv1"], self.vis["conv2"]
+        conv2_vis = self.vis["conv2"]
         top2, rf2 = self.top["conv2"]
         for d in self.cfg.circuit_classes:
             chans = self.named[d]

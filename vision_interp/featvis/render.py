@@ -26,7 +26,7 @@ from torch import nn
 
 from .. import images as vimages
 from ..capture import LayerNotReachedError, capture
-from ..units import UnitRangeError, UnknownLayerError, default_input_shape, layer_shape, parse_unit, resolve_layer
+from ..units import UnitRangeError, UnknownLayerError, default_input_shape, layer_shape, resolve_layer
 from .objectives import Objective, as_objective
 from .param import ImageParam, image_param
 from .transform import Compose, make_transforms

@@ -108,11 +108,10 @@ def ablated_loss(model: torch.nn.Module, tokens: torch.Tensor, heads: Sequence[t
     (mode,) = _check_modes([mode])
     _check_heads(model, heads)
     seq_len = _seq_len(tokens)
-    L, H, d = model.config.n_layer, model.config.n_head, model.config.n_embd
+    H, d = model.config.n_head, model.config.n_embd
     dh = d // H
     if mode == "mean" and means is None:
         means = head_means(model, tokens)
-    B = tokens.shape[0]
     fns = {}
     for layer in sorted({l for l, _ in heads}):
         blk = model.transformer.h[layer].attn.c_proj

@@ -20,8 +20,8 @@ import torch
 from .. import io as vio
 from ..images import save_figure
 from .ablation import ABLATION_MODES, ablation_scan
-from .scores import (attention_patterns, check_probe, composition_scores, copy_losses, copy_slices, copying_scores,
-                     head_weights, pattern_scores, repeated_tokens, token_losses)
+from .scores import (attention_patterns, check_probe, composition_scores, copy_losses, copying_scores,
+                     head_weights, pattern_scores, repeated_tokens)
 
 __all__ = ["InductionReport", "analyze_induction", "top_heads", "format_head"]
 
