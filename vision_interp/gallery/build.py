@@ -34,6 +34,7 @@ from torch import nn
 
 from .. import io as vio
 from ..images import save_png
+from ..zoo.spec import model_spec
 from ..units import layer_shape, resolve_layer, resolve_unit
 
 __all__ = [
@@ -164,15 +165,11 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 def gallery_layers(model: nn.Module) -> list[str]:
-    """The layers meant by ``--layers all``: the model's ``gallery_layers`` attribute if it has one,
-    InceptionV1's conv2d0-2 and mixed blocks, else every Conv2d and Linear module in order."""
-    declared = getattr(model, "gallery_layers", None)
+    """The layers meant by ``--layers all``: the model spec's ``gallery_layers`` if it declares them
+    (InceptionV1: conv2d0-2 and the mixed blocks), else every Conv2d and Linear module in order."""
+    declared = model_spec(model).gallery_layers
     if declared:
         return list(declared)
-    from ..zoo.inceptionv1 import MIXED_BLOCKS, InceptionV1
-
-    if isinstance(model, InceptionV1):
-        return ["conv2d0", "conv2d1", "conv2d2", *MIXED_BLOCKS]
     return [n for n, m in model.named_modules() if n and isinstance(m, (nn.Conv2d, nn.Linear))]
 
 

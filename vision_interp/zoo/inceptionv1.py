@@ -111,6 +111,7 @@ class InceptionV1(nn.Module):
     """Lucid's inception5h. ``forward`` takes RGB in [0, 1] (N, 3, H, W) and returns 1008 logits."""
 
     input_shape = (3, 224, 224)
+    gallery_layers = ("conv2d0", "conv2d1", "conv2d2", *MIXED_BLOCKS)
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,0 +1,68 @@
+"""The model protocol: what the toolkit needs to know about a model, declared once.
+
+Any ``nn.Module`` works without a spec; a model that wants better defaults (Lucid's layer names,
+the layers a gallery should show, feature-visualization settings, class names) sets
+``model.spec = ModelSpec(...)``. Older models that set the individual attributes
+(``layer_aliases``, ``input_shape``, ``gallery_layers``, ``featvis_defaults``, ``class_names``) are
+read the same way, so :func:`model_spec` is the only place that looks at a model's attributes.
+
+Modules inside a model take part in circuits' linearisation by duck typing, never by class:
+a module with a ``linearized(x)`` method is replaced by it when weights are expanded through
+linear paths (e.g. a max pool by an average pool over the same window, a local response norm by
+the identity), and a module with ``pad_amounts(h, w) -> (top, bottom, left, right)`` tells the
+geometry how it pads an ``h x w`` input. No consumer imports a zoo model class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from torch import nn
+
+__all__ = ["ModelSpec", "model_spec"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model declares about itself. Every field is optional."""
+
+    name: str | None = None
+    input_shape: tuple[int, ...] | None = None  # (C, H, W) the model was trained on
+    layer_aliases: dict[str, str] = field(default_factory=dict)  # alias -> module path
+    class_names: tuple[str, ...] | None = None
+    gallery_layers: tuple[str, ...] | None = None  # what ``--layers all`` means
+    featvis_defaults: dict[str, Any] = field(default_factory=dict)  # overrides for render defaults
+    logits_layer: str | None = None  # module path (or alias) of the class logits
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "layer_aliases": dict(self.layer_aliases),
+            "class_names": list(self.class_names) if self.class_names else None,
+            "gallery_layers": list(self.gallery_layers) if self.gallery_layers else None,
+            "featvis_defaults": dict(self.featvis_defaults),
+            "logits_layer": self.logits_layer,
+        }
+
+
+def _tuple_or_none(v: Sequence | None) -> tuple | None:
+    return tuple(v) if v else None
+
+
+def model_spec(model: nn.Module) -> ModelSpec:
+    """The model's declared spec (``model.spec``), else one read from its legacy attributes."""
+    declared = getattr(model, "spec", None)
+    if isinstance(declared, ModelSpec):
+        return declared
+    aliases = dict(getattr(model, "layer_aliases", None) or {})
+    return ModelSpec(
+        name=getattr(model, "model_name", None) or type(model).__name__,
+        input_shape=_tuple_or_none(getattr(model, "input_shape", None)),
+        layer_aliases=aliases,
+        class_names=_tuple_or_none([str(c) for c in (getattr(model, "class_names", None) or [])]),
+        gallery_layers=_tuple_or_none(getattr(model, "gallery_layers", None)),
+        featvis_defaults=dict(getattr(model, "featvis_defaults", None) or {}),
+        logits_layer=aliases.get("logits"),
+    )
