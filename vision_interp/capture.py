@@ -7,20 +7,26 @@ Two ideas, TransformerLens style:
   forward pass, so later layers cost nothing.
 * :func:`hooks` is an explicit, temporary, named set of forward hooks (to read or to replace a
   layer's output, e.g. for ablations). Hooks are removed in ``finally``, also on exceptions.
+* :func:`capture_dataset` is the one loop that streams a dataset through a model in batches
+  (eval mode, no gradients, the model's device and dtype) and yields each batch's activations.
+
+The early exit is a ``BaseException``: a model whose ``forward`` wraps layers in
+``try: ... except Exception:`` cannot swallow it and run on past the requested layers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .units import UnitSpec, parse_unit, resolve_layer
+from .units import UnitSpec, model_device_dtype, parse_unit, resolve_layer, resolve_layers
 
-__all__ = ["ActivationCache", "LayerNotReachedError", "capture", "hooks", "run_with_cache", "select_unit"]
+__all__ = ["ActivationCache", "LayerNotReachedError", "capture", "capture_dataset", "dataset_batches", "hooks",
+           "run_with_cache", "select_unit"]
 
 HookFn = Callable[[nn.Module, tuple, Any], Any]
 
@@ -29,8 +35,11 @@ class LayerNotReachedError(RuntimeError):
     """The forward pass ended without running a requested layer (e.g. a module that is never called)."""
 
 
-class _StopForward(Exception):
-    """Raised inside a hook to end the forward pass once every requested layer has run."""
+class _StopForward(BaseException):
+    """Raised inside a hook to end the forward pass once every requested layer has run.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``) so that a model's ``except Exception`` does not catch it.
+    """
 
 
 @contextmanager
@@ -38,10 +47,12 @@ def hooks(model: nn.Module, fns: Mapping[str, HookFn]) -> Iterator[dict[str, tor
     """Attach forward hooks by layer name for the duration of a ``with`` block.
 
     ``fns`` maps a layer name (or alias) to ``fn(module, inputs, output)``; returning a value
-    replaces the layer's output. Names are validated before anything is attached.
+    replaces the layer's output. Names are validated before anything is attached; an alias and
+    the path of the same module in one mapping is an error (one of the two would be dropped).
     """
     modules = dict(model.named_modules())
-    resolved = {resolve_layer(model, name): fn for name, fn in fns.items()}
+    paths = resolve_layers(model, fns)
+    resolved = {paths[name]: fn for name, fn in fns.items()}
     handles: dict[str, torch.utils.hooks.RemovableHandle] = {}
     try:
         for path, fn in resolved.items():
@@ -58,6 +69,8 @@ def select_unit(act: torch.Tensor, spec: UnitSpec) -> torch.Tensor:
     out = act
     if unit.channel is not None:
         out = out[:, unit.channel]
+    elif unit.channels is not None:
+        out = out[:, unit.channels.start : unit.channels.stop]
     if unit.position is not None:
         y, x = unit.position
         out = out[..., y, x]
@@ -84,7 +97,7 @@ class ActivationCache(Mapping):
         if path not in self._acts:
             raise KeyError(f"{unit.layer!r} was not captured; captured: {', '.join(self._acts)}")
         act = self._acts[path]
-        if unit.channel is None:
+        if not unit.has_channel:
             return act
         return select_unit(act, unit)
 
@@ -172,3 +185,57 @@ def run_with_cache(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str]
     with hooks(model, {p: make_hook(p) for p in paths if p in modules}):
         output = model(inputs)
     return output, ActivationCache({p: acts[p] for p in paths if p in acts}, model, output=output)
+
+
+def dataset_batches(
+    images: torch.Tensor | Iterable[torch.Tensor],
+    batch_size: int,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    progress: bool = False,
+    desc: str = "batches",
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, batch)`` over a tensor (N, ...) cut into ``batch_size`` pieces, or over an iterable of
+    batches, moved to ``device``/``dtype``, with an optional progress bar (closed also on errors)."""
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    total = len(images) if isinstance(images, torch.Tensor) else None
+    chunks: Iterable[torch.Tensor] = (
+        (images[i : i + batch_size] for i in range(0, len(images), batch_size)) if isinstance(images, torch.Tensor) else images
+    )
+    start = 0
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for xb in chunks:
+            yield start, xb.to(device=device or xb.device, dtype=dtype or xb.dtype)
+            start += len(xb)
+            bar.update(len(xb))
+
+
+def capture_dataset(
+    model: nn.Module,
+    images: torch.Tensor | Iterable[torch.Tensor],
+    layers: Sequence[str] | str,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+    desc: str | None = None,
+) -> Iterator[tuple[int, ActivationCache]]:
+    """Stream ``images`` through ``model`` and yield ``(start, cache)`` per batch: the one dataset loop.
+
+    Eval mode (restored afterwards), no gradients, inputs moved to the model's device and dtype,
+    detached activations, early exit after the deepest requested layer.
+    """
+    device, dtype = model_device_dtype(model)
+    names = [layers] if isinstance(layers, str) else list(layers)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start, xb in dataset_batches(images, batch_size, device=device, dtype=dtype, progress=progress,
+                                             desc=desc or f"capture {', '.join(map(str, names))}"):
+                yield start, capture(model, xb, names, detach=True)
+    finally:
+        model.train(was_training)

@@ -1,10 +1,15 @@
-"""The one grammar for addressing layers and units, and its validation against a model.
+"""The one grammar for addressing layers and units, resolved once into model-bound handles.
 
-A *layer* is a module path from ``model.named_modules()`` (``"conv2"``, ``"features.3"``) or an
-alias the model declares in ``model.layer_aliases`` (InceptionV1's Lucid names such as
+A *layer* is a module path from ``model.named_modules()`` (``"conv2"``, ``"features.3"``,
+``"conv2/sae"``) or an alias the model declares in its spec (InceptionV1's Lucid names such as
 ``"mixed4a_3x3_pre_relu"``). A *unit* is ``"layer:channel"`` with an optional spatial position
-``"@y,x"``: ``"mixed4a:476"``, ``"conv2:5@3,4"``. Tuples work too: ``("conv2", 5)`` or
-``("conv2", 5, (3, 4))``.
+``"@y,x"``: ``"mixed4a:476"``, ``"conv2:5@3,4"``; a channel range is ``"conv2:0-7"`` (both ends
+included). Tuples work too: ``("conv2", 5)``, ``("conv2", 5, (3, 4))``, ``("conv2", range(8))``.
+
+:func:`parse_unit` checks syntax only; :func:`resolve_unit` checks the unit against a model and
+returns a :class:`UnitHandle` (canonical module path, channel(s), position, output shape from the
+model's :mod:`~vision_interp.trace`). Public functions accept strings, tuples or handles and
+resolve them once at the boundary; everything below works with handles.
 
 Every error about names and ranges in the package comes from here, so users see one style of
 message: what was wrong, and what would have been valid.
@@ -15,21 +20,30 @@ from __future__ import annotations
 import difflib
 import re
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable, Sequence, Union
 
 import torch
 from torch import nn
 
+from . import trace as _trace
+from .trace import model_device_dtype
+from .zoo.spec import model_spec
+
 __all__ = [
     "Unit",
+    "UnitHandle",
     "UnitSpec",
     "UnknownLayerError",
     "UnitRangeError",
+    "LayerNameCollisionError",
     "parse_unit",
+    "parse_channel_list",
     "layer_names",
     "resolve_layer",
     "resolve_unit",
+    "resolve_units",
     "layer_shape",
     "default_input_shape",
     "close_names",
@@ -48,33 +62,120 @@ class UnitRangeError(IndexError, ValueError):
     """A channel or spatial position outside the layer's output. The message states the range."""
 
 
-@dataclass(frozen=True)
+class LayerNameCollisionError(ValueError):
+    """Two names for one module were used together, or an alias shadows a different module's path."""
+
+
+@dataclass(frozen=True, eq=False)
 class Unit:
-    """A layer, optionally narrowed to one channel and one spatial position ``(y, x)``."""
+    """A layer, optionally narrowed to one channel (or a channel range) and a position ``(y, x)``.
+
+    ``channels`` is a ``range`` for ``"layer:lo-hi"`` (then ``channel`` is None); ranges stay lazy
+    so that an absurd range is rejected by its bounds, never by allocating it.
+    """
 
     layer: str
     channel: int | None = None
     position: tuple[int, int] | None = None
+    channels: range | None = None
+
+    def _key(self) -> tuple:
+        rng = (self.channels.start, self.channels.stop) if self.channels is not None else None
+        return (self.layer, self.channel, self.position, rng)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unit) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def __str__(self) -> str:
         s = self.layer
         if self.channel is not None:
             s += f":{self.channel}"
+        elif self.channels is not None:
+            s += f":{self.channels.start}-{self.channels.stop - 1}"
         if self.position is not None:
             s += f"@{self.position[0]},{self.position[1]}"
         return s
 
+    @property
+    def has_channel(self) -> bool:
+        """True when one channel or a channel range is selected."""
+        return self.channel is not None or self.channels is not None
+
+    def channel_list(self, n_channels: int | None = None) -> list[int]:
+        """The selected channels (all ``n_channels`` for a whole layer)."""
+        if self.channel is not None:
+            return [self.channel]
+        if self.channels is not None:
+            return list(self.channels)
+        if n_channels is None:
+            raise ValueError(f"{self} selects a whole layer; pass n_channels")
+        return list(range(n_channels))
+
     def with_layer(self, layer: str) -> "Unit":
-        return Unit(layer, self.channel, self.position)
+        return Unit(layer, self.channel, self.position, self.channels)
+
+
+@dataclass(frozen=True, eq=False)
+class UnitHandle(Unit):
+    """A unit resolved against one model: ``layer`` is the canonical module path, channels and
+    position are checked, and ``shape`` is the layer's output shape (without batch) for
+    ``input_shape``. Compares equal to the :class:`Unit` with the same path and selection.
+    """
+
+    input_shape: tuple[int, ...] | None = None
+    name: str | None = None  # the user's spelling of the layer (alias or path)
+    _model: "weakref.ref[nn.Module] | None" = field(default=None, repr=False)
+
+    @property
+    def path(self) -> str:
+        return self.layer
+
+    @property
+    def model(self) -> nn.Module:
+        model = self._model() if self._model is not None else None
+        if model is None:
+            raise ReferenceError(f"the model of unit handle {self} no longer exists")
+        return model
+
+    @cached_property
+    def shape(self) -> tuple[int, ...]:
+        """Output shape of the layer (without batch), from the model's trace."""
+        return layer_shape(self.model, self.layer, self.input_shape)
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.shape[0])
+
+    def bound_to(self, model: nn.Module) -> bool:
+        return self._model is not None and self._model() is model
+
+    def display(self) -> str:
+        """The unit as the user spelled its layer (alias kept)."""
+        return str(self.with_layer(self.name or self.layer))
 
 
 UnitSpec = Union[str, Unit, Sequence]
 
-_UNIT_RE = re.compile(r"^\s*(?P<layer>[^:@\s]+)\s*(?::\s*(?P<ch>-?\d+)\s*)?(?:@\s*(?P<y>-?\d+)\s*,\s*(?P<x>-?\d+)\s*)?$")
+_D = r"[0-9]+"  # ASCII digits only: int() would also accept '٣' or '３'
+_UNIT_RE = re.compile(
+    rf"^\s*(?P<layer>[^:@\s]+)\s*"
+    rf"(?::\s*(?:(?P<lo>{_D})\s*-\s*(?P<hi>{_D})|(?P<ch>-?{_D}))\s*)?"
+    rf"(?:@\s*(?P<y>-?{_D})\s*,\s*(?P<x>-?{_D})\s*)?$",
+    re.ASCII,
+)
+
+
+def _range(lo: int, hi: int, spec: object) -> range:
+    if lo > hi:
+        raise ValueError(f"unit {spec!r}: channel range {lo}-{hi} is empty; write 'layer:LOW-HIGH' with LOW <= HIGH")
+    return range(lo, hi + 1)
 
 
 def parse_unit(spec: UnitSpec) -> Unit:
-    """Parse ``"layer"``, ``"layer:c"``, ``"layer:c@y,x"``, a tuple, or a :class:`Unit`.
+    """Parse ``"layer"``, ``"layer:c"``, ``"layer:lo-hi"``, ``"layer:c@y,x"``, a tuple, or a :class:`Unit`.
 
     Only syntax is checked here; :func:`resolve_unit` checks names and ranges against a model.
     """
@@ -84,44 +185,85 @@ def parse_unit(spec: UnitSpec) -> Unit:
         m = _UNIT_RE.match(spec)
         if not m:
             raise ValueError(
-                f"cannot parse unit {spec!r}: expected 'layer', 'layer:channel' or "
-                "'layer:channel@y,x' (e.g. 'mixed4a:476', 'conv2:5@3,4')"
+                f"cannot parse unit {spec!r}: expected 'layer', 'layer:channel', 'layer:LOW-HIGH' or "
+                "'layer:channel@y,x' with ASCII digits (e.g. 'mixed4a:476', 'conv2:0-7', 'conv2:5@3,4')"
             )
         ch = int(m["ch"]) if m["ch"] is not None else None
+        rng = _range(int(m["lo"]), int(m["hi"]), spec) if m["lo"] is not None else None
         pos = (int(m["y"]), int(m["x"])) if m["y"] is not None else None
-        if pos is not None and ch is None:
+        if pos is not None and ch is None and rng is None:
             raise ValueError(f"unit {spec!r} gives a position but no channel; write 'layer:channel@y,x'")
-        return Unit(m["layer"], ch, pos)
+        return Unit(m["layer"], ch, pos, rng)
     if isinstance(spec, (tuple, list)) and 1 <= len(spec) <= 3 and isinstance(spec[0], str):
-        layer = spec[0]
-        ch = spec[1] if len(spec) > 1 else None
-        pos = spec[2] if len(spec) > 2 else None
-        if ch is not None and not isinstance(ch, int):
-            if isinstance(ch, torch.Tensor) and ch.numel() == 1:
-                ch = int(ch)
-            else:
-                raise ValueError(f"unit {spec!r}: channel must be an int, got {type(ch).__name__}")
-        if pos is not None:
-            if ch is None:
-                raise ValueError(f"unit {spec!r} gives a position but no channel; write (layer, channel, (y, x))")
-            if len(pos) != 2:
-                raise ValueError(f"unit {spec!r}: position must be (y, x)")
-            pos = (int(pos[0]), int(pos[1]))
-        return Unit(layer, ch, pos)
+        return _parse_tuple(spec)
     raise ValueError(
         f"cannot parse unit {spec!r}: give a string like 'conv2:5' or a tuple like ('conv2', 5)"
     )
 
 
+def _parse_tuple(spec: Sequence) -> Unit:
+    layer = spec[0]
+    ch = spec[1] if len(spec) > 1 else None
+    pos = spec[2] if len(spec) > 2 else None
+    rng = None
+    if isinstance(ch, range):
+        if ch.step != 1 or len(ch) == 0:
+            raise ValueError(f"unit {spec!r}: a channel range must be non-empty with step 1")
+        ch, rng = None, ch
+    elif ch is not None and not isinstance(ch, int) or isinstance(ch, bool):
+        if isinstance(ch, torch.Tensor) and ch.numel() == 1 and not ch.is_floating_point():
+            ch = int(ch)
+        else:
+            raise ValueError(f"unit {spec!r}: channel must be an int or a range, got {type(ch).__name__}")
+    if pos is not None:
+        if ch is None and rng is None:
+            raise ValueError(f"unit {spec!r} gives a position but no channel; write (layer, channel, (y, x))")
+        if len(pos) != 2:
+            raise ValueError(f"unit {spec!r}: position must be (y, x)")
+        pos = (int(pos[0]), int(pos[1]))
+    return Unit(layer, ch, pos, rng)
+
+
+def parse_channel_list(spec: str | int | Iterable[int] | None, n_channels: int, *, what: str = "channels") -> list[int]:
+    """Channels from ``"0-7,9"``, an int, an iterable of ints, or None (all ``n_channels``).
+
+    Every number and range is checked against ``n_channels`` before any list is built.
+    """
+    if spec is None:
+        return list(range(n_channels))
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        parts: list[range] = [range(spec, spec + 1)]
+    elif isinstance(spec, str):
+        parts = []
+        for item in spec.split(","):
+            m = re.fullmatch(rf"\s*(?P<lo>{_D})\s*(?:-\s*(?P<hi>{_D})\s*)?", item, re.ASCII)
+            if not m:
+                raise ValueError(f"{what} {spec!r}: expected numbers and ranges like '0-7,9' (ASCII digits)")
+            lo = int(m["lo"])
+            parts.append(_range(lo, int(m["hi"]) if m["hi"] is not None else lo, spec))
+    else:
+        parts = [range(int(c), int(c) + 1) for c in spec]
+    for r in parts:
+        if r.start < 0 or r.stop > n_channels:
+            raise UnitRangeError(
+                f"{what} {r.start}-{r.stop - 1} out of range: valid channels are 0..{n_channels - 1} ({n_channels} channels)"
+            )
+    out = [c for r in parts for c in r]
+    if not out:
+        raise ValueError(f"empty {what} selection")
+    return out
+
+
 def _aliases(model: nn.Module) -> dict[str, str]:
-    return dict(getattr(model, "layer_aliases", {}) or {})
+    return dict(model_spec(model).layer_aliases or {})
 
 
 def layer_names(model: nn.Module, *, include_aliases: bool = True) -> list[str]:
     """Every addressable layer name: module paths in registration order, then aliases."""
     names = [n for n, _ in model.named_modules() if n]
     if include_aliases:
-        names += [a for a in _aliases(model) if a not in names]
+        seen = set(names)
+        names += [a for a in _aliases(model) if a not in seen]
     return names
 
 
@@ -138,13 +280,29 @@ def close_names(name: str, candidates: Iterable[str], n: int = 6) -> list[str]:
 
 
 def resolve_layer(model: nn.Module, name: str) -> str:
-    """Map a layer name or alias to its module path, or raise with the closest valid names."""
+    """Map a layer name or alias to its module path, or raise with the closest valid names.
+
+    An alias that is also the path of a *different* module is ambiguous and raises
+    :class:`LayerNameCollisionError`.
+    """
+    if isinstance(name, Unit):
+        name = name.layer
     modules = dict(model.named_modules())
-    if name in modules and name != "":
-        return name
     aliases = _aliases(model)
     if name in aliases:
-        return aliases[name]
+        target = aliases[name]
+        if name in modules and name != "" and target != name:
+            raise LayerNameCollisionError(
+                f"{type(model).__name__} declares alias {name!r} -> {target!r}, but {name!r} is also the path of "
+                "another module; rename the alias"
+            )
+        if target not in modules or target == "":
+            raise UnknownLayerError(
+                f"alias {name!r} of {type(model).__name__} points to {target!r}, which is not a module path"
+            )
+        return target
+    if name in modules and name != "":
+        return name
     valid = layer_names(model)
     near = close_names(name, valid)
     hint = f" Closest: {', '.join(near)}." if near else ""
@@ -155,9 +313,24 @@ def resolve_layer(model: nn.Module, name: str) -> str:
     )
 
 
+def resolve_layers(model: nn.Module, names: Iterable[str]) -> dict[str, str]:
+    """``{name: path}`` for several names; two different names of one module raise a collision error."""
+    out: dict[str, str] = {}
+    by_path: dict[str, str] = {}
+    for name in names:
+        path = resolve_layer(model, name)
+        if path in by_path and by_path[path] != name:
+            raise LayerNameCollisionError(
+                f"{by_path[path]!r} and {name!r} both name module {path!r}; give each module once"
+            )
+        by_path[path] = name
+        out[name] = path
+    return out
+
+
 def default_input_shape(model: nn.Module) -> tuple[int, ...]:
-    """The (C, H, W) a model expects, from its ``input_shape`` attribute (zoo models set it)."""
-    shape = getattr(model, "input_shape", None)
+    """The (C, H, W) a model expects, from its spec (``input_shape``; zoo models declare it)."""
+    shape = model_spec(model).input_shape
     if shape is None:
         raise ValueError(
             f"{type(model).__name__} has no 'input_shape' attribute; pass input_shape=(C, H, W) "
@@ -166,65 +339,23 @@ def default_input_shape(model: nn.Module) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
-def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Where and in what dtype to build probe inputs for ``model`` (CPU float32 for parameter-free models)."""
-    p = next(model.parameters(), None)
-    return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
-
-
-_SHAPE_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-
-
 def layer_shape(model: nn.Module, layer: str, input_shape: Sequence[int] | None = None) -> tuple[int, ...]:
-    """Output shape (without batch) of ``layer`` for one input of ``input_shape`` (C, H, W).
-
-    Runs the model once on zeros up to that layer (early exit) and caches the answer.
-    """
-    from .capture import capture  # local import: capture depends on units
-
+    """Output shape (without batch) of ``layer`` for one input of ``input_shape`` (C, H, W), from the trace."""
     path = resolve_layer(model, layer)
     shape_in = tuple(input_shape) if input_shape is not None else default_input_shape(model)
-    cache = _SHAPE_CACHE.setdefault(model, {})
-    key = (path, shape_in)
-    if key not in cache:
-        device, dtype = model_device_dtype(model)
-        x = torch.zeros((1, *shape_in), device=device, dtype=dtype)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                acts = capture(model, x, [path])
-        finally:
-            model.train(was_training)
-        out = acts[path]
-        if not isinstance(out, torch.Tensor):
-            raise ValueError(f"layer {path!r} returns {type(out).__name__}, not a tensor; choose a tensor-valued layer")
-        cache[key] = tuple(out.shape[1:])
-    return cache[key]
+    return _trace.trace(model, shape_in).shape(path)
 
 
-def resolve_unit(
-    model: nn.Module,
-    spec: UnitSpec,
-    input_shape: Sequence[int] | None = None,
-    *,
-    require_channel: bool = False,
-) -> Unit:
-    """Parse ``spec`` and check it against ``model``: known layer, channel and position in range.
-
-    Returns the unit with its layer replaced by the canonical module path.
-    """
-    unit = parse_unit(spec)
-    path = resolve_layer(model, unit.layer)
-    if require_channel and unit.channel is None:
-        raise ValueError(f"{spec!r} names a layer, but a unit ('{unit.layer}:CHANNEL') is needed here")
-    if unit.channel is None and unit.position is None:
-        return unit.with_layer(path)
-    shape = layer_shape(model, path, input_shape)
+def _check_range(unit: Unit, shape: tuple[int, ...]) -> None:
     n_ch = shape[0]
-    if not 0 <= unit.channel < n_ch:
+    if unit.channel is not None and not 0 <= unit.channel < n_ch:
         raise UnitRangeError(
             f"channel {unit.channel} is out of range for layer {unit.layer!r}: "
+            f"valid channels are 0..{n_ch - 1} ({n_ch} channels)"
+        )
+    if unit.channels is not None and not (unit.channels.start >= 0 and unit.channels.stop <= n_ch):
+        raise UnitRangeError(
+            f"channel range {unit.channels.start}-{unit.channels.stop - 1} is out of range for layer {unit.layer!r}: "
             f"valid channels are 0..{n_ch - 1} ({n_ch} channels)"
         )
     if unit.position is not None:
@@ -237,4 +368,42 @@ def resolve_unit(
                 f"position ({y}, {x}) is out of range for layer {unit.layer!r}: "
                 f"valid y is 0..{h - 1}, x is 0..{w - 1} (spatial size {h}x{w})"
             )
-    return unit.with_layer(path)
+
+
+def resolve_unit(
+    model: nn.Module,
+    spec: UnitSpec,
+    input_shape: Sequence[int] | None = None,
+    *,
+    require_channel: bool = False,
+    single_channel: bool = False,
+) -> UnitHandle:
+    """Parse ``spec`` and check it against ``model`` once: known layer, channel(s) and position in range.
+
+    Returns a :class:`UnitHandle` bound to ``model`` whose ``layer`` is the canonical module path.
+    A handle already bound to ``model`` (and the same input shape) is returned as it is.
+    ``require_channel`` refuses a bare layer; ``single_channel`` also refuses a channel range.
+    """
+    shape_in = tuple(int(s) for s in input_shape) if input_shape is not None else None
+    if isinstance(spec, UnitHandle) and spec.bound_to(model) and (shape_in is None or shape_in == spec.input_shape):
+        unit: Unit = spec
+    else:
+        unit = parse_unit(spec)
+    name = unit.name if isinstance(unit, UnitHandle) else unit.layer
+    path = resolve_layer(model, unit.layer)
+    if (require_channel or single_channel) and not unit.has_channel:
+        raise ValueError(f"{spec!r} names a layer, but a unit ('{unit.layer}:CHANNEL') is needed here")
+    if single_channel and unit.channel is None:
+        raise ValueError(f"{spec!r} selects a channel range; one channel ('{unit.layer}:CHANNEL') is needed here")
+    if shape_in is None and (unit.has_channel or unit.position is not None):
+        shape_in = default_input_shape(model)
+    handle = UnitHandle(path, unit.channel, unit.position, unit.channels, shape_in, name, weakref.ref(model))
+    if unit.has_channel or unit.position is not None:
+        _check_range(handle, handle.shape)
+    return handle
+
+
+def resolve_units(model: nn.Module, specs: Iterable[UnitSpec], input_shape: Sequence[int] | None = None,
+                  **kwargs: bool) -> list[UnitHandle]:
+    """:func:`resolve_unit` for several specs."""
+    return [resolve_unit(model, s, input_shape, **kwargs) for s in specs]

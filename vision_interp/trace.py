@@ -1,0 +1,581 @@
+"""ONE trace of a model per (model, input shape, dtype): the only place that learns model structure.
+
+One forward pass on zeros records every module call in order, its output shape, how often each
+module runs, where every tensor came from, and what part of the input each position sees:
+
+* **Data flow** is followed through modules *and* plain function calls in ``forward`` (``x * 255``,
+  ``torch.cat``, ``torch.flatten``): a :class:`~torch.overrides.TorchFunctionMode` labels every
+  tensor with its provenance, a tuple of :class:`Segment` s that say which channels of which
+  earlier call it holds. ``torch.cat`` along the channel axis keeps exact channel offsets, so a
+  concatenation (a module or an inline ``torch.cat``) is recognised by what it computes, not by
+  its class. Channel-wise functions (ReLU, pooling, padding, arithmetic between same-width tensors)
+  keep channels one to one; everything else (convolutions, linear maps) mixes them.
+* **Receptive fields** are composed from the sliding-window functions actually called (``pad``,
+  ``conv2d``, ``max_pool2d``, ``avg_pool2d``), with their run-time arguments: a TF "SAME" padding
+  computed from the input size is measured at that size. Functions that keep the spatial size are
+  pointwise in space; ones that change it in an unknown way make the field unknown (with the
+  function named in the error).
+
+Answers: :meth:`Trace.shape`, :meth:`Trace.is_upstream`, :meth:`Trace.channels_reaching`,
+:meth:`Trace.feeding_layers`, :meth:`Trace.receptive_field`, :meth:`Trace.relative_window`,
+:meth:`Trace.edges`. Traces are cached per model in one place (:func:`trace`) and keyed by the
+model's module structure too, so adding or replacing a module invalidates them automatically;
+:func:`invalidate` drops them explicitly.
+
+This module names layers by module path only; the unit grammar and aliases live in
+:mod:`vision_interp.units`, which resolves names before asking here.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+__all__ = [
+    "INPUT",
+    "Segment",
+    "Window",
+    "Call",
+    "Trace",
+    "TraceError",
+    "trace",
+    "invalidate",
+    "track",
+    "model_device_dtype",
+]
+
+INPUT = -1  # producer index of the model's input
+
+
+class TraceError(ValueError):
+    """A structural question the trace cannot answer (layer never called, unknown receptive field, ...)."""
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where and in what dtype to build inputs for ``model``: its first parameter's, else its first
+    floating buffer's device, else CPU float32. The package's one device helper."""
+    p = next(model.parameters(), None)
+    if p is not None:
+        return p.device, p.dtype
+    for b in model.buffers():
+        if b.is_floating_point():
+            return b.device, b.dtype
+    return torch.device("cpu"), torch.float32
+
+
+# --------------------------------------------------------------------------------- provenance
+@dataclass(frozen=True)
+class Segment:
+    """Channels ``dst[0]..dst[1]-1`` of a tensor come from channels ``src`` of call ``producer``.
+
+    ``exact``: one to one (``dst[0] + k`` <- ``src[0] + k``); otherwise every destination channel
+    of the segment depends on every source channel of it.
+    """
+
+    producer: int
+    src: tuple[int, int]
+    dst: tuple[int, int]
+    exact: bool = True
+
+
+Flow = tuple  # tuple[Segment, ...]
+
+
+def _channels(t: torch.Tensor) -> int:
+    return int(t.shape[1]) if t.ndim >= 2 else 1
+
+
+def _mixed(flows: Iterable[Flow], n_out: int) -> Flow:
+    segs = {Segment(s.producer, s.src, (0, n_out), False) for f in flows for s in f}
+    return tuple(sorted(segs, key=lambda s: (s.producer, s.src)))
+
+
+def _shift(flow: Flow, offset: int) -> Flow:
+    return tuple(Segment(s.producer, s.src, (s.dst[0] + offset, s.dst[1] + offset), s.exact) for s in flow)
+
+
+# ------------------------------------------------------------------------------------ geometry
+@dataclass(frozen=True)
+class Window:
+    """Where position ``p`` of a map looks in the reference map, per axis (y, x): rows
+    ``stride*p + offset .. + size`` (may extend past the border, into padding).
+    ``is_global``: every position sees the whole reference (after flatten, linear, global pooling).
+    """
+
+    size: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    offset: tuple[int, int] = (0, 0)
+    is_global: bool = False
+
+    def then(self, kernel: tuple[int, int], stride: tuple[int, int], pad_before: tuple[int, int],
+             dilation: tuple[int, int] = (1, 1)) -> "Window":
+        """Compose with a sliding window (conv or pool) of the given kernel, stride, leading pad, dilation."""
+        if self.is_global:
+            return self
+        k = tuple(dilation[a] * (kernel[a] - 1) + 1 for a in range(2))
+        size = tuple(self.size[a] + self.stride[a] * (k[a] - 1) for a in range(2))
+        offset = tuple(self.offset[a] - self.stride[a] * pad_before[a] for a in range(2))
+        st = tuple(self.stride[a] * stride[a] for a in range(2))
+        return Window(size, st, offset)  # type: ignore[arg-type]
+
+    def box(self, y: int, x: int) -> tuple[int, int, int, int]:
+        """(y0, x0, y1, x1) of position (y, x), end-exclusive, unclipped."""
+        y0 = self.stride[0] * y + self.offset[0]
+        x0 = self.stride[1] * x + self.offset[1]
+        return y0, x0, y0 + self.size[0], x0 + self.size[1]
+
+
+GLOBAL = Window(is_global=True)
+
+
+def _hull(wins: Sequence[Window]) -> Window | str:
+    if any(w.is_global for w in wins):
+        return GLOBAL
+    if len({w.stride for w in wins}) > 1:
+        return "inputs with different strides are combined"
+    lo = tuple(min(w.offset[a] for w in wins) for a in range(2))
+    hi = tuple(max(w.offset[a] + w.size[a] for w in wins) for a in range(2))
+    return Window((hi[0] - lo[0], hi[1] - lo[1]), wins[0].stride, lo)  # type: ignore[arg-type]
+
+
+def _pair(v: Any, default: int = 0) -> tuple[int, int]:
+    if v is None:
+        return (default, default)
+    if isinstance(v, (int, float)):
+        return (int(v), int(v))
+    v = list(v)
+    if not v:
+        return (default, default)
+    return (int(v[0]), int(v[0])) if len(v) == 1 else (int(v[-2]), int(v[-1]))
+
+
+def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[i] if len(args) > i else default
+
+
+# function names (``func.__name__``) whose output channel c depends only on input channel c
+_CHANNELWISE = {
+    "add", "sub", "mul", "div", "true_divide", "neg", "pow", "abs", "exp", "log", "sqrt", "rsqrt", "square",
+    "__add__", "__radd__", "__iadd__", "__sub__", "__rsub__", "__isub__", "__mul__", "__rmul__", "__imul__",
+    "__truediv__", "__rtruediv__", "__itruediv__", "__neg__", "__pow__", "__rpow__", "add_", "sub_", "mul_", "div_",
+    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "hardtanh", "hardtanh_", "sigmoid", "tanh", "gelu",
+    "silu", "elu", "softplus", "clamp", "clamp_", "clamp_min", "clamp_max", "clip", "maximum", "minimum",
+    "pad", "max_pool2d", "_max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d",
+    "adaptive_max_pool2d", "_adaptive_max_pool2d", "adaptive_max_pool2d_with_indices", "lp_pool2d",
+    "mean", "sum", "amax", "amin", "contiguous", "clone", "to", "float", "double", "half", "bfloat16", "type",
+    "detach", "dropout", "dropout2d", "feature_dropout", "alpha_dropout", "interpolate", "upsample",
+    "batch_norm", "instance_norm", "where", "nan_to_num",
+}
+_CAT = {"cat", "concat", "concatenate"}
+_POOLS = {"max_pool2d", "_max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "lp_pool2d"}
+
+
+class _Tracker(TorchFunctionMode):
+    """Labels every tensor computed from tracked tensors with its provenance and window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flow: dict[int, Flow] = {}
+        self.window: dict[int, Window | str] = {}  # str: why the window is unknown
+        self._alive: list[torch.Tensor] = []  # ids stay unique while the pass runs
+
+    def label(self, t: torch.Tensor, flow: Flow, window: Window | str) -> None:
+        self.flow[id(t)] = flow
+        self.window[id(t)] = window
+        self._alive.append(t)
+
+    def tracked(self, t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and id(t) in self.flow
+
+    def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        ins = [t for t in _tensors((args, kwargs)) if self.tracked(t)]
+        if not ins:
+            return out
+        name = getattr(func, "__name__", "")
+        outs = [out] if isinstance(out, torch.Tensor) else [t for t in (out if isinstance(out, (tuple, list)) else ()) if isinstance(t, torch.Tensor)]
+        for i, o in enumerate(outs):
+            if i > 0 and name in _POOLS:  # pooling indices carry no data
+                continue
+            self.label(o, self._flow(name, args, kwargs, ins, o), self._window(name, args, kwargs, ins, o))
+        return out
+
+    def _flow(self, name: str, args: tuple, kwargs: dict, ins: list[torch.Tensor], out: torch.Tensor) -> Flow:
+        n_out = _channels(out)
+        if name in _CAT and out.ndim >= 2:
+            dim = _arg(args, kwargs, 1, "dim", 0)
+            if dim in (1, 1 - out.ndim):
+                flow, offset = [], 0
+                for t in _arg(args, kwargs, 0, "tensors", ()):
+                    if self.tracked(t):
+                        flow += _shift(self.flow[id(t)], offset)
+                    offset += _channels(t)
+                return tuple(flow)
+        same = out.ndim >= 2 and all(t.ndim >= 2 and t.shape[1] == out.shape[1] for t in ins)
+        if name in _CHANNELWISE and same:
+            return tuple(dict.fromkeys(s for t in ins for s in self.flow[id(t)]))
+        return _mixed((self.flow[id(t)] for t in ins), n_out)
+
+    def _window(self, name: str, args: tuple, kwargs: dict, ins: list[torch.Tensor], out: torch.Tensor) -> Window | str:
+        if out.ndim != 4:
+            return GLOBAL
+        src = [t for t in ins if t.ndim == 4]
+        if not src:  # a map made from non-spatial values (e.g. unflatten) sees everything
+            return GLOBAL
+        first = args[0] if args and isinstance(args[0], torch.Tensor) and self.tracked(args[0]) else None
+        win = self.window.get(id(first)) if first is not None else None
+        if isinstance(win, str):
+            return win
+        if first is not None and first.ndim == 4 and win is not None:
+            if name == "conv2d":
+                weight = _arg(args, kwargs, 1, "weight")
+                pad = _arg(args, kwargs, 4, "padding", 0)
+                dil = _pair(_arg(args, kwargs, 5, "dilation", 1), 1)
+                kernel = tuple(int(k) for k in weight.shape[-2:])
+                if isinstance(pad, str):
+                    pad = tuple(dil[a] * (kernel[a] - 1) // 2 for a in range(2)) if pad == "same" else (0, 0)
+                return win.then(kernel, _pair(_arg(args, kwargs, 3, "stride", 1), 1), _pair(pad), dil)  # type: ignore[arg-type]
+            if name == "pad":
+                pad = list(_arg(args, kwargs, 1, "pad", ()))
+                left, top = (pad[0] if len(pad) > 0 else 0), (pad[2] if len(pad) > 2 else 0)
+                return win.then((1, 1), (1, 1), (int(top), int(left)))
+            if name in _POOLS:
+                kernel = _pair(_arg(args, kwargs, 1, "kernel_size"))
+                stride = _arg(args, kwargs, 2, "stride", None)
+                stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and not stride) else _pair(stride)
+                dil = _pair(_arg(args, kwargs, 4, "dilation", 1), 1) if "max" in name else (1, 1)
+                return win.then(kernel, stride, _pair(_arg(args, kwargs, 3, "padding", 0)), dil)
+        return self._pointwise(name, src, out)
+
+    def _pointwise(self, name: str, src: list[torch.Tensor], out: torch.Tensor) -> Window | str:
+        if all(t.shape[-2:] == out.shape[-2:] for t in src):
+            wins = [self.window.get(id(t)) for t in src]
+            bad = [w for w in wins if isinstance(w, str) or w is None]
+            if bad:
+                return bad[0] if isinstance(bad[0], str) else f"{name} reads an unlabelled tensor"
+            return _hull(wins)  # type: ignore[arg-type]
+        if out.shape[-2:] == (1, 1) and ("adaptive" in name or name in ("mean", "sum", "amax", "amin")):
+            return GLOBAL
+        return f"{name}() changes the spatial size in a way the trace does not model"
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o)
+
+
+def track(fn: Callable[..., Any], *inputs: torch.Tensor) -> tuple[Any, dict[int, Flow], dict[int, Window | str]]:
+    """Run ``fn(*inputs)`` labelling tensors: input ``i`` is producer ``-(i + 1)`` with window 1x1.
+
+    Returns ``(output, flows, windows)`` keyed by ``id`` of the output tensors (valid while the
+    output is alive). Used for sub-networks (circuits' linearised paths) at their own input size.
+    """
+    tracker = _Tracker()
+    for i, x in enumerate(inputs):
+        tracker.label(x, (Segment(-(i + 1), (0, _channels(x)), (0, _channels(x))),), Window())
+    with tracker:
+        out = fn(*inputs)
+    return out, tracker.flow, tracker.window
+
+
+# --------------------------------------------------------------------------------------- trace
+@dataclass
+class Call:
+    """One module call (a leaf, or a container whose output is not simply a child's output)."""
+
+    index: int
+    path: str
+    module: nn.Module
+    in_shapes: list[tuple[int, ...]]
+    out_shape: tuple[int, ...] | None  # without batch; None when the output is not a tensor
+    inputs: list[Flow]  # provenance of each tensor input
+    deps: Flow  # provenance of the output's channels (in terms of earlier calls / INPUT)
+    window: Window | str  # receptive field in the model input (str: why unknown)
+
+    @property
+    def producers(self) -> list[int]:
+        return sorted({s.producer for s in self.deps})
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.out_shape[0]) if self.out_shape else 1
+
+
+@dataclass
+class Trace:
+    """Everything one forward pass on zeros revealed; see the module docstring."""
+
+    calls: list[Call]
+    by_path: dict[str, list[int]]  # module path -> call indices (a container may share its last child's)
+    call_counts: dict[str, int]  # module path -> forward calls per pass (containers included)
+    order: list[str]  # module paths in the order their forward finished (first call)
+    shapes: dict[str, tuple[int, ...] | None]  # module path -> output shape without batch (first call)
+    input_shape: tuple[int, ...]
+    dtype: torch.dtype
+    output_shape: tuple[int, ...] | None
+    output_deps: Flow
+    error: str | None = None  # why the pass stopped early, if it did (the trace so far is kept)
+    model_name: str = "model"
+    _consumers: dict[int, list[int]] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ calls and shapes
+    def calls_of(self, path: str) -> list[Call]:
+        return [self.calls[i] for i in self.by_path.get(path, [])]
+
+    def call(self, path: str) -> Call:
+        """The single call of module ``path``; errors for modules never called or called several times."""
+        idx = self.by_path.get(path, [])
+        if not idx:
+            why = (f" (the forward pass on zeros of shape {self.input_shape} stopped early: {self.error}; "
+                   "pass input_shape=... for a size that reaches it)" if self.error else "")
+            raise TraceError(
+                f"layer {path!r} does not run in the forward pass of {self.model_name} or returns no tensor{why}; "
+                "choose a layer on the computation path"
+            )
+        if len(set(idx)) > 1:
+            raise TraceError(f"layer {path!r} is called {len(idx)} times in one forward pass; its output is ambiguous")
+        return self.calls[idx[0]]
+
+    def shape(self, path: str) -> tuple[int, ...]:
+        """Output shape of module ``path`` without batch (its first call)."""
+        if path not in self.shapes:
+            self.call(path)  # raises the "never called" error
+        shape = self.shapes[path]
+        if shape is None:
+            raise TraceError(f"layer {path!r} returns a non-tensor value; choose a tensor-valued layer")
+        return shape
+
+    # ------------------------------------------------------------------ data flow
+    def edges(self, *, leaves_only: bool = True) -> list[tuple[str, str, tuple[int, int], tuple[int, int], bool]]:
+        """``(producer, consumer, src_channels, dst_channels, exact)`` for every data-flow segment between
+        module calls (``"<input>"`` for the model input). Channel ranges are ``[lo, hi)`` of the producer's
+        output and of the consumer's output. With ``leaves_only``, container calls are looked through."""
+        out = []
+        for call in self.calls:
+            if leaves_only and not _is_leaf(call.module):
+                continue
+            for seg in self._leaf_segments(call.deps) if leaves_only else call.deps:
+                name = "<input>" if seg.producer < 0 else self.calls[seg.producer].path
+                out.append((name, call.path, seg.src, seg.dst, seg.exact))
+        return out
+
+    def _leaf_segments(self, deps: Flow) -> list[Segment]:
+        out: list[Segment] = []
+        for s in deps:
+            if s.producer >= 0 and not _is_leaf(self.calls[s.producer].module):
+                inner = self.calls[s.producer].deps
+                out += [Segment(i.producer, i.src, s.dst, i.exact and s.exact) for i in self._leaf_segments(inner)]
+            else:
+                out.append(s)
+        return out
+
+    def consumers(self, index: int) -> list[int]:
+        if not self._consumers:
+            for call in self.calls:
+                for p in call.producers:
+                    self._consumers.setdefault(p, []).append(call.index)
+        return self._consumers.get(index, [])
+
+    def ancestors(self, index: int) -> set[int]:
+        """Call indices whose output reaches call ``index`` (INPUT excluded)."""
+        seen: set[int] = set()
+        stack = [index]
+        while stack:
+            for p in self.calls[stack.pop()].producers:
+                if p >= 0 and p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        return seen
+
+    def descendants(self, index: int) -> set[int]:
+        seen: set[int] = set()
+        stack = [index]
+        while stack:
+            for c in self.consumers(stack.pop()):
+                if c not in seen:
+                    seen.add(c)
+                    stack.append(c)
+        return seen
+
+    def is_upstream(self, src: str, dst: str | None) -> bool:
+        """Whether the output of module ``src`` reaches module ``dst`` (``None``: the model output)."""
+        s = self.call(src).index
+        if dst is None:
+            return any(s == p or s in self.ancestors(p) for p in {x.producer for x in self.output_deps} if p >= 0)
+        return s in self.ancestors(self.call(dst).index)
+
+    def channels_reaching(self, src: str, dst: str, channel: int | Iterable[int] | None = None) -> list[int]:
+        """Channels of ``src`` whose values reach ``channel`` (or any channel) of ``dst`` along the data flow."""
+        s, d = self.call(src).index, self.call(dst).index
+        n = self.calls[d].n_channels
+        want = set(range(n)) if channel is None else ({int(channel)} if isinstance(channel, int) else {int(c) for c in channel})
+        found = self._backward(d, want).get(s, set())
+        return sorted(found)
+
+    def _backward(self, start: int, channels: set[int]) -> dict[int, set[int]]:
+        """Per call, the channels that reach ``channels`` of call ``start`` (calls are in finish order)."""
+        need: dict[int, set[int]] = {start: set(channels)}
+        for i in range(start, -1, -1):
+            wanted = need.get(i)
+            if not wanted:
+                continue
+            for seg in self.calls[i].deps:
+                if seg.producer < 0:
+                    continue
+                lo, hi = seg.dst
+                hit = [c for c in wanted if lo <= c < hi]
+                if not hit:
+                    continue
+                got = need.setdefault(seg.producer, set())
+                if seg.exact:
+                    got.update(seg.src[0] + c - lo for c in hit)
+                else:
+                    got.update(range(*seg.src))
+        return need
+
+    def feeding_layers(self, dst: str | None, channel: int | None = None) -> list[str]:
+        """Module paths whose output reaches ``channel`` of ``dst`` (or the model output), in call order."""
+        if dst is None:
+            starts = {s.producer for s in self.output_deps if s.producer >= 0}
+            idx = set(starts)
+            for p in starts:
+                idx |= self.ancestors(p)
+        else:
+            d = self.call(dst).index
+            n = self.calls[d].n_channels
+            need = self._backward(d, set(range(n)) if channel is None else {channel})
+            idx = {i for i, c in need.items() if c and i != d}
+        paths = [p for p, ids in self.by_path.items() if any(i in idx for i in ids)]
+        return sorted(paths, key=lambda p: (min(self.by_path[p]), -len(p)))
+
+    # ------------------------------------------------------------------ receptive fields
+    def receptive_field(self, path: str) -> Window:
+        """The window of the model input that each output position of ``path`` sees."""
+        win = self.call(path).window
+        if isinstance(win, str):
+            raise TraceError(f"the receptive field of {path!r} is unknown: {win}")
+        return win
+
+    def relative_window(self, src: str, dst: str) -> Window:
+        """The window of ``src``'s output map that each output position of ``dst`` sees."""
+        a, b = self.receptive_field(src), self.receptive_field(dst)
+        if b.is_global or a.is_global:
+            return GLOBAL
+        rel = []
+        for ax in range(2):
+            st, off, size = b.stride[ax] / a.stride[ax], (b.offset[ax] - a.offset[ax]) / a.stride[ax], (b.size[ax] - a.size[ax]) / a.stride[ax] + 1
+            if not all(float(v).is_integer() for v in (st, off, size)):
+                raise TraceError(f"{dst!r} does not sit on the grid of {src!r}; no window relative to it")
+            rel.append((int(size), int(st), int(off)))
+        return Window((rel[0][0], rel[1][0]), (rel[0][1], rel[1][1]), (rel[0][2], rel[1][2]))
+
+
+def _is_leaf(m: nn.Module) -> bool:
+    return next(m.children(), None) is None
+
+
+def _record(model: nn.Module, x: torch.Tensor) -> Trace:
+    named = [(n, m) for n, m in model.named_modules() if n]
+    tracker = _Tracker()
+    tracker.label(x, (Segment(INPUT, (0, _channels(x)), (0, _channels(x))),), Window())
+    calls: list[Call] = []
+    by_path: dict[str, list[int]] = {}
+    counts: dict[str, int] = {}
+    order: list[str] = []
+    shapes: dict[str, tuple[int, ...] | None] = {}
+
+    def hook_for(path: str, leaf: bool) -> Callable:
+        def hook(module: nn.Module, inputs: tuple, out: Any) -> None:
+            counts[path] = counts.get(path, 0) + 1
+            if path not in shapes:
+                order.append(path)
+                shapes[path] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
+            if not isinstance(out, torch.Tensor):
+                return
+            ins = [t for t in _tensors(inputs) if tracker.tracked(t)]
+            deps = tracker.flow.get(id(out))
+            window = tracker.window.get(id(out))
+            if deps is None:  # computed without any function the tracker saw
+                deps = _mixed((tracker.flow[id(t)] for t in ins), _channels(out))
+                window = tracker._pointwise(type(module).__name__, [t for t in ins if t.ndim == 4], out) if out.ndim == 4 else GLOBAL
+            if not leaf and len(deps) == 1 and deps[0].producer >= 0 and deps[0].exact \
+                    and calls[deps[0].producer].path.startswith(path + ".") \
+                    and deps[0].src == deps[0].dst == (0, _channels(out)):
+                by_path.setdefault(path, []).append(deps[0].producer)  # a container returning its child's output
+                return
+            call = Call(len(calls), path, module, [tuple(t.shape[1:]) for t in ins],
+                        tuple(out.shape[1:]), [tracker.flow[id(t)] for t in ins], deps, window)
+            calls.append(call)
+            by_path.setdefault(path, []).append(call.index)
+            tracker.label(out, (Segment(call.index, (0, _channels(out)), (0, _channels(out))),), window)
+
+        return hook
+
+    handles = []
+    error = None
+    out = None
+    was_training = model.training
+    model.eval()
+    try:
+        for n, m in named:
+            handles.append(m.register_forward_hook(hook_for(n, _is_leaf(m))))
+        with torch.no_grad(), tracker:
+            try:
+                out = model(x)
+            except Exception as e:  # noqa: BLE001 - e.g. a head that rejects the size; the trace so far is kept
+                if not calls:
+                    raise
+                error = f"{type(e).__name__}: {e}"
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    out_deps = tracker.flow.get(id(out), ()) if isinstance(out, torch.Tensor) else ()
+    out_shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
+    return Trace(calls, by_path, counts, order, shapes, tuple(x.shape[1:]), x.dtype, out_shape, out_deps,
+                 error, type(model).__name__)
+
+
+_TRACES: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, Trace]]" = weakref.WeakKeyDictionary()
+
+
+def _structure(model: nn.Module) -> tuple:
+    """Identity of the module tree: adding, removing or replacing a module changes it."""
+    return tuple((n, id(m)) for n, m in model.named_modules())
+
+
+def trace(model: nn.Module, input_shape: Sequence[int], dtype: torch.dtype | None = None) -> Trace:
+    """The cached trace of ``model`` for one input of ``input_shape`` (C, H, W) in ``dtype``
+    (default: the model's). Computed on first use with one forward pass on zeros."""
+    device, model_dtype = model_device_dtype(model)
+    dtype = dtype or model_dtype
+    key = (tuple(int(s) for s in input_shape), dtype, _structure(model))
+    cache = _TRACES.setdefault(model, {})
+    if key not in cache:
+        if len(cache) > 16:  # bounded: old input sizes are dropped first
+            cache.pop(next(iter(cache)))
+        x = torch.zeros((1, *key[0]), device=device, dtype=dtype)
+        try:
+            cache[key] = _record(model, x)
+        except Exception as e:
+            raise TraceError(f"{type(model).__name__} cannot run on inputs of shape {(1, *key[0])}: {e}") from e
+    return cache[key]
+
+
+def invalidate(model: nn.Module) -> None:
+    """Forget every cached trace of ``model`` (the one place caches are dropped)."""
+    _TRACES.pop(model, None)
