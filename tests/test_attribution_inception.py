@@ -34,7 +34,8 @@ def test_every_method_on_inceptionv1(model):
     assert cam.shape == x.shape and (cam >= 0).all()
     sal = attribute(model, x, 5, "saliency")
     assert sal.shape == x.shape and sal.abs().sum() > 0
-    la = layer_attribution(model, x, "mixed3a_3x3_bottleneck_pre_relu", "mixed3a:7", "gradient_x_activation")
+    # mixed3a:100 is in the 3x3 branch (channels 64..191), which the 3x3 bottleneck feeds
+    la = layer_attribution(model, x, "mixed3a_3x3_bottleneck_pre_relu", "mixed3a:100", "gradient_x_activation")
     assert la.tensor.shape == (1, 96, 28, 28) and len(la.top_channels(3)[0]) == 3
     for m in model.modules():
         assert not m._forward_hooks and not m._backward_hooks

@@ -74,13 +74,15 @@ class Segment:
     """Channels ``dst[0]..dst[1]-1`` of a tensor come from channels ``src`` of call ``producer``.
 
     ``exact``: one to one (``dst[0] + k`` <- ``src[0] + k``); otherwise every destination channel
-    of the segment depends on every source channel of it.
+    of the segment depends on every source channel of it. ``direct``: the channels are the
+    producer's output verbatim, at most moved by a channel concatenation (no other function between).
     """
 
     producer: int
     src: tuple[int, int]
     dst: tuple[int, int]
     exact: bool = True
+    direct: bool = True
 
 
 Flow = tuple  # tuple[Segment, ...]
@@ -91,12 +93,12 @@ def _channels(t: torch.Tensor) -> int:
 
 
 def _mixed(flows: Iterable[Flow], n_out: int) -> Flow:
-    segs = {Segment(s.producer, s.src, (0, n_out), False) for f in flows for s in f}
+    segs = {Segment(s.producer, s.src, (0, n_out), False, False) for f in flows for s in f}
     return tuple(sorted(segs, key=lambda s: (s.producer, s.src)))
 
 
 def _shift(flow: Flow, offset: int) -> Flow:
-    return tuple(Segment(s.producer, s.src, (s.dst[0] + offset, s.dst[1] + offset), s.exact) for s in flow)
+    return tuple(Segment(s.producer, s.src, (s.dst[0] + offset, s.dst[1] + offset), s.exact, s.direct) for s in flow)
 
 
 # ------------------------------------------------------------------------------------ geometry
@@ -221,7 +223,7 @@ class _Tracker(TorchFunctionMode):
                 return tuple(flow)
         same = out.ndim >= 2 and all(t.ndim >= 2 and t.shape[1] == out.shape[1] for t in ins)
         if name in _CHANNELWISE and same:
-            return tuple(dict.fromkeys(s for t in ins for s in self.flow[id(t)]))
+            return tuple(dict.fromkeys(Segment(s.producer, s.src, s.dst, s.exact, False) for t in ins for s in self.flow[id(t)]))
         return _mixed((self.flow[id(t)] for t in ins), n_out)
 
     def _window(self, name: str, args: tuple, kwargs: dict, ins: list[torch.Tensor], out: torch.Tensor) -> Window | str:
@@ -377,8 +379,7 @@ class Trace:
         out: list[Segment] = []
         for s in deps:
             if s.producer >= 0 and not _is_leaf(self.calls[s.producer].module):
-                inner = self.calls[s.producer].deps
-                out += [Segment(i.producer, i.src, s.dst, i.exact and s.exact) for i in self._leaf_segments(inner)]
+                out += [c for i in self._leaf_segments(self.calls[s.producer].deps) if (c := _compose(i, s)) is not None]
             else:
                 out.append(s)
         return out
@@ -482,6 +483,18 @@ class Trace:
                 raise TraceError(f"{dst!r} does not sit on the grid of {src!r}; no window relative to it")
             rel.append((int(size), int(st), int(off)))
         return Window((rel[0][0], rel[1][0]), (rel[0][1], rel[1][1]), (rel[0][2], rel[1][2]))
+
+
+def _compose(inner: Segment, outer: Segment) -> Segment | None:
+    """``outer`` reads channels of a call whose own channels come from ``inner``: the segment from
+    ``inner``'s producer straight to ``outer``'s consumer (None when they do not overlap)."""
+    lo, hi = max(inner.dst[0], outer.src[0]), min(inner.dst[1], outer.src[1])
+    if lo >= hi:
+        return None
+    exact = inner.exact and outer.exact
+    src = (inner.src[0] + lo - inner.dst[0], inner.src[0] + hi - inner.dst[0]) if inner.exact else inner.src
+    dst = (outer.dst[0] + lo - outer.src[0], outer.dst[0] + hi - outer.src[0]) if outer.exact else outer.dst
+    return Segment(inner.producer, src, dst, exact, inner.direct and outer.direct)
 
 
 def _is_leaf(m: nn.Module) -> bool:

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import copy
 import warnings
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence, Union
 
 import torch
 from torch import nn
 
-from ..capture import capture, hooks, select_unit
-from ..units import Unit, UnknownLayerError, close_names, resolve_layer, resolve_unit
+from ..capture import capture, select_unit
+from ..trace import Trace, TraceError, trace
+from ..units import Unit, UnitHandle, UnknownLayerError, close_names, model_device_dtype, resolve_layer, resolve_unit
+from ..zoo.spec import model_spec
 
 __all__ = [
     "ModelProfile",
@@ -70,76 +71,26 @@ def check_inputs(model: nn.Module, inputs: Any) -> tuple[torch.Tensor, bool]:
         )
     if x.shape[0] == 0:
         raise ValueError("inputs are an empty batch (N = 0)")
-    expected = getattr(model, "input_shape", None)
+    expected = model_spec(model).input_shape
     if expected is not None and len(expected) == 3 and x.shape[1] != int(expected[0]):
         raise ValueError(
             f"{type(model).__name__} expects {expected[0]}-channel images (input_shape {tuple(expected)}), "
             f"got {x.shape[1]} channels in inputs of shape {tuple(inputs.shape)}"
         )
-    device = _model_device(model)
+    device, _ = model_device_dtype(model)
     return x.detach().to(device), single
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
 # ---------------------------------------------------------------------------------------- profile
-@dataclass
-class ModelProfile:
-    """What one forward pass of a single example revealed about a model."""
-
-    order: list[str]  # module paths in the order their forward finished (first call)
-    calls: dict[str, int]  # module path -> number of calls in one forward pass
-    shapes: dict[str, tuple[int, ...] | None]  # output shape without batch (None: not a tensor)
-    output_shape: tuple[int, ...] | None  # model output without batch
-
-    def position(self, path: str) -> int:
-        if path not in self.calls:
-            raise ValueError(
-                f"layer {path!r} is never called by the forward pass; choose a layer on the computation path"
-            )
-        return self.order.index(path)
+ModelProfile = Trace  # what attribution knows about a model *is* its trace (kept name for callers)
 
 
-_PROFILES: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, ModelProfile]]" = weakref.WeakKeyDictionary()
-
-
-def profile(model: nn.Module, x: torch.Tensor) -> ModelProfile:
-    """Execution order, call counts and output shapes for inputs shaped like ``x`` (cached)."""
-    key = tuple(x.shape[1:]) + (str(x.dtype),)
-    per_model = _PROFILES.setdefault(model, {})
-    if key in per_model:
-        return per_model[key]
-    order: list[str] = []
-    calls: dict[str, int] = {}
-    shapes: dict[str, tuple[int, ...] | None] = {}
-
-    def make(path: str):
-        def record(_m: nn.Module, _i: tuple, out: Any) -> None:
-            calls[path] = calls.get(path, 0) + 1
-            if path not in shapes:
-                order.append(path)
-                shapes[path] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
-
-        return record
-
-    paths = [n for n, _ in model.named_modules() if n]
+def profile(model: nn.Module, x: torch.Tensor) -> Trace:
+    """The model's trace for inputs shaped like ``x``: call order and counts, shapes, data flow (cached)."""
     try:
-        with torch.no_grad(), hooks(model, {p: make(p) for p in paths}):
-            out = model(x[:1])
-    except Exception as e:  # the model's own input checks, shape mismatches, ...
-        raise ValueError(
-            f"{type(model).__name__} cannot run on inputs of shape {tuple(x.shape)}: {e}"
-        ) from e
-    out_shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
-    prof = ModelProfile(order, calls, shapes, out_shape)
-    per_model[key] = prof
-    return prof
+        return trace(model, tuple(x.shape[1:]), x.dtype)
+    except TraceError as e:
+        raise ValueError(str(e)) from e.__cause__
 
 
 # --------------------------------------------------------------------------------------- repairs
@@ -194,7 +145,7 @@ class Prepared:
         """Resolve a layer name to a path that runs exactly once (and is spatial if asked)."""
         path = resolve_layer(self.model, name)
         prof = self.profile
-        n = prof.calls.get(path, 0)
+        n = prof.call_counts.get(path, 0)
         if n == 0:
             raise ValueError(f"layer {name!r} ({path}) is never called by the forward pass; choose a layer on the computation path")
         if n > 1:
@@ -212,16 +163,44 @@ class Prepared:
             )
         return path
 
-    def last_spatial_layer(self, before: str | None = None, what: str = "this method") -> str:
-        """The last module (in execution order) with a (C, H, W) output larger than 1x1, run once."""
-        limit = self.profile.position(before) if before is not None else len(self.profile.order)
-        for path in reversed(self.profile.order[:limit]):
-            shape = self.profile.shapes[path]
-            if shape is not None and len(shape) == 3 and shape[1] * shape[2] > 1 and self.profile.calls[path] == 1:
-                if isinstance(self.model.get_submodule(path), nn.ModuleList):
-                    continue
+    def _is_spatial(self, path: str) -> bool:
+        shape = self.profile.shapes.get(path)
+        return (shape is not None and len(shape) == 3 and shape[1] * shape[2] > 1
+                and self.profile.call_counts.get(path) == 1
+                and not isinstance(self.model.get_submodule(path), nn.ModuleList))
+
+    def feeding(self, unit: Unit | None) -> list[str]:
+        """Layers (module paths, call order) whose output reaches ``unit``'s channel, or the model output."""
+        if unit is None:
+            return self.profile.feeding_layers(None)
+        return [p for p in self.profile.feeding_layers(unit.layer, unit.channel) if p != unit.layer]
+
+    def check_feeds(self, name: str, path: str, unit: Unit | None) -> None:
+        """Refuse a layer that does not feed the target (its attributions would be zero by construction)."""
+        target = f"the target unit's layer {unit.layer!r}" if unit is not None else "the model output"
+        if unit is not None and path == unit.layer:
+            raise ValueError(f"layer {name!r} must run before {target}: it is the target's own layer")
+        feeding = self.feeding(unit)
+        if path in feeding:
+            return
+        if unit is not None and self.profile.is_upstream(unit.layer, path):
+            raise ValueError(f"layer {name!r} must run before {target}; it runs after it (attribution flows from "
+                             "earlier layers to later units)")
+        near = [p for p in feeding if self._is_spatial(p) or p in self.profile.shapes][-8:]
+        what = f"channel {unit.channel} of {unit.layer!r}" if unit is not None else "the model output"
+        raise ValueError(
+            f"layer {name!r} ({path}) does not feed {what}: no data flows from it to the target, so every attribution "
+            f"would be zero. Layers that do feed it (nearest last): {', '.join(near) or 'none'}"
+        )
+
+    def last_spatial_layer(self, before: Unit | None = None, what: str = "this method") -> str:
+        """The last module (in execution order) upstream of ``before`` (a unit; None = the model output)
+        whose output is (C, H, W) larger than 1x1, runs once, and feeds the target."""
+        feeding = set(self.feeding(before))
+        for path in reversed(self.profile.order):
+            if path in feeding and self._is_spatial(path):
                 return path
-        where = f" before {before!r}" if before else ""
+        where = f" upstream of {before}" if before is not None else ""
         raise ValueError(
             f"{what} needs a convolutional layer with a spatial (C, H, W) output{where}; "
             f"{type(self.original).__name__} has none. Use saliency, integrated_gradients or occlusion instead."
@@ -238,8 +217,8 @@ def _reused_modules(model: nn.Module, prof: ModelProfile) -> dict[str, int]:
     for path, m in model.named_modules():
         if not path or list(m.children()) or any(True for _ in m.parameters(recurse=False)):
             continue
-        if prof.calls.get(path, 0) > 1:
-            reused[path] = prof.calls[path]
+        if prof.call_counts.get(path, 0) > 1:
+            reused[path] = prof.call_counts[path]
     return reused
 
 
@@ -289,7 +268,7 @@ class UnitOutput(nn.Module):
     The forward pass stops once the unit's layer has run (``capture``), so later layers cost nothing.
     """
 
-    def __init__(self, model: nn.Module, unit: Unit):
+    def __init__(self, model: nn.Module, unit: UnitHandle):
         super().__init__()
         self.model = model
         self.unit = unit
@@ -309,7 +288,7 @@ class ResolvedTarget:
     kind: str  # "class" or "unit"
     captum: Any  # int, a LongTensor of N classes (one per example), or 0 for a unit
     description: str
-    unit: Unit | None = None
+    unit: UnitHandle | None = None
 
     def forward_model(self, model: nn.Module) -> nn.Module:
         return UnitOutput(model, self.unit) if self.kind == "unit" else model
@@ -392,8 +371,8 @@ def resolve_target(prep: Prepared, x: torch.Tensor, target: TargetSpec) -> Resol
                     + (f" Closest class labels: {', '.join(repr(c) for c in near)}." if near else "")
                     + (f" Class indices are 0..{len(names) - 1}." if names else "")
                 )
-        unit = resolve_unit(model, target, tuple(x.shape[1:]), require_channel=True)
-        if prep.profile.calls.get(unit.layer, 0) > 1:
+        unit = resolve_unit(model, target, tuple(x.shape[1:]), single_channel=True)
+        if prep.profile.call_counts.get(unit.layer, 0) > 1:
             raise ValueError(f"unit layer {unit.layer!r} is called several times per forward pass; its unit is ambiguous")
         desc = f"unit {unit}" + ("" if unit.position is not None else " (spatial mean)")
         return ResolvedTarget("unit", 0, desc, unit=unit)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..units import Unit
 from ._model import TargetSpec, check_inputs, prepare, resolve_target
 from .methods import _check_options, canonical_method, quiet_captum
 
@@ -101,8 +102,9 @@ def layer_attribution(
 ) -> LayerAttribution:
     """Attribution of ``target`` (class, label, ``None`` = predicted, or a later unit) to ``layer``'s activations.
 
-    A unit target without position is its channel's spatial mean. Options go to Captum's layer
-    method (``baselines`` are *input* baselines, ``n_steps``, ``internal_batch_size``...).
+    A unit target without position is its channel's spatial mean. ``layer`` must feed the target
+    (for a unit, its channel) in the model's data flow; otherwise the error names layers that do.
+    Options go to Captum's layer method (``baselines`` are *input* baselines, ``n_steps``, ...).
     """
     import captum.attr as ca
 
@@ -111,13 +113,7 @@ def layer_attribution(
     prep = prepare(model, x)
     resolved = resolve_target(prep, x, target)
     path = prep.layer(layer)
-    if resolved.unit is not None:
-        src, dst = prep.profile.position(path), prep.profile.position(resolved.unit.layer)
-        if path == resolved.unit.layer or src > dst:
-            raise ValueError(
-                f"source layer {layer!r} must run before the target unit's layer {resolved.unit.layer!r}; "
-                "attribution flows from earlier layers to later units"
-            )
+    prep.check_feeds(layer, path, resolved.unit)  # a layer off the target's data flow would give zeros
     fwd = resolved.forward_model(prep.model)
     module = prep.module(path)
     opts = dict(options)
@@ -149,6 +145,9 @@ def unit_attribution(
 
     ``target_unit`` is ``"layer:channel"`` (spatial mean of the channel) or ``"layer:channel@y,x"``.
     """
-    if not isinstance(target_unit, str) or ":" not in target_unit:
+    if isinstance(target_unit, Unit):
+        if target_unit.channel is None:
+            raise ValueError(f"target_unit must name one channel 'layer:channel[@y,x]', got {target_unit}")
+    elif not isinstance(target_unit, str) or ":" not in target_unit:
         raise ValueError(f"target_unit must be a unit string 'layer:channel[@y,x]', got {target_unit!r}")
     return layer_attribution(model, inputs, source_layer, target_unit, method, **options)

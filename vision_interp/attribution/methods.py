@@ -93,13 +93,13 @@ def _check_options(method: str, captum_fn: Callable, options: dict[str, Any], ex
 
 
 def _gradcam_layer(prep: Prepared, resolved: ResolvedTarget, layer: str | None, what: str) -> nn.Module:
-    before = resolved.unit.layer if resolved.unit is not None else None
+    """The layer Grad-CAM reads: the given one (checked to feed the target) or the last spatial layer
+    *upstream of the target* in the data flow (a sibling branch that finishes later never qualifies)."""
     if layer is None:
-        path = prep.last_spatial_layer(before=before, what=what)
+        path = prep.last_spatial_layer(before=resolved.unit, what=what)
     else:
         path = prep.layer(layer, spatial=True, what=what)
-        if before is not None and prep.profile.position(path) >= prep.profile.position(before):
-            raise ValueError(f"{what} layer {layer!r} must run before the target unit's layer {before!r}")
+        prep.check_feeds(layer, path, resolved.unit)
     return prep.module(path)
 
 
