@@ -5,9 +5,11 @@ an image's score is its *largest* activation over positions, and the patch is th
 input that position can see (its receptive field). The dataset is streamed in batches and only a
 running top-k per channel is kept, so memory stays bounded for any dataset and any layer size.
 
-Receptive fields are measured, not derived from layer arithmetic: the input gradient of one
-position's activations, over a few random inputs, marks the pixels that position depends on.
-That works for any architecture that :mod:`vision_interp.capture` can run (branches, padding).
+Receptive fields come from the model's :mod:`~vision_interp.trace`, which composes the sliding
+windows (padding, convolutions, pooling) the forward pass actually ran, through branches and
+concatenations; the patch of a position is that window, clipped to what the image can hold.
+The dataset is streamed by :func:`vision_interp.capture.capture_dataset`, the package's one
+dataset loop.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from ..capture import capture
-from ..units import default_input_shape, layer_shape, model_device_dtype, resolve_layer, resolve_unit
+from ..capture import capture_dataset
+from ..trace import TraceError, trace
+from ..units import default_input_shape, layer_shape, parse_channel_list, resolve_layer
 
 __all__ = ["TopExamples", "ReceptiveField", "top_activating", "receptive_field", "crop_patches"]
 
@@ -52,14 +55,6 @@ class TopExamples:
         return out
 
 
-def _batches(images: torch.Tensor | Iterable[torch.Tensor], batch_size: int) -> Iterable[torch.Tensor]:
-    if isinstance(images, torch.Tensor):
-        for i in range(0, len(images), batch_size):
-            yield images[i : i + batch_size]
-    else:
-        yield from images
-
-
 @torch.no_grad()
 def top_activating(
     model: nn.Module,
@@ -84,54 +79,32 @@ def top_activating(
         raise ValueError(f"images must be a batch (N, C, H, W), got shape {tuple(images.shape)}")
     shape_in = tuple(images.shape[1:]) if isinstance(images, torch.Tensor) else None
     n_ch = layer_shape(model, path, shape_in)[0]
-    chans = list(range(n_ch)) if channels is None else [int(c) for c in channels]
-    for c in chans:
-        resolve_unit(model, (layer, c), shape_in)  # range errors come from units.py
+    chans = parse_channel_list(channels, n_ch, what=f"channels of layer {layer!r}")  # range errors from units.py
     sel = torch.tensor(chans, dtype=torch.long)
     best_v = torch.full((len(chans), 0), float("-inf"))
     best_i = torch.zeros((len(chans), 0), dtype=torch.long)
     best_p: torch.Tensor | None = None
-    spatial: bool | None = None
-    offset = 0
-    from tqdm.auto import tqdm
-
-    total = len(images) if isinstance(images, torch.Tensor) else None
-    device, dtype = model_device_dtype(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with tqdm(total=total, desc=f"examples {layer}", unit="img", disable=not progress, leave=False) as bar:
-            for xb in _batches(images, batch_size):
-                act = capture(model, xb.to(device=device, dtype=dtype), [path], detach=True)[path].float().cpu()
-                act = act.index_select(1, sel)  # (B, n, ...)
-                b = act.shape[0]
-                if spatial is None:
-                    spatial = act.ndim == 4
-                    if spatial:
-                        best_p = torch.zeros((len(chans), 0, 2), dtype=torch.long)
-                if spatial:
-                    w = act.shape[-1]
-                    flat = act.flatten(2)
-                    v, arg = flat.max(dim=2)  # first max on ties
-                    pos = torch.stack([arg // w, arg % w], dim=-1).transpose(0, 1)  # (n, B, 2)
-                else:
-                    v = act.flatten(2).amax(2) if act.ndim > 2 else act
-                    pos = None
-                v = v.transpose(0, 1)  # (n, B)
-                idx = torch.arange(offset, offset + b).expand(len(chans), b)
-                cat_v = torch.cat([best_v, v], 1)
-                cat_i = torch.cat([best_i, idx], 1)
-                # stable sort by value descending keeps earlier indices first on ties
-                order = torch.sort(cat_v, dim=1, descending=True, stable=True).indices[:, :k]
-                best_v = cat_v.gather(1, order)
-                best_i = cat_i.gather(1, order)
-                if spatial:
-                    cat_p = torch.cat([best_p, pos], 1)
-                    best_p = cat_p.gather(1, order[..., None].expand(-1, -1, 2))
-                offset += b
-                bar.update(b)
-    finally:
-        model.train(was_training)
+    for offset, cache in capture_dataset(model, images, [path], batch_size=batch_size, progress=progress,
+                                         desc=f"examples {layer}"):
+        act = cache[path].float().cpu().index_select(1, sel)  # (B, n, ...)
+        b = act.shape[0]
+        if act.ndim == 4:
+            w = act.shape[-1]
+            v, arg = act.flatten(2).max(dim=2)  # first max on ties
+            pos = torch.stack([arg // w, arg % w], dim=-1).transpose(0, 1)  # (n, B, 2)
+            if best_p is None:
+                best_p = torch.zeros((len(chans), 0, 2), dtype=torch.long)
+        else:
+            v = act.flatten(2).amax(2) if act.ndim > 2 else act
+            pos = None
+        v = v.transpose(0, 1)  # (n, B)
+        cat_v = torch.cat([best_v, v], 1)
+        cat_i = torch.cat([best_i, torch.arange(offset, offset + b).expand(len(chans), b)], 1)
+        # stable sort by value descending keeps earlier indices first on ties
+        order = torch.sort(cat_v, dim=1, descending=True, stable=True).indices[:, :k]
+        best_v, best_i = cat_v.gather(1, order), cat_i.gather(1, order)
+        if pos is not None and best_p is not None:
+            best_p = torch.cat([best_p, pos], 1).gather(1, order[..., None].expand(-1, -1, 2))
     if best_v.shape[1] < k:  # fewer images than k: pad with index -1
         pad = k - best_v.shape[1]
         best_v = torch.cat([best_v, torch.full((len(chans), pad), float("nan"))], 1)
@@ -167,47 +140,29 @@ def receptive_field(
     model: nn.Module,
     layer: str,
     input_shape: Sequence[int] | None = None,
-    *,
-    trials: int = 4,
-    seed: int = 0,
 ) -> ReceptiveField:
-    """Measure the receptive field of ``layer``'s positions from input gradients.
+    """The receptive field of ``layer``'s positions in the input, from the model's trace.
 
-    The gradient of all channels at the central position, over ``trials`` random inputs (so that
-    ReLUs and max-pool choices do not hide pixels), marks the pixels it depends on; the stride is
-    the ratio of input to layer size. Raises ValueError for layers without spatial dimensions.
+    The stride is the layer's; the box is the window of the central position clipped to the
+    input, expressed relative to that position (so a field larger than the image gives an
+    image-sized patch). Raises ValueError for layers without spatial dimensions.
     """
     path = resolve_layer(model, layer)
     shape_in = tuple(input_shape) if input_shape is not None else default_input_shape(model)
     shape = layer_shape(model, path, shape_in)
     if len(shape) != 3:
         raise ValueError(f"layer {layer!r} has no spatial dimensions (shape {shape}); it has no receptive-field patches")
-    _, h, w = shape
-    in_h, in_w = shape_in[-2], shape_in[-1]
-    sy, sx = max(1, round(in_h / h)), max(1, round(in_w / w))
-    cy, cx = h // 2, w // 2
-    gen = torch.Generator().manual_seed(seed)
-    device, dtype = model_device_dtype(model)
-    x = torch.rand((trials, *shape_in), generator=gen).to(device=device, dtype=dtype).requires_grad_(True)
-    was_training = model.training
-    model.eval()
     try:
-        with torch.enable_grad():
-            act = capture(model, x, [path])[path]
-            # sum |act| so that both signs and every channel contribute a gradient
-            act[:, :, cy, cx].abs().sum().backward()
-    finally:
-        model.train(was_training)
-    support = (x.grad.abs().sum(dim=(0, 1)) > 0).cpu()  # (in_h, in_w)
-    ys = torch.nonzero(support.any(1)).flatten()
-    xs = torch.nonzero(support.any(0)).flatten()
-    if len(ys) == 0:
-        raise ValueError(f"layer {layer!r}: no input pixel reaches position ({cy}, {cx}); cannot measure its receptive field")
-    y0, y1 = int(ys.min()), int(ys.max()) + 1
-    x0, x1 = int(xs.min()), int(xs.max()) + 1
-    # for a layer whose receptive field exceeds the input, the measured box is clipped by the borders
-    height, width = y1 - y0, x1 - x0
-    return ReceptiveField(sy, sx, y0 - cy * sy, x0 - cx * sx, height, width)
+        win = trace(model, shape_in).receptive_field(path)
+    except TraceError as e:
+        raise ValueError(str(e)) from None
+    if win.is_global:
+        raise ValueError(f"every position of layer {layer!r} sees the whole input; it has no receptive-field patches")
+    _, h, w = shape
+    cy, cx = h // 2, w // 2
+    y0, x0, y1, x1 = win.box(cy, cx)
+    y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(y1, shape_in[-2]), min(x1, shape_in[-1])
+    return ReceptiveField(win.stride[0], win.stride[1], y0 - cy * win.stride[0], x0 - cx * win.stride[1], y1 - y0, x1 - x0)
 
 
 def crop_patches(images: torch.Tensor, positions: torch.Tensor, rf: ReceptiveField) -> torch.Tensor:
