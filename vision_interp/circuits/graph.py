@@ -1,64 +1,74 @@
-"""The module-level dataflow graph of a model, and its *linearized* sub-networks.
+"""The module-level dataflow graph of a model (read from its trace), and *linearized* sub-networks.
 
-Models here have hand-written ``forward`` methods (branches, concatenations), so the graph is
-recorded rather than declared: one forward pass on zeros with a temporary hook on every module
-(through :func:`vision_interp.capture.hooks`) notes which module call produced each tensor and
-which calls consumed it. Tensors made by plain function calls inside ``forward`` (``x * 255``,
-``torch.flatten``) have no producing module; a path through them cannot be followed, and the error
-says so.
+The graph is the model's :mod:`~vision_interp.trace` seen at module granularity: every leaf-module
+call is a node, and a node's inputs are the calls whose outputs it reads verbatim. A channel
+concatenation written inline (``torch.cat([a, b], 1)``) becomes a concatenation node of its own;
+a tensor computed by any other plain function call in ``forward`` (``x * 255``, ``torch.relu``)
+has no producing module, a path through it cannot be followed, and the error says so.
 
-Linearization (the choices of "Visualizing Weights", Voss et al. 2021), per module type:
+Linearization (the choices of "Visualizing Weights", Voss et al. 2021) is decided by duck typing,
+never by a module's class:
 
-* ReLU, ReLU6, LeakyReLU      -> identity
-* local response normalisation -> skipped (identity)
-* max pooling                 -> average pooling over the same window, stride and padding, with
-  *zero* padding counted in the average (``count_include_pad=True``). InceptionV1's
-  ``MaxPoolSame`` pads with -inf for the max; its linear stand-in pads with zeros and always
-  divides by 9, so every window is the same linear filter and the map stays translation-equivariant.
-* convolutions, linear layers, eval-mode batch norm -> their linear part (bias dropped)
-* average pooling, flatten, identity, dropout (eval) -> unchanged
-* channel concatenation       -> concatenation; inputs that do not depend on the source are zero
+* a module with a ``linearized(x)`` method is replaced by it (InceptionV1's LRN: the identity; its
+  TF-SAME max pool: a zero-padded average pool over the same window);
+* any other module is run with its own ``forward`` under a function mode that replaces ReLUs by
+  the identity, max pooling by average pooling over the same window (padding counted, -inf pads
+  read as zeros), drops biases and additive constants, reads eval-mode batch norm as its scale,
+  and refuses everything that is not linear (a product of two inputs, a sigmoid, ...) with an
+  error naming the module.
 
-Anything else (custom modules, attention, multiplications) raises :class:`CircuitError` naming the
-module that blocks the expansion.
+Receptive windows come from the same trace machinery (:func:`vision_interp.trace.track`) run on
+the linearized sub-network, at the size it is evaluated at: run-time padding rules (TF "SAME")
+are measured, not assumed.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-from ..capture import hooks
-from ..units import default_input_shape, model_device_dtype, resolve_layer
-from ..zoo.inceptionv1 import Concat, LocalResponseNorm, MaxPoolSame, SamePadConv
+from ..trace import Call, Segment, TraceError, Window, track, trace
+from ..units import default_input_shape, resolve_layer
+from ..zoo.spec import model_spec
 
-__all__ = ["CircuitError", "Node", "ModelGraph", "Geometry", "trace_graph", "LinearPath", "linear_path"]
+__all__ = ["CircuitError", "Node", "ModelGraph", "Geometry", "trace_graph", "LinearPath", "linear_path",
+           "channel_map", "is_concat", "is_weighted", "linear_forward", "logits_layer"]
 
 INPUT = -2  # producer id of the model's input tensor
 EXTERNAL = -1  # producer id of a tensor made outside any module
+
+Geometry = Window  # where a linearized unit looks in the source layer; see :class:`vision_interp.trace.Window`
 
 
 class CircuitError(ValueError):
     """Two layers are not joined by a path that can be linearized; the message names the blocker."""
 
 
+class ChannelConcat(nn.Module):
+    """Stands for a ``torch.cat(..., dim=1)`` written inline in a model's ``forward``."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=1)
+
+
 @dataclass
 class Node:
-    """One module call in the forward pass."""
+    """One module call in the forward pass (or an inline channel concatenation)."""
 
     index: int
     name: str
     module: nn.Module
     inputs: list[int]  # producer node index per tensor input (INPUT / EXTERNAL for the others)
-    in_shapes: list[tuple[int, ...]]
-    out_shape: tuple[int, ...]
+    in_shapes: list[tuple[int, ...]]  # with batch
+    out_shape: tuple[int, ...]  # with batch
     consumers: list[int] = field(default_factory=list)
+    concat: bool = False  # the output is the channel concatenation of the inputs
 
 
 @dataclass
@@ -84,206 +94,212 @@ class ModelGraph:
         return self.nodes[idx[0]]
 
 
-_GRAPHS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+def _leaf(m: nn.Module) -> bool:
+    return next(m.children(), None) is None
 
 
-class _Stop(Exception):
-    pass
+def _parts(flow: tuple, calls: list[Call], n_channels: int) -> list[int] | None:
+    """Producers (call indices, or INPUT) whose whole outputs, concatenated in order, make this
+    tensor; None when the tensor is anything else (a function of them)."""
+    segs = sorted(flow, key=lambda s: s.dst[0])
+    out, at = [], 0
+    for s in segs:
+        if not (s.exact and s.direct) or s.dst[0] != at:
+            return None
+        width = calls[s.producer].n_channels if s.producer >= 0 else s.src[1]
+        if s.src != (0, width) or (s.producer >= 0 and not _leaf(calls[s.producer].module)):
+            return None
+        out.append(s.producer)
+        at = s.dst[1]
+    return out if out and at == n_channels else None
 
 
 def trace_graph(model: nn.Module, input_shape: Sequence[int] | None = None) -> ModelGraph:
-    """Record the module graph with one forward pass on zeros (cached per model and input shape).
-
-    Every leaf module becomes a node; a container's name maps to the node that produced its output.
-    """
+    """The module graph of ``model`` from its trace (cached there, per model and input shape)."""
     shape_in = tuple(input_shape) if input_shape is not None else default_input_shape(model)
-    cache = _GRAPHS.setdefault(model, {})
-    if shape_in in cache:
-        return cache[shape_in]
-    named = [(n, m) for n, m in model.named_modules() if n]
-    leaves = {n for n, m in named if not list(m.children())}
-    nodes: list[Node] = []
-    producer: dict[int, int] = {}
-    keep: list[torch.Tensor] = []  # keep tensors alive so that id() stays unique during the pass
-    container_out: dict[str, int] = {}
-    modules = dict(named)
-
-    def leaf_hook(name: str):
-        def fn(_m: nn.Module, inputs: tuple, out) -> None:
-            if not isinstance(out, torch.Tensor):
-                return
-            tens = [t for t in inputs if isinstance(t, torch.Tensor)]
-            node = Node(len(nodes), name, modules[name], [producer.get(id(t), EXTERNAL) for t in tens],
-                        [tuple(t.shape) for t in tens], tuple(out.shape))
-            for p in node.inputs:
-                if p >= 0:
-                    nodes[p].consumers.append(node.index)
-            nodes.append(node)
-            producer[id(out)] = node.index
-            keep.append(out)
-            keep.extend(tens)
-
-        return fn
-
-    def container_hook(name: str):
-        def fn(_m: nn.Module, _inputs: tuple, out) -> None:
-            if isinstance(out, torch.Tensor) and id(out) in producer:
-                container_out[name] = producer[id(out)]
-
-        return fn
-
-    device, dtype = model_device_dtype(model)
-    x = torch.zeros((1, *shape_in), device=device, dtype=dtype)
-    producer[id(x)] = INPUT
-    error = None
-    fns = {n: (leaf_hook(n) if n in leaves else container_hook(n)) for n, _ in named}
-    was_training = model.training
-    model.eval()
     try:
-        with hooks(model, fns), torch.no_grad():
-            try:
-                model(x)
-            except Exception as e:  # noqa: BLE001 - e.g. a head that rejects the size; the graph so far is kept
-                if not nodes:
-                    raise
-                error = f"{type(e).__name__}: {e}"
-    finally:
-        model.train(was_training)
-    by_name: dict[str, list[int]] = {}
+        tr = trace(model, shape_in)
+    except TraceError as e:
+        raise CircuitError(str(e)) from e.__cause__
+    nodes: list[Node] = []
+    node_of: dict[int, int] = {}  # trace call index -> node index
+
+    def producer_node(p: int) -> int:
+        return INPUT if p < 0 else node_of.get(p, EXTERNAL)
+
+    for call in tr.calls:
+        if not _leaf(call.module) or call.out_shape is None:
+            continue
+        inputs: list[int] = []
+        for flow, shp in zip(call.inputs, call.in_shapes):
+            parts = _parts(flow, tr.calls, shp[0] if shp else 1)
+            if parts is None:
+                inputs.append(EXTERNAL)
+            elif len(parts) == 1:
+                inputs.append(producer_node(parts[0]))
+            else:  # an inline torch.cat(..., dim=1): a concatenation node of its own
+                srcs = [producer_node(p) for p in parts]
+                shapes = [(1, *(tr.calls[p].out_shape if p >= 0 else tr.input_shape)) for p in parts]
+                cat = Node(len(nodes), f"{call.path}<cat>", ChannelConcat(), srcs, shapes, (1, *shp), concat=True)
+                nodes.append(cat)
+                inputs.append(cat.index)
+        node = Node(len(nodes), call.path, call.module, inputs, [(1, *s) for s in call.in_shapes],
+                    (1, *call.out_shape), concat=is_concat_call(call))
+        nodes.append(node)
+        node_of[call.index] = node.index
     for node in nodes:
-        by_name.setdefault(node.name, []).append(node.index)
-    for name, idx in container_out.items():
-        by_name.setdefault(name, [idx])
-    graph = ModelGraph(nodes, by_name, shape_in, error)
-    cache[shape_in] = graph
-    return graph
+        for p in node.inputs:
+            if p >= 0:
+                nodes[p].consumers.append(node.index)
+    by_name: dict[str, list[int]] = {}
+    for path, idx in tr.by_path.items():
+        mapped = [node_of[i] for i in idx if i in node_of]
+        if mapped:
+            by_name[path] = mapped
+    return ModelGraph(nodes, by_name, shape_in, tr.error)
 
 
-# --------------------------------------------------------------------------------------------
-# Per-module rules: linear stand-in, spatial geometry, and kind (for direct weights)
-# --------------------------------------------------------------------------------------------
+def is_concat_call(call: Call) -> bool:
+    """The call's output is its tensor inputs concatenated along channels (whatever its class)."""
+    return len(call.inputs) > 1 and len({s.producer for s in call.deps}) == len(call.deps) > 1 \
+        and all(s.exact and s.direct for s in call.deps)
 
-IDENTITY_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, LocalResponseNorm, nn.LocalResponseNorm,
-                  nn.Identity, nn.Dropout, nn.Dropout2d)
-POOL_TYPES = (MaxPoolSame, nn.MaxPool2d, nn.AvgPool2d)
-GLOBAL_TYPES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
+
+def is_concat(node: Node) -> bool:
+    return node.concat
 
 
 def is_weighted(m: nn.Module) -> bool:
     return isinstance(m, (nn.Conv2d, nn.Linear))
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+# --------------------------------------------------------------------------------------------
+# Linearization
+# --------------------------------------------------------------------------------------------
+
+_IDENTITY = {"relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "hardtanh", "hardtanh_", "elu", "gelu", "silu",
+             "local_response_norm", "dropout", "dropout2d", "feature_dropout", "alpha_dropout"}
+_MAXPOOL = {"max_pool2d", "_max_pool2d", "max_pool2d_with_indices"}
+_ADAPTIVE_MAX = {"adaptive_max_pool2d", "_adaptive_max_pool2d", "adaptive_max_pool2d_with_indices"}
+_ADD = {"add", "__add__", "__radd__", "__iadd__", "add_"}
+_SUB = {"sub", "__sub__", "__isub__", "sub_", "subtract"}
+_RSUB = {"__rsub__", "rsub"}
+_SCALE = {"mul", "__mul__", "__rmul__", "__imul__", "mul_", "div", "__truediv__", "__itruediv__", "div_", "true_divide"}
+_LINEAR_SAFE = {
+    "cat", "concat", "concatenate", "flatten", "view", "reshape", "mean", "sum", "avg_pool2d", "adaptive_avg_pool2d",
+    "__getitem__", "permute", "transpose", "squeeze", "unsqueeze", "neg", "__neg__", "contiguous", "to", "float",
+    "double", "clone", "interpolate", "upsample", "narrow", "split", "chunk", "unflatten", "expand", "pad",
+    "conv2d", "conv1d", "conv_transpose2d", "linear", "batch_norm", "__get__", "dim", "size", "numel",
+}
 
 
-def unsupported(node: Node) -> str | None:
-    """Why ``node`` cannot be linearized, or None when it can."""
-    m = node.module
-    if isinstance(m, Concat):
-        return None
-    if len(node.inputs) != 1:
-        return f"it takes {len(node.inputs)} tensor inputs and is not a channel concatenation"
-    if isinstance(m, IDENTITY_TYPES + GLOBAL_TYPES + (nn.AvgPool2d, MaxPoolSame)):
-        return None
-    if isinstance(m, nn.MaxPool2d):
-        return None if _pair(m.dilation) == (1, 1) else "dilated max pooling has no average-pool stand-in"
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        return "batch norm in training mode is not a fixed linear map; call model.eval()" if m.training else None
-    if isinstance(m, nn.Linear):
-        return None
-    if isinstance(m, nn.Conv2d):
-        if type(m).forward is not nn.Conv2d.forward and not isinstance(m, SamePadConv):
-            return "a Conv2d subclass with its own forward(), whose linear part is unknown"
-        return None
-    return ("it is not a convolution, linear layer, ReLU, pooling, normalisation or concatenation; "
-            "only those can be linearized")
+class _Nonlinear(Exception):
+    pass
+
+
+class _LinearMode(TorchFunctionMode):
+    """Runs a module's own forward as its linear part (see the module docstring)."""
+
+    def __init__(self, inputs: Sequence[torch.Tensor]):
+        super().__init__()
+        self.var = {id(t) for t in inputs}
+        self._alive = list(inputs)
+
+    def _is_var(self, t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and id(t) in self.var
+
+    def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = dict(kwargs or {})
+        flat = list(args) + list(kwargs.values())
+        nvar = sum(self._is_var(a) for a in flat) + sum(self._is_var(t) for a in flat if isinstance(a, (list, tuple)) for t in a)
+        if not nvar:
+            return func(*args, **kwargs)
+        out = self._linear(getattr(func, "__name__", str(func)), func, args, kwargs, nvar)
+        for t in (out if isinstance(out, (tuple, list)) else [out]):
+            if isinstance(t, torch.Tensor):
+                self.var.add(id(t))
+                self._alive.append(t)
+        return out
+
+    def _linear(self, name: str, func: Callable, args: tuple, kwargs: dict, nvar: int) -> Any:
+        x = args[0] if args else next(iter(kwargs.values()))
+        if name in _IDENTITY:
+            return x
+        if name in _MAXPOOL:
+            k = kwargs.get("kernel_size", args[1] if len(args) > 1 else None)
+            s = kwargs.get("stride", args[2] if len(args) > 2 else None) or k
+            p = kwargs.get("padding", args[3] if len(args) > 3 else 0)
+            d = kwargs.get("dilation", args[4] if len(args) > 4 else 1)
+            ceil = kwargs.get("ceil_mode", args[5] if len(args) > 5 else False)
+            if d not in (1, (1, 1), [1, 1]):
+                raise _Nonlinear("dilated max pooling has no average-pool stand-in")
+            if kwargs.get("return_indices", args[6] if len(args) > 6 else False):
+                raise _Nonlinear("max pooling that returns indices")
+            return F.avg_pool2d(x, k, s, p, ceil_mode=ceil, count_include_pad=True)
+        if name in _ADAPTIVE_MAX:
+            return F.adaptive_avg_pool2d(x, kwargs.get("output_size", args[1] if len(args) > 1 else None))
+        if name == "pad":
+            args = tuple(args[:3]) + (0.0,) if len(args) > 3 else args
+            kwargs.pop("value", None)
+        if name in ("conv2d", "conv1d", "conv_transpose2d", "linear"):
+            args = tuple(args[:2]) + (None,) + tuple(args[3:]) if len(args) > 2 else args
+            kwargs.pop("bias", None)
+        if name == "batch_norm":
+            rm, rv, w = args[1], args[2], kwargs.get("weight", args[3] if len(args) > 3 else None)
+            training = kwargs.get("training", args[5] if len(args) > 5 else False)
+            eps = kwargs.get("eps", args[7] if len(args) > 7 else 1e-5)
+            if training or rv is None:
+                raise _Nonlinear("batch norm in training mode is not a fixed linear map; call model.eval()")
+            scale = (w if w is not None else 1.0) / torch.sqrt(rv + eps)
+            return x * scale.view(1, -1, *([1] * (x.ndim - 2)))
+        if name in _ADD | _SUB | _RSUB:
+            a, b = (args + (kwargs.get("other"),))[:2] if len(args) < 2 else args[:2]
+            if self._is_var(a) and self._is_var(b):
+                return func(*args, **kwargs)
+            var = a if self._is_var(a) else b
+            negate = (name in _SUB and var is b) or (name in _RSUB and var is a)
+            return -var if negate else var  # an additive constant (a bias) is dropped
+        if name in _SCALE:
+            if nvar > 1:
+                raise _Nonlinear(f"{name}() multiplies two values that both depend on the input")
+            if name not in ("mul", "__mul__", "__rmul__", "__imul__", "mul_") and len(args) > 1 and self._is_var(args[1]):
+                raise _Nonlinear(f"{name}() divides by a value that depends on the input")
+            return func(*args, **kwargs)
+        if name in _LINEAR_SAFE:
+            return func(*args, **kwargs)
+        raise _Nonlinear(f"{name}() is not linear and has no linear stand-in")
 
 
 def linear_forward(node: Node, inputs: list[torch.Tensor | None]) -> torch.Tensor:
     """The linearized module applied to ``inputs`` (None = an input that does not depend on the source)."""
+    ref = next(t for t in inputs if t is not None)
+    xs = [t if t is not None else ref.new_zeros((ref.shape[0], shp[1], *ref.shape[2:]))
+          for t, shp in zip(inputs, node.in_shapes)]
     m = node.module
-    if isinstance(m, Concat):
-        ref = next(t for t in inputs if t is not None)
-        parts = [t if t is not None else ref.new_zeros((ref.shape[0], shp[1], *ref.shape[2:]))
-                 for t, shp in zip(inputs, node.in_shapes)]
-        return torch.cat(parts, dim=1)
-    x = inputs[0]
-    if isinstance(m, IDENTITY_TYPES):
-        return x
-    if isinstance(m, MaxPoolSame):
-        return F.avg_pool2d(F.pad(x, m.pad), m.kernel_size, m.stride)
-    if isinstance(m, nn.MaxPool2d):
-        return F.avg_pool2d(x, m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode, count_include_pad=True)
-    if isinstance(m, nn.AdaptiveMaxPool2d):
-        return F.adaptive_avg_pool2d(x, m.output_size)
-    if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)):
-        return m(x)
-    if isinstance(m, SamePadConv):
-        return F.conv2d(F.pad(x, m.same_pad) if any(m.same_pad) else x, m.weight, None, m.stride, m.padding, m.dilation, m.groups)
-    if isinstance(m, nn.Conv2d):
-        return m._conv_forward(x, m.weight, None)
-    if isinstance(m, nn.Linear):
-        return F.linear(x, m.weight)
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        scale = (m.weight if m.weight is not None else 1.0) / torch.sqrt(m.running_var + m.eps)
-        return x * scale.view(1, -1, *([1] * (x.ndim - 2)))
-    raise CircuitError(f"cannot linearize {node.name!r} ({type(m).__name__}): {unsupported(node)}")
+    if callable(getattr(m, "linearized", None)):
+        return m.linearized(*xs)
+    if node.concat and isinstance(m, ChannelConcat):
+        return torch.cat(xs, dim=1)
+    try:
+        with _LinearMode(xs):
+            return m.forward(*xs)
+    except _Nonlinear as e:
+        raise CircuitError(
+            f"cannot linearize module {node.name!r} ({type(m).__name__}): {e} (only convolutions, linear layers, "
+            "ReLU-like activations, pooling, normalisation and concatenations can be linearized)"
+        ) from None
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """Where a linearized unit looks in the source layer, per spatial axis (y, x).
-
-    Position ``p`` of the destination depends on source rows ``stride*p + offset .. + size``
-    (and likewise for columns). ``is_global`` marks destinations that see the whole source map
-    (after a flatten/linear layer or adaptive pooling).
-    """
-
-    size: tuple[int, int] = (1, 1)
-    stride: tuple[int, int] = (1, 1)
-    offset: tuple[int, int] = (0, 0)
-    is_global: bool = False
-
-    def then(self, kernel: tuple[int, int], stride: tuple[int, int], pad_before: tuple[int, int]) -> "Geometry":
-        """Compose with a sliding window (conv or pool) of the given kernel, stride and leading pad."""
-        if self.is_global:
-            return self
-        size = tuple(self.size[a] + self.stride[a] * (kernel[a] - 1) for a in range(2))
-        offset = tuple(self.offset[a] - self.stride[a] * pad_before[a] for a in range(2))
-        st = tuple(self.stride[a] * stride[a] for a in range(2))
-        return Geometry(size, st, offset)  # type: ignore[arg-type]
-
-
-def node_geometry(node: Node, inputs: list[Geometry | None]) -> Geometry:
-    m = node.module
-    present = [g for g in inputs if g is not None]
-    if isinstance(m, Concat):
-        if any(g.is_global for g in present):
-            return Geometry(is_global=True)
-        if len({g.stride for g in present}) > 1:
-            raise CircuitError(f"{node.name!r} concatenates branches with different strides; expand each branch separately")
-        lo = tuple(min(g.offset[a] for g in present) for a in range(2))
-        hi = tuple(max(g.offset[a] + g.size[a] for g in present) for a in range(2))
-        return Geometry((hi[0] - lo[0], hi[1] - lo[1]), present[0].stride, lo)  # type: ignore[arg-type]
-    g = present[0]
-    if isinstance(m, GLOBAL_TYPES) or isinstance(m, nn.Linear) or len(node.out_shape) < 4:
-        return Geometry(is_global=True)
-    if isinstance(m, MaxPoolSame):
-        return g.then((3, 3), (m.stride, m.stride), (m.pad[2], m.pad[0]))
-    if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
-        k = _pair(m.kernel_size)
-        s = _pair(m.stride if m.stride is not None else m.kernel_size)
-        return g.then(k, s, _pair(m.padding))
-    if isinstance(m, nn.Conv2d):
-        k = tuple(_pair(m.dilation)[a] * (m.kernel_size[a] - 1) + 1 for a in range(2))
-        pad = _pair(m.padding) if not isinstance(m.padding, str) else None
-        if pad is None:  # padding="same"/"valid"
-            pad = tuple((kk - 1) // 2 for kk in k) if m.padding == "same" else (0, 0)
-        if isinstance(m, SamePadConv):
-            pad = (pad[0] + m.same_pad[2], pad[1] + m.same_pad[0])
-        return g.then(k, _pair(m.stride), pad)  # type: ignore[arg-type]
-    return g  # pointwise
+def channel_map(node: Node) -> list[Segment] | None:
+    """How the linearized module routes channels: segments from input ``-(i+1)``; None if it mixes them."""
+    p = next(node.module.parameters(), None)
+    dtype, device = (p.dtype, p.device) if p is not None else (torch.float32, torch.device("cpu"))
+    xs = [torch.zeros(s, dtype=dtype, device=device) for s in node.in_shapes]
+    out, flows, _ = track(lambda *a: linear_forward(node, list(a)), *xs)
+    flow = flows.get(id(out), ())
+    if not flow or not all(s.exact for s in flow):
+        return None
+    return list(flow)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,7 +315,7 @@ class LinearPath:
     src: Node
     dst: Node
     nodes: list[Node]  # in execution order, ending with dst
-    geometry: Geometry
+    geometry: Window  # at the source's size in the traced forward pass
 
     @property
     def src_channels(self) -> int:
@@ -313,8 +329,22 @@ class LinearPath:
         """Apply the linearized sub-network to a source-layer tensor (B, C_src, H, W)."""
         env: dict[int, torch.Tensor] = {self.src.index: x}
         for node in self.nodes:
-            env[node.index] = linear_forward(node, [env.get(p) for p in node.inputs])
+            try:
+                env[node.index] = linear_forward(node, [env.get(p) for p in node.inputs])
+            except CircuitError as e:
+                raise CircuitError(f"cannot expand weights from {self.src.name!r} to {self.dst.name!r}: {e}") from None
         return env[self.dst.index]
+
+    def window_at(self, hw: Sequence[int]) -> tuple[Window, torch.Tensor]:
+        """The window and the output of the path for a zero source of spatial size ``hw``."""
+        dtype, device = path_dtype(self), path_device(self)
+        x = torch.zeros((1, self.src_channels, *hw), dtype=dtype, device=device)
+        with torch.no_grad():
+            out, _, windows = track(self, x)
+        win = windows.get(id(out))
+        if isinstance(win, str) or win is None:
+            raise CircuitError(f"the window of {self.dst.name!r} in {self.src.name!r} is unknown: {win}")
+        return win, out
 
 
 def _ancestors(graph: ModelGraph, start: int) -> set[int]:
@@ -360,39 +390,36 @@ def path_nodes(model: nn.Module, graph: ModelGraph, src: str, dst: str) -> tuple
 
 
 def linear_path(model: nn.Module, src: str, dst: str, input_shape: Sequence[int] | None = None) -> LinearPath:
-    """Build (and validate, before any heavy work) the linearized sub-network from ``src`` to ``dst``."""
+    """Build and validate (one linearized pass at the traced size) the sub-network from ``src`` to ``dst``."""
     graph = trace_graph(model, input_shape)
     s, d, nodes = path_nodes(model, graph, src, dst)
     if len(s.out_shape) not in (2, 4):
         raise CircuitError(f"source layer {src!r} has output shape {s.out_shape}; expected (N, C) or (N, C, H, W)")
-    geo: dict[int, Geometry] = {s.index: Geometry(is_global=len(s.out_shape) < 4)}
-    for node in nodes:
-        why = unsupported(node)
-        if why is not None:
-            raise CircuitError(
-                f"cannot expand weights from {src!r} to {dst!r} through module {node.name!r} "
-                f"({type(node.module).__name__}): {why}"
-            )
-        geo[node.index] = node_geometry(node, [geo.get(p) for p in node.inputs])
-    return LinearPath(graph, s, d, nodes, geo[d.index])
+    path = LinearPath(graph, s, d, nodes, Window(is_global=True))
+    if len(s.out_shape) == 4:
+        path.geometry, _ = path.window_at(s.out_shape[2:])
+    else:
+        path(torch.zeros((1, s.out_shape[1]), dtype=path_dtype(path), device=path_device(path)))  # validates every module
+    return path
 
 
 def fit_window(path: LinearPath) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
     """A small source size, a destination position and the window start such that the window
-    (the receptive field of that position) lies fully inside the source map, away from padding.
+    (the receptive field of that position) lies inside the source map, a stride away from its
+    far border. Windows are measured at each candidate size (run-time padding may depend on it).
 
     Returns ``(src_hw, dst_pos, window_start)``.
     """
     g = path.geometry
-    pos = tuple(max(0, math.ceil(-g.offset[a] / g.stride[a])) for a in range(2))
-    start = tuple(g.stride[a] * pos[a] + g.offset[a] for a in range(2))
-    hw = [start[a] + g.size[a] + g.stride[a] for a in range(2)]
-    with torch.no_grad():
-        for _ in range(8):  # grow until the destination map contains pos (ceil/floor of strided layers)
-            y = path(torch.zeros((1, path.src_channels, *hw), dtype=path_dtype(path), device=path_device(path)))
-            if y.ndim == 4 and y.shape[2] > pos[0] and y.shape[3] > pos[1]:
-                return (hw[0], hw[1]), pos, start  # type: ignore[return-value]
-            hw = [hw[a] + g.stride[a] for a in range(2)]
+    hw = [max(1, -g.offset[a]) + g.size[a] + 2 * g.stride[a] for a in range(2)]
+    for _ in range(16):
+        win, y = path.window_at(hw)
+        pos = tuple(max(0, math.ceil(-win.offset[a] / win.stride[a])) for a in range(2))
+        start = tuple(win.stride[a] * pos[a] + win.offset[a] for a in range(2))
+        inside = all(start[a] + win.size[a] + win.stride[a] <= hw[a] for a in range(2))
+        if inside and y.ndim == 4 and y.shape[2] > pos[0] and y.shape[3] > pos[1]:
+            return (hw[0], hw[1]), pos, start  # type: ignore[return-value]
+        hw = [hw[a] + g.stride[a] for a in range(2)]
     raise CircuitError(f"could not fit the receptive field of {path.dst.name!r} in {path.src.name!r} (geometry {g})")
 
 
@@ -408,3 +435,9 @@ def path_dtype(path: LinearPath) -> torch.dtype:
         for p in node.module.parameters():
             return p.dtype
     return torch.float32
+
+
+def logits_layer(model: nn.Module) -> str | None:
+    """The model's declared logits layer (module path or alias), from its spec."""
+    return model_spec(model).logits_layer
+

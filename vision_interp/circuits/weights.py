@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..units import parse_unit, resolve_layer, resolve_unit
+from ..units import UnitRangeError, parse_channel_list, parse_unit, resolve_layer, resolve_unit
 from .graph import (
     EXTERNAL,
     INPUT,
@@ -41,15 +41,17 @@ from .graph import (
     Node,
     _ancestors,
     _descendants,
+    channel_map,
     fit_window,
+    is_concat,
     is_weighted,
     linear_path,
+    logits_layer,
     path_device,
     path_dtype,
     path_nodes,
     trace_graph,
 )
-from ..zoo.inceptionv1 import Concat, LocalResponseNorm, MaxPoolSame
 
 __all__ = [
     "direct_weights",
@@ -64,21 +66,33 @@ __all__ = [
     "next_layer",
 ]
 
-_ROUTING = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, LocalResponseNorm, nn.LocalResponseNorm, nn.Identity,
-            nn.Dropout, nn.Dropout2d, MaxPoolSame, nn.MaxPool2d, nn.AvgPool2d)
+def _channels(sel: Sequence[int] | str | None, n: int, what: str, layer: str) -> list[int]:
+    return parse_channel_list(sel, n, what=f"{what} channel(s) of layer {layer!r}")
 
 
-def _channels(sel: Sequence[int] | None, n: int, what: str, layer: str) -> list[int]:
-    if sel is None:
-        return list(range(n))
-    out = [int(c) for c in sel]
-    bad = [c for c in out if not 0 <= c < n]
-    if bad:
-        from ..units import UnitRangeError
-
-        raise UnitRangeError(f"{what} channel(s) {bad} out of range for layer {layer!r}: valid channels are 0..{n - 1} ({n} channels)")
-    if not out:
-        raise ValueError(f"empty {what} channel selection")
+def _routed(node: Node, ins: list, src_layer: str, dst_layer: str) -> list:
+    """Provenance of ``node``'s output channels when its linearization only moves channels
+    (ReLU, pooling, LRN, concatenation ...), found by tracing it; else a CircuitError."""
+    try:
+        segments = channel_map(node)
+    except CircuitError:
+        segments = None
+    if segments is None:
+        raise CircuitError(
+            f"direct weights from {src_layer!r} to {dst_layer!r} cannot pass module {node.name!r} "
+            f"({type(node.module).__name__}); use expanded_weights()"
+        )
+    out: list = [None] * node.out_shape[1]
+    for seg in segments:
+        pr = ins[-(seg.producer + 1)]
+        if pr is None:
+            continue
+        if isinstance(pr, tuple):
+            raise CircuitError(f"{node.name!r} routes a flattened tensor; cannot route channels")
+        for k in range(seg.dst[1] - seg.dst[0]):
+            if out[seg.dst[0] + k] is not None:
+                raise CircuitError(f"{node.name!r} adds several paths into one channel; use expanded_weights()")
+            out[seg.dst[0] + k] = pr[seg.src[0] + k]
     return out
 
 
@@ -109,16 +123,8 @@ def direct_weights(
     for node in nodes:
         m = node.module
         ins = [prov.get(p) for p in node.inputs]
-        if isinstance(m, Concat):
-            out: list = []
-            for pr, shp in zip(ins, node.in_shapes):
-                if isinstance(pr, tuple):
-                    raise CircuitError(f"{node.name!r} concatenates a flattened tensor; cannot route channels")
-                out += pr if pr is not None else [None] * shp[1]
-            prov[node.index] = out
-            continue
         x = ins[0]
-        if is_weighted(m):
+        if is_weighted(m) and len(ins) == 1:
             flat = x if isinstance(x, tuple) else None
             chans = flat[1] if flat else x
             earlier = [p for p in chans if p is not None and p[0] == "w"]
@@ -132,15 +138,10 @@ def direct_weights(
                 raise CircuitError(f"{node.name!r} is a grouped convolution (groups={m.groups}); direct weights need groups=1")
             reads[node.index] = x
             prov[node.index] = [("w", node.index, o) for o in range(node.out_shape[1])]
-        elif isinstance(m, _ROUTING):
-            prov[node.index] = x
         elif isinstance(m, nn.Flatten) and not isinstance(x, tuple) and len(node.in_shapes[0]) == 4:
             prov[node.index] = ("flat", x, tuple(node.in_shapes[0][2:]))
         else:
-            raise CircuitError(
-                f"direct weights from {src_layer!r} to {dst_layer!r} cannot pass module {node.name!r} "
-                f"({type(m).__name__}); use expanded_weights()"
-            )
+            prov[node.index] = _routed(node, ins, src_layer, dst_layer)
     final = prov[d.index]
     if isinstance(final, tuple):
         raise CircuitError(f"{dst_layer!r} is a flattened tensor, not a layer of units")
@@ -222,8 +223,6 @@ def expanded_weights(
             h, w = path.dst.out_shape[2:]
             dst_pos = position if position is not None else (h // 2, w // 2)
             if not (0 <= dst_pos[0] < h and 0 <= dst_pos[1] < w):
-                from ..units import UnitRangeError
-
                 raise UnitRangeError(f"position {dst_pos} out of range for {dst_layer!r}: valid y 0..{h - 1}, x 0..{w - 1}")
     else:
         src_hw, dst_pos, start = fit_window(path)
@@ -370,7 +369,7 @@ def _weightless_path(graph: ModelGraph, a: int, b: int) -> bool:
 
 
 def _is_unit_layer(node: Node) -> bool:
-    return is_weighted(node.module) or isinstance(node.module, Concat)
+    return is_weighted(node.module) or is_concat(node)
 
 
 def previous_layer(model: nn.Module, layer: str, *, input_shape: Sequence[int] | None = None) -> str:
@@ -475,8 +474,9 @@ def layer_top_connections(
 
 
 def _logits_node(model: nn.Module, graph: ModelGraph) -> Node:
-    if "logits" in (getattr(model, "layer_aliases", None) or {}):
-        return graph.node_for(model, "logits")
+    declared = logits_layer(model)
+    if declared is not None:
+        return graph.node_for(model, declared)
     linears = [n for n in graph.nodes if isinstance(n.module, nn.Linear)]
     if not linears:
         raise CircuitError(f"{type(model).__name__} has no linear classifier layer")
