@@ -238,3 +238,92 @@ def test_public_api_resolves_and_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+# ---------------------------------------------------------------- handles, ranges, collisions, early exit
+
+def test_resolve_unit_returns_a_model_bound_handle(inception):
+    h = resolve_unit(inception, "mixed4a_3x3_pre_relu:7@2,3")
+    assert isinstance(h, vi.UnitHandle) and h.path == "mixed4a_3x3_pre_relu_conv" and h.name == "mixed4a_3x3_pre_relu"
+    assert h.channel == 7 and h.position == (2, 3) and h.shape == (204, 14, 14) and h.model is inception
+    assert h == Unit("mixed4a_3x3_pre_relu_conv", 7, (2, 3))  # equal to the plain unit it stands for
+    assert resolve_unit(inception, h) is h  # resolved once: a bound handle passes straight through
+    assert h.display() == "mixed4a_3x3_pre_relu:7@2,3"
+
+
+def test_channel_ranges_are_one_grammar(inception):
+    assert parse_unit("conv2:0-7") == Unit("conv2", None, None, range(0, 8))
+    assert parse_unit(("conv2", range(2, 5))) == parse_unit("conv2:2-4")
+    assert str(parse_unit("conv2:0-7@1,2")) == "conv2:0-7@1,2"
+    h = resolve_unit(inception, "mixed4a:500-507")
+    assert h.channel_list() == list(range(500, 508))
+    with pytest.raises(UnitRangeError, match=r"0\.\.507"):
+        resolve_unit(inception, "mixed4a:500-508")
+    with pytest.raises(UnitRangeError, match=r"0\.\.63"):  # bounds checked before anything is allocated
+        resolve_unit(inception, "conv2d0:0-999999999999999")
+    with pytest.raises(ValueError, match="empty"):
+        parse_unit("conv2:7-3")
+    with pytest.raises(ValueError, match="one channel"):
+        resolve_unit(inception, "mixed4a:0-3", single_channel=True)
+    from vision_interp.units import parse_channel_list
+
+    assert parse_channel_list("0-2,5", 8) == [0, 1, 2, 5] and parse_channel_list(None, 3) == [0, 1, 2]
+    with pytest.raises(UnitRangeError, match=r"0\.\.7"):
+        parse_channel_list("6-99999999999999", 8)
+    m = MnistCNN()
+    cache = capture(m, torch.rand(2, 1, 28, 28), ["conv2"])
+    torch.testing.assert_close(cache["conv2:3-5"], cache["conv2"][:, 3:6])
+
+
+@pytest.mark.parametrize("bad", ["conv2:\u0663", "conv2:\uff13", "conv2:1@\u0662,3", "conv2:0-\u0667"])
+def test_only_ascii_digits(bad):
+    with pytest.raises(ValueError, match="ASCII"):
+        parse_unit(bad)
+
+
+def test_slash_in_layer_names():
+    from collections import OrderedDict
+
+    # a dictionary of features applied to conv2's output, as a module named "conv2/sae"
+    m = nn.Sequential(OrderedDict(conv2=nn.Conv2d(1, 16, 3), **{"conv2/sae": nn.Conv2d(16, 32, 1)}))
+    assert parse_unit("conv2/sae:17") == Unit("conv2/sae", 17)
+    h = resolve_unit(m, "conv2/sae:17@1,2", input_shape=(1, 8, 8))
+    assert h.layer == "conv2/sae" and h.shape == (32, 6, 6)
+    assert capture(m, torch.rand(1, 1, 8, 8), [h])["conv2/sae:17@1,2"].shape == (1,)
+
+
+def test_alias_and_path_collide_loudly():
+    m = MnistCNN()  # alias "logits" -> "fc"
+    with pytest.raises(vi.LayerNameCollisionError, match="'fc' and 'logits'"):
+        with hooks(m, {"fc": lambda *a: None, "logits": lambda *a: None}):
+            pass
+    assert _all_hooks(m) == 0
+    m.layer_aliases = {"conv1": "conv2"}  # an alias shadowing another module's path
+    with pytest.raises(vi.LayerNameCollisionError, match="conv1"):
+        resolve_unit(m, "conv1:0")
+
+
+class Guarded(nn.Module):
+    """Wraps a layer in ``try/except Exception`` (e.g. a fallback path): early exit must still stop it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 3, 1)
+        self.fallbacks = 0
+
+    def forward(self, x):
+        try:
+            x = self.a(x)
+        except Exception:  # noqa: BLE001 - the pattern under test
+            self.fallbacks += 1
+            x = torch.zeros(x.shape[0], 2, x.shape[2] - 2, x.shape[3] - 2)
+        return self.c(self.b(x))
+
+
+def test_early_exit_is_not_swallowed_by_except_exception():
+    m = Guarded()
+    calls = []
+    with hooks(m, {"c": lambda *a: calls.append(1)}):
+        cache = capture(m, torch.rand(1, 1, 6, 6), ["a"])
+    assert m.fallbacks == 0 and calls == [] and not cache.completed
+    assert cache["a"].shape == (1, 2, 4, 4)

@@ -3,7 +3,8 @@
 Feature visualization (:mod:`.featvis`), attribution on Captum (:mod:`.attribution`), circuit-weight
 inspectors (:mod:`.circuits`), Microscope-style galleries (:mod:`.gallery`), the MNIST exercise
 (:mod:`.exercises`), and induction-head discovery in GPT-2 (:mod:`.transformer`). One unit grammar
-everywhere: ``"mixed4a:476"``, ``"conv2:5@3,4"``, ``("conv2", 5)``.
+everywhere: ``"mixed4a:476"``, ``"conv2:5@3,4"``, ``"conv2:0-7"``, ``("conv2", 5)``, resolved once into
+a :class:`UnitHandle`; model structure from one cached :func:`trace`; model facts from :func:`model_spec`.
 
 The GPT-2 side is imported lazily (``vi.analyze_induction`` loads it on first use), so vision users
 do not pay for ``transformers``.
@@ -15,12 +16,15 @@ from typing import Any
 from . import attribution, circuits, featvis
 from .attribution import (LayerAttribution, attribute, attribute_dataset, ig_completeness, layer_attribution,
                           randomization_test, unit_attribution)
-from .capture import ActivationCache, LayerNotReachedError, capture, hooks, run_with_cache
+from .capture import ActivationCache, LayerNotReachedError, capture, capture_dataset, hooks, run_with_cache
 from .circuits import (CircuitError, circuit_diagram, classifier_view, connection_weights, direct_weights,
                        expanded_weights, layer_neuron_groups, neuron_groups, top_connections)
 from .featvis import RenderResult, render, visualize, visualize_layer
-from .units import Unit, UnitRangeError, UnknownLayerError, layer_names, layer_shape, parse_unit, resolve_layer, resolve_unit
+from .trace import Trace, TraceError, Window, trace
+from .units import (LayerNameCollisionError, Unit, UnitHandle, UnitRangeError, UnknownLayerError, layer_names, layer_shape,
+                    model_device_dtype, parse_channel_list, parse_unit, resolve_layer, resolve_unit)
 from .zoo import inceptionv1, list_models, load_model, mnist_cnn
+from .zoo.spec import ModelSpec, model_spec
 
 __version__ = "0.1.0"
 
@@ -55,10 +59,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     # addressing and activations
-    "Unit", "UnitRangeError", "UnknownLayerError", "parse_unit", "resolve_layer", "resolve_unit", "layer_names",
-    "layer_shape", "ActivationCache", "LayerNotReachedError", "capture", "hooks", "run_with_cache",
+    "Unit", "UnitHandle", "UnitRangeError", "UnknownLayerError", "LayerNameCollisionError", "parse_unit",
+    "parse_channel_list", "resolve_layer", "resolve_unit", "layer_names", "layer_shape", "model_device_dtype",
+    "ActivationCache", "LayerNotReachedError", "capture", "capture_dataset", "hooks", "run_with_cache",
+    # model structure
+    "trace", "Trace", "TraceError", "Window",
     # models
-    "inceptionv1", "mnist_cnn", "load_model", "list_models",
+    "inceptionv1", "mnist_cnn", "load_model", "list_models", "ModelSpec", "model_spec",
     # feature visualization
     "featvis", "render", "visualize", "visualize_layer", "RenderResult",
     # attribution

@@ -385,16 +385,16 @@ def resolve_unit(
     ``require_channel`` refuses a bare layer; ``single_channel`` also refuses a channel range.
     """
     shape_in = tuple(int(s) for s in input_shape) if input_shape is not None else None
-    if isinstance(spec, UnitHandle) and spec.bound_to(model) and (shape_in is None or shape_in == spec.input_shape):
-        unit: Unit = spec
-    else:
-        unit = parse_unit(spec)
+    bound = isinstance(spec, UnitHandle) and spec.bound_to(model) and (shape_in is None or shape_in == spec.input_shape)
+    unit = parse_unit(spec)
     name = unit.name if isinstance(unit, UnitHandle) else unit.layer
     path = resolve_layer(model, unit.layer)
     if (require_channel or single_channel) and not unit.has_channel:
         raise ValueError(f"{spec!r} names a layer, but a unit ('{unit.layer}:CHANNEL') is needed here")
     if single_channel and unit.channel is None:
         raise ValueError(f"{spec!r} selects a channel range; one channel ('{unit.layer}:CHANNEL') is needed here")
+    if bound:  # already checked against this model and input size: resolved once, passed on as it is
+        return spec  # type: ignore[return-value]
     if shape_in is None and (unit.has_channel or unit.position is not None):
         shape_in = default_input_shape(model)
     handle = UnitHandle(path, unit.channel, unit.position, unit.channels, shape_in, name, weakref.ref(model))
