@@ -39,3 +39,40 @@ def test_every_method_on_inceptionv1(model):
     assert la.tensor.shape == (1, 96, 28, 28) and len(la.top_channels(3)[0]) == 3
     for m in model.modules():
         assert not m._forward_hooks and not m._backward_hooks
+
+
+# branch channel ranges: mixed4a = 1x1 0..191 | 3x3 192..395 | 5x5 396..443 | pool 444..507;
+# mixed5b = 1x1 0..383 | 3x3 384..767 | 5x5 768..895 | pool 896..1023
+BRANCHES = {
+    "mixed4a": [("mixed4a_1x1", 0, 192), ("mixed4a_3x3", 192, 396), ("mixed4a_5x5", 396, 444), ("mixed4a_pool_reduce", 444, 508)],
+    "mixed5b": [("mixed5b_1x1", 0, 384), ("mixed5b_3x3", 384, 768), ("mixed5b_5x5", 768, 896), ("mixed5b_pool_reduce", 896, 1024)],
+}
+
+
+def test_gradcam_reads_a_layer_upstream_of_each_branch_unit(model):
+    """The layer is chosen by data flow: the branch that computes the channel, never a sibling that
+    finishes later. Each branch's most active channel is used (with random weights many deep
+    channels are dead, and a dead unit's Grad-CAM is zero by definition)."""
+    from vision_interp.attribution._model import prepare
+    from vision_interp.capture import capture
+    from vision_interp.units import resolve_unit
+
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    prep = prepare(model, x)
+    with torch.no_grad():
+        acts = capture(model, x, list(BRANCHES))
+    for block, branches in BRANCHES.items():
+        mean = acts[block][0].mean((1, 2))
+        for branch, lo, hi in branches:
+            unit = f"{block}:{lo + int(mean[lo:hi].argmax())}"
+            assert prep.last_spatial_layer(resolve_unit(model, unit), what="Grad-CAM") == branch, unit
+            cam = attribute(model, x, unit, "gradcam")
+            assert cam.shape == x.shape and cam.abs().sum() > 0, unit
+
+
+def test_layer_attribution_refuses_a_branch_that_does_not_feed_the_unit(model):
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"does not feed channel 476 of 'mixed4a'.*mixed4a_pool_reduce"):
+        layer_attribution(model, x, "mixed4a_1x1", target="mixed4a:476")
+    with pytest.raises(ValueError, match="does not feed"):
+        attribute(model, x, "mixed4a:10", "gradcam", layer="mixed4a_3x3")

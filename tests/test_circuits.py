@@ -259,3 +259,64 @@ def test_errors_name_the_problem(mnist, inc):
         top_connections(mnist, "fc:3", direction="outputs")
     with pytest.raises(ValueError, match="direction"):
         top_connections(mnist, "conv2:3", direction="sideways")
+
+
+# ------------------------------------------------------------------------------------------
+# Run-time padding: expanded weights and windows at odd and even input sizes
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [227, 236])
+def test_expanded_weights_follow_runtime_same_padding(inc, size):
+    """At each input size, the expanded kernel equals the autograd Jacobian of the whole linearised
+    sub-network at full size, inside the window the trace reports (and is zero outside it)."""
+    from vision_interp.circuits.graph import linear_path
+    from vision_interp.trace import trace
+
+    shape = (3, size, size)
+    for src, dst, chans in [("conv2d1", "mixed3a", [0, 100, 250]), ("mixed3b", "mixed4a", [0, 300, 500])]:
+        e = expanded_weights(inc, src, dst, dst_channels=chans, input_shape=shape)
+        path = linear_path(inc, src, dst, input_shape=shape)
+        assert path.geometry == trace(inc, shape).relative_window(src, dst)  # one receptive-field calculation
+        x = torch.zeros((1, path.src_channels, *path.src.out_shape[2:]), requires_grad=True)
+        y = path(x)
+        p = (path.dst.out_shape[2] // 2, path.dst.out_shape[3] // 2)
+        y0, x0, y1, x1 = path.geometry.box(*p)
+        for i, c in enumerate(chans):
+            (g,) = torch.autograd.grad(y[0, c, p[0], p[1]], x, retain_graph=True)
+            torch.testing.assert_close(e[i], g[0, :, y0:y1, x0:x1], rtol=1e-4, atol=1e-7)
+            g[0, :, y0:y1, x0:x1] = 0
+            assert g.abs().max() == 0
+    # the stride-2 pool pads differently at odd and even sizes: the window moves, the kernel does not
+    off = {s: trace(inc, (3, s, s)).relative_window("mixed3b", "mixed4a").offset for s in (227, 236)}
+    assert off == {227: (-5, -5), 236: (-4, -4)}
+
+
+class InlineCatNet(nn.Module):
+    """A third-party style model: branches joined by torch.cat in forward, no zoo classes."""
+
+    input_shape = (2, 10, 10)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(2, 3, 1)
+        self.b = nn.Conv2d(2, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, 1, 1)
+        self.head = nn.Conv2d(7, 5, 1)
+
+    def forward(self, x):
+        return self.head(self.pool(torch.cat([self.a(x), self.b(x)], dim=1)))
+
+
+def test_circuits_through_an_inline_concatenation():
+    torch.manual_seed(0)
+    m = InlineCatNet().eval()
+    d = direct_weights(m, "b", "head")  # b's channels sit at offset 3 of the concatenation
+    assert torch.equal(d, m.head.weight[:, 3:7])
+    e = expanded_weights(m, "a", "head")
+
+    def lin(x):  # max pool -> zero-padded average, no biases
+        return F.conv2d(F.avg_pool2d(torch.cat([x, torch.zeros(1, 4, 10, 10)], 1), 3, 1, 1), m.head.weight)[0, :, 5, 5]
+
+    j = _jac(lin, torch.zeros(1, 3, 10, 10))[:, 0]
+    torch.testing.assert_close(e, j[:, :, 4:7, 4:7], rtol=1e-5, atol=1e-7)
