@@ -320,3 +320,14 @@ def test_circuits_through_an_inline_concatenation():
 
     j = _jac(lin, torch.zeros(1, 3, 10, 10))[:, 0]
     torch.testing.assert_close(e, j[:, :, 4:7, 4:7], rtol=1e-5, atol=1e-7)
+
+
+def test_units_and_handles_select_channels(inc):
+    from vision_interp.units import resolve_unit
+
+    e = expanded_weights(inc, "mixed3a", "mixed3b", dst_channels=[0, 1, 2])
+    torch.testing.assert_close(expanded_weights(inc, "mixed3a", "mixed3b:0-2"), e)
+    torch.testing.assert_close(expanded_weights(inc, "mixed3a", resolve_unit(inc, "mixed3b:0-2")), e)
+    torch.testing.assert_close(expanded_weights(inc, "mixed3a", "mixed3b", dst_channels="0-2"), e)
+    with pytest.raises(ValueError, match="already selects"):
+        expanded_weights(inc, "mixed3a", "mixed3b:0-2", dst_channels=[0])

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from ..capture import dataset_batches
 from ..units import close_names
 from ._model import Prepared, ResolvedTarget, TargetSpec, check_inputs, prepare, resolve_target
 
@@ -272,8 +273,6 @@ def attribute_batches(
     Per-example targets (a tensor or list of N class indices) are sliced along with the images.
     The model is checked and (if needed) repaired once, not per batch.
     """
-    from tqdm.auto import tqdm
-
     method = canonical_method(method)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -285,15 +284,9 @@ def attribute_batches(
     prep = prepare(model, x_all)
     # a bad target, layer or option fails here, before the long loop
     _prepare_call(method, prep, x_all[:1], resolve_target(prep, x_all[:1], _slice_target(target, 0, 1)), options)
-    bar = tqdm(total=n, desc=f"attribute ({method})", unit="img", disable=not progress)
-    try:
-        for start in range(0, n, batch_size):
-            xb = x_all[start : start + batch_size]
-            resolved = resolve_target(prep, xb, _slice_target(target, start, start + len(xb)))
-            yield start, _run(method, prep, xb, resolved, options).cpu()
-            bar.update(len(xb))
-    finally:
-        bar.close()
+    for start, xb in dataset_batches(x_all, batch_size, progress=progress, desc=f"attribute ({method})"):
+        resolved = resolve_target(prep, xb, _slice_target(target, start, start + len(xb)))
+        yield start, _run(method, prep, xb, resolved, options).cpu()
 
 
 def attribute_dataset(

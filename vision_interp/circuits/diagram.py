@@ -145,8 +145,8 @@ def circuit_diagram(
     """
     from ..io import atomic_write_text, save_json
 
-    u = resolve_unit(model, unit, input_shape, require_channel=True)
-    name = parse_unit(unit).layer
+    u = resolve_unit(model, unit, input_shape, single_channel=True)
+    name = u.name or u.layer
     target = f"{name}:{u.channel}"
     src = layer or previous_layer(model, u.layer, input_shape=input_shape)
     kernels = expanded_weights(model, src, u.layer, dst_channels=[u.channel], input_shape=input_shape)[0]

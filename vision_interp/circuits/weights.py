@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..units import UnitRangeError, parse_channel_list, parse_unit, resolve_layer, resolve_unit
+from ..units import UnitRangeError, parse_channel_list, resolve_layer, resolve_unit
 from .graph import (
     EXTERNAL,
     INPUT,
@@ -189,13 +189,23 @@ def receptive_geometry(model: nn.Module, src_layer: str, dst_layer: str, *, inpu
     return linear_path(model, src_layer, dst_layer, input_shape).geometry
 
 
+def _layer_and_channels(model: nn.Module, spec, channels, input_shape) -> tuple[str, object]:
+    """A layer given as a name, or as a unit (handle) whose channel or range selects channels."""
+    unit = resolve_unit(model, spec, input_shape)
+    if unit.has_channel:
+        if channels is not None:
+            raise ValueError(f"{spec!s} already selects channels; drop the separate channel argument")
+        channels = unit.channel_list()
+    return unit.name or unit.layer, channels
+
+
 def expanded_weights(
     model: nn.Module,
     src_layer: str,
     dst_layer: str,
     *,
-    dst_channels: Sequence[int] | None = None,
-    src_channels: Sequence[int] | None = None,
+    dst_channels: Sequence[int] | str | None = None,
+    src_channels: Sequence[int] | str | None = None,
     position: tuple[int, int] | None = None,
     input_shape: Sequence[int] | None = None,
     mode: str = "auto",
@@ -204,10 +214,13 @@ def expanded_weights(
 ) -> torch.Tensor:
     """The effective linear kernel from ``src_layer`` to ``dst_layer``: ``(n_dst, n_src, kh, kw)``.
 
-    ``dst_channels`` / ``src_channels`` select rows / columns (default: all). ``position`` only
-    matters when the destination sees the whole source (global geometry) and still has a spatial
-    map; it defaults to the centre. ``mode`` is "reverse", "forward" or "auto" (fewer passes).
+    ``dst_channels`` / ``src_channels`` select rows / columns (default: all; ``"0-7,9"`` works);
+    the layers may also be units or handles that carry the selection (``"mixed3b:0-7"``).
+    ``position`` only matters when the destination sees the whole source (global geometry) and
+    still has a spatial map; it defaults to the centre. ``mode`` is "reverse", "forward" or "auto".
     """
+    src_layer, src_channels = _layer_and_channels(model, src_layer, src_channels, input_shape)
+    dst_layer, dst_channels = _layer_and_channels(model, dst_layer, dst_channels, input_shape)
     path = linear_path(model, src_layer, dst_layer, input_shape)
     dst = _channels(dst_channels, path.dst_channels, "destination", dst_layer)
     src = _channels(src_channels, path.src_channels, "source", src_layer)
@@ -295,8 +308,8 @@ def connection_weights(model: nn.Module, src_unit, dst_unit, *, kind: str = "aut
     ``kind``: "direct", "expanded", or "auto" (direct when one weighted layer separates them,
     else expanded -- e.g. through a mixed block's bottleneck).
     """
-    s = resolve_unit(model, src_unit, input_shape, require_channel=True)
-    d = resolve_unit(model, dst_unit, input_shape, require_channel=True)
+    s = resolve_unit(model, src_unit, input_shape, single_channel=True)
+    d = resolve_unit(model, dst_unit, input_shape, single_channel=True)
     if kind not in ("auto", "direct", "expanded"):
         raise ValueError(f"kind must be 'auto', 'direct' or 'expanded', got {kind!r}")
     if kind in ("auto", "direct"):
@@ -431,8 +444,8 @@ def top_connections(
         raise ValueError(f"k must be at least 1, got {k}")
     if direction not in ("inputs", "outputs"):
         raise ValueError(f"direction must be 'inputs' or 'outputs', got {direction!r}")
-    u = resolve_unit(model, unit, input_shape, require_channel=True)
-    name = parse_unit(unit).layer  # keep the user's spelling (alias or path) in the report
+    u = resolve_unit(model, unit, input_shape, single_channel=True)
+    name = u.name or u.layer  # keep the user's spelling (alias or path) in the report
     if direction == "inputs":
         other = layer or previous_layer(model, u.layer, input_shape=input_shape)
         resolve_layer(model, other)
