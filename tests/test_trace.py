@@ -78,7 +78,7 @@ def test_channel_queries_follow_the_concat_offsets(inc_trace):
     assert tr.is_upstream("mixed5b", None)  # reaches the logits through the functional mean
     feeding = tr.feeding_layers("mixed4a", 476)
     assert "mixed4a_pool_reduce" in feeding and "mixed4a_1x1" not in feeding and "mixed3b" in feeding
-    with pytest.raises(TraceError, match="does not run"):
+    with pytest.raises(TraceError, match="never ran"):
         tr.call("no_such_module")
 
 
@@ -141,6 +141,19 @@ def test_one_cache_invalidated_by_structure_changes():
     t2 = trace(m, (1, 28, 28))
     invalidate(m)
     assert trace(m, (1, 28, 28)) is not t2
+
+
+def test_trace_runs_no_user_hooks_and_leaves_them_in_place():
+    from vision_interp.capture import hooks
+
+    m = MnistCNN()
+    seen = []
+    with hooks(m, {"conv2": lambda *a: seen.append(1), "fc": lambda _m, _i, out: out * 0}):
+        tr = trace(m, (1, 28, 28))  # taken while the hooks are attached: neither runs
+        assert seen == [] and tr.output_shape == (10,)
+        m(torch.rand(1, 1, 28, 28))
+        assert seen == [1]
+    assert sum(len(x._forward_hooks) for x in m.modules()) == 0
 
 
 def test_trace_keeps_partial_structure_when_the_head_fails(inc):

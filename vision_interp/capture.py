@@ -23,16 +23,13 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from .trace import LayerNotReachedError
 from .units import UnitSpec, model_device_dtype, parse_unit, resolve_layer, resolve_layers
 
 __all__ = ["ActivationCache", "LayerNotReachedError", "capture", "capture_dataset", "dataset_batches", "hooks",
            "run_with_cache", "select_unit"]
 
 HookFn = Callable[[nn.Module, tuple, Any], Any]
-
-
-class LayerNotReachedError(RuntimeError):
-    """The forward pass ended without running a requested layer (e.g. a module that is never called)."""
 
 
 class _StopForward(BaseException):

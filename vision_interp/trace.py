@@ -43,6 +43,7 @@ __all__ = [
     "Call",
     "Trace",
     "TraceError",
+    "LayerNotReachedError",
     "trace",
     "invalidate",
     "track",
@@ -54,6 +55,10 @@ INPUT = -1  # producer index of the model's input
 
 class TraceError(ValueError):
     """A structural question the trace cannot answer (layer never called, unknown receptive field, ...)."""
+
+
+class LayerNotReachedError(TraceError, RuntimeError):
+    """The forward pass ended without running a requested layer (e.g. a module that is never called)."""
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -344,9 +349,11 @@ class Trace:
         if not idx:
             why = (f" (the forward pass on zeros of shape {self.input_shape} stopped early: {self.error}; "
                    "pass input_shape=... for a size that reaches it)" if self.error else "")
-            raise TraceError(
-                f"layer {path!r} does not run in the forward pass of {self.model_name} or returns no tensor{why}; "
-                "choose a layer on the computation path"
+            if path in self.call_counts:
+                raise TraceError(f"layer {path!r} returns no tensor; choose a tensor-valued layer")
+            raise LayerNotReachedError(
+                f"the forward pass of {self.model_name} never ran layer {path!r}{why}: it is not called by "
+                "forward() on this input; choose a layer on the computation path"
             )
         if len(set(idx)) > 1:
             raise TraceError(f"layer {path!r} is called {len(idx)} times in one forward pass; its output is ambiguous")
@@ -501,6 +508,10 @@ def _is_leaf(m: nn.Module) -> bool:
     return next(m.children(), None) is None
 
 
+_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+               "_forward_pre_hooks_with_kwargs")
+
+
 def _record(model: nn.Module, x: torch.Tensor) -> Trace:
     named = [(n, m) for n, m in model.named_modules() if n]
     tracker = _Tracker()
@@ -542,8 +553,15 @@ def _record(model: nn.Module, x: torch.Tensor) -> Trace:
     error = None
     out = None
     was_training = model.training
+    # the user's own hooks (ablations, counters, an enclosing capture) stay out of the trace: the
+    # trace records the model itself, and a trace taken in passing must not run anyone's hooks
+    saved = [(m, {a: getattr(m, a) for a in _HOOK_DICTS if isinstance(getattr(m, a, None), dict)})
+             for _, m in model.named_modules()]
     model.eval()
     try:
+        for m, dicts in saved:
+            for a, d in dicts.items():
+                setattr(m, a, type(d)())
         for n, m in named:
             handles.append(m.register_forward_hook(hook_for(n, _is_leaf(m))))
         with torch.no_grad(), tracker:
@@ -556,6 +574,9 @@ def _record(model: nn.Module, x: torch.Tensor) -> Trace:
     finally:
         for h in handles:
             h.remove()
+        for m, dicts in saved:
+            for a, d in dicts.items():
+                setattr(m, a, d)
         model.train(was_training)
     out_deps = tracker.flow.get(id(out), ()) if isinstance(out, torch.Tensor) else ()
     out_shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
