@@ -589,7 +589,7 @@ _TRACES: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, Trace]]" = weakref.We
 
 def _structure(model: nn.Module) -> tuple:
     """Identity of the module tree: adding, removing or replacing a module changes it."""
-    return tuple((n, id(m)) for n, m in model.named_modules())
+    return tuple(map(id, model.modules()))
 
 
 def trace(model: nn.Module, input_shape: Sequence[int], dtype: torch.dtype | None = None) -> Trace:

@@ -279,6 +279,17 @@ def close_names(name: str, candidates: Iterable[str], n: int = 6) -> list[str]:
     return found
 
 
+def _has_module(model: nn.Module, path: str) -> bool:
+    """Whether ``path`` names a submodule (walks the path; no listing of every module)."""
+    if not isinstance(path, str) or not path:
+        return False
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
+
+
 def resolve_layer(model: nn.Module, name: str) -> str:
     """Map a layer name or alias to its module path, or raise with the closest valid names.
 
@@ -287,21 +298,20 @@ def resolve_layer(model: nn.Module, name: str) -> str:
     """
     if isinstance(name, Unit):
         name = name.layer
-    modules = dict(model.named_modules())
     aliases = _aliases(model)
     if name in aliases:
         target = aliases[name]
-        if name in modules and name != "" and target != name:
+        if target != name and _has_module(model, name):
             raise LayerNameCollisionError(
                 f"{type(model).__name__} declares alias {name!r} -> {target!r}, but {name!r} is also the path of "
                 "another module; rename the alias"
             )
-        if target not in modules or target == "":
+        if not _has_module(model, target):
             raise UnknownLayerError(
                 f"alias {name!r} of {type(model).__name__} points to {target!r}, which is not a module path"
             )
         return target
-    if name in modules and name != "":
+    if _has_module(model, name):
         return name
     valid = layer_names(model)
     near = close_names(name, valid)
@@ -386,6 +396,8 @@ def resolve_unit(
     """
     shape_in = tuple(int(s) for s in input_shape) if input_shape is not None else None
     bound = isinstance(spec, UnitHandle) and spec.bound_to(model) and (shape_in is None or shape_in == spec.input_shape)
+    if bound and (spec.channel is not None or not single_channel) and (spec.has_channel or not require_channel):
+        return spec  # type: ignore[return-value]  # checked against this model and size already: resolved once
     unit = parse_unit(spec)
     name = unit.name if isinstance(unit, UnitHandle) else unit.layer
     path = resolve_layer(model, unit.layer)
@@ -393,8 +405,6 @@ def resolve_unit(
         raise ValueError(f"{spec!r} names a layer, but a unit ('{unit.layer}:CHANNEL') is needed here")
     if single_channel and unit.channel is None:
         raise ValueError(f"{spec!r} selects a channel range; one channel ('{unit.layer}:CHANNEL') is needed here")
-    if bound:  # already checked against this model and input size: resolved once, passed on as it is
-        return spec  # type: ignore[return-value]
     if shape_in is None and (unit.has_channel or unit.position is not None):
         shape_in = default_input_shape(model)
     handle = UnitHandle(path, unit.channel, unit.position, unit.channels, shape_in, name, weakref.ref(model))

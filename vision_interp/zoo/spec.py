@@ -51,6 +51,13 @@ def _tuple_or_none(v: Sequence | None) -> tuple | None:
     return tuple(v) if v else None
 
 
+def _names(names: Sequence | None) -> tuple[str, ...] | None:
+    if not names:
+        return None
+    names = tuple(names)
+    return names if all(type(c) is str for c in names) else tuple(str(c) for c in names)
+
+
 def model_spec(model: nn.Module) -> ModelSpec:
     """The model's declared spec (``model.spec``), else one read from its legacy attributes."""
     declared = getattr(model, "spec", None)
@@ -61,7 +68,7 @@ def model_spec(model: nn.Module) -> ModelSpec:
         name=getattr(model, "model_name", None) or type(model).__name__,
         input_shape=_tuple_or_none(getattr(model, "input_shape", None)),
         layer_aliases=aliases,
-        class_names=_tuple_or_none([str(c) for c in (getattr(model, "class_names", None) or [])]),
+        class_names=_names(getattr(model, "class_names", None)),
         gallery_layers=_tuple_or_none(getattr(model, "gallery_layers", None)),
         featvis_defaults=dict(getattr(model, "featvis_defaults", None) or {}),
         logits_layer=aliases.get("logits"),
