@@ -348,7 +348,7 @@ def resolve_target(prep: Prepared, x: torch.Tensor, target: TargetSpec) -> Resol
         # a tensor, not a list: Captum expands list targets element by element in Python
         return ResolvedTarget("class", torch.tensor(idx, dtype=torch.long, device=x.device), "per-example classes")
     if isinstance(target, (str, Unit, tuple)):
-        names = list(getattr(model, "class_names", None) or [])
+        names = list(model_spec(model).class_names or ())
         if isinstance(target, str):
             label = target.strip()
             if label in names:
