@@ -34,7 +34,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..trace import Call, Segment, TraceError, Window, track, trace
-from ..units import default_input_shape, resolve_layer
+from ..units import default_input_shape, model_device_dtype, resolve_layer
 from ..zoo.spec import model_spec
 
 __all__ = ["CircuitError", "Node", "ModelGraph", "Geometry", "trace_graph", "LinearPath", "linear_path",
@@ -423,18 +423,20 @@ def fit_window(path: LinearPath) -> tuple[tuple[int, int], tuple[int, int], tupl
     raise CircuitError(f"could not fit the receptive field of {path.dst.name!r} in {path.src.name!r} (geometry {g})")
 
 
-def path_device(path: LinearPath) -> torch.device:
+def _path_device_dtype(path: LinearPath) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of the first module on the path that has parameters (the one device helper)."""
     for node in path.nodes:
-        for p in node.module.parameters():
-            return p.device
-    return torch.device("cpu")
+        if next(node.module.parameters(), None) is not None:
+            return model_device_dtype(node.module)
+    return model_device_dtype(path.src.module)
+
+
+def path_device(path: LinearPath) -> torch.device:
+    return _path_device_dtype(path)[0]
 
 
 def path_dtype(path: LinearPath) -> torch.dtype:
-    for node in path.nodes:
-        for p in node.module.parameters():
-            return p.dtype
-    return torch.float32
+    return _path_device_dtype(path)[1]
 
 
 def logits_layer(model: nn.Module) -> str | None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..capture import capture_dataset
+
 __all__ = ["NeuronGroups", "nmf", "neuron_groups", "layer_neuron_groups", "neuron_groups_picture", "save_neuron_groups"]
 
 
@@ -119,13 +121,12 @@ def neuron_groups(activations: torch.Tensor, n_groups: int, seed: int = 0, *, it
 
 
 def layer_neuron_groups(model: nn.Module, images: torch.Tensor, layer: str, n_groups: int, seed: int = 0, **kw) -> NeuronGroups:
-    """Capture ``layer`` on ``images`` (N, C, H, W) and factorize it (see :func:`neuron_groups`)."""
-    from ..capture import capture
+    """Capture ``layer`` on ``images`` (N, C, H, W) and factorize it (see :func:`neuron_groups`).
 
+    Images go through the package's one dataset loop (model's device and dtype, eval mode)."""
     if images.ndim == 3:
         images = images[None]
-    with torch.no_grad():
-        act = capture(model, images, [layer], detach=True)[layer]
+    act = torch.cat([cache[layer].float().cpu() for _, cache in capture_dataset(model, images, [layer], batch_size=256)])
     if act.ndim != 4:
         raise ValueError(f"layer {layer!r} has no spatial dimensions (shape {tuple(act.shape)}); neuron groups need maps")
     if float(act.min()) < 0:
