@@ -10,7 +10,8 @@ import io as _io
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -202,7 +203,7 @@ def read_image(path: str | os.PathLike, *, what: str = "image") -> Image.Image:
     if not p.is_file():
         raise ImageFileError(f"{what} {p}: no such file" if not p.exists() else f"{what} {p}: not a regular file")
     try:
-        with Image.open(p) as im:
+        with _size_checked_here(), Image.open(p) as im:
             w, h = im.size
             if w * h > MAX_INPUT_PIXELS:
                 raise ImageFileError(
@@ -216,9 +217,21 @@ def read_image(path: str | os.PathLike, *, what: str = "image") -> Image.Image:
     except Image.DecompressionBombError as e:
         raise ImageFileError(f"{what} {p}: {e}") from None
     except Image.UnidentifiedImageError:
-        raise ImageFileError(f"{what} {p}: not a picture file PIL can read (PNG, JPEG, BMP, ...)") from None
+        raise ImageFileError(f"{what} {p}: not a picture in a format PIL reads (PNG, JPEG, BMP, ...), "
+                             "or truncated or corrupt") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
-        raise ImageFileError(f"{what} {p}: unreadable picture, perhaps truncated or corrupt ({e})") from None
+        raise ImageFileError(f"{what} {p}: unreadable picture, truncated or corrupt ({e})") from None
+
+
+@contextmanager
+def _size_checked_here() -> Iterator[None]:
+    """PIL's own bomb check raises before the size is known; read_image applies its smaller, stated limit instead."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
 
 
 def image_tensor(img: Image.Image, shape: Sequence[int]) -> torch.Tensor:

@@ -13,6 +13,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping
@@ -173,7 +174,9 @@ def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
         except Exception as e:  # safetensors raises its own error types
             raise CorruptFileError(f"{path}: not a valid safetensors file ({e}); it may be truncated, re-download it") from e
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol chatter; a refusal is reported below
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise CorruptFileError(
             f"{path}: cannot be read as a torch state dict with weights_only=True ({type(e).__name__}: {e}). "

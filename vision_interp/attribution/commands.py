@@ -167,7 +167,8 @@ def _is_number(v: Any) -> bool:
 
 
 def _int_in(lo: int, hi: int) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: _is_int(v) and lo <= v <= hi), f"an integer from {lo} to {hi}"
+    what = f"a positive integer (at most {hi})" if lo == 1 else f"an integer from {lo} to {hi}"
+    return (lambda v: _is_int(v) and lo <= v <= hi), what
 
 
 def _positive_ints(v: Any) -> bool:

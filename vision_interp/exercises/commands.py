@@ -7,6 +7,16 @@ import argparse
 from ..cli_common import SEED, Formatter, UsageError, add_data_dir, check_output_dir, existing_file, int_arg, text_arg
 
 
+def _checkpoint_arg(text: str):
+    """argparse ``type=``: an existing, non-empty checkpoint file."""
+    from pathlib import Path
+
+    if not Path(text).expanduser().exists():
+        raise argparse.ArgumentTypeError(f"no MNIST CNN checkpoint at {text}; give an existing .safetensors file, "
+                                         "or --retrain to train one")
+    return existing_file(text)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "mnist-exercise",
@@ -18,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="galleries/mnist_exercise", help="output folder")
     add_data_dir(p)
-    p.add_argument("--checkpoint", type=existing_file, default=None, help="MNIST CNN checkpoint (.safetensors); default: the committed one")
+    p.add_argument("--checkpoint", type=_checkpoint_arg, default=None, help="MNIST CNN checkpoint (.safetensors); default: the committed one")
     p.add_argument("--retrain", action="store_true", help="train a fresh CNN from --seed (about a minute) instead of loading the checkpoint")
     p.add_argument("--quick", action="store_true", help="fewer images and optimisation steps (for tests; numbers are real but noisier)")
     p.add_argument("--seed", type=SEED, default=0)

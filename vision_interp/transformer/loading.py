@@ -152,6 +152,11 @@ def _load_local(directory: Path, device: str | torch.device) -> torch.nn.Module:
     check_gpt2_config(cfg_dict, where=str(directory / "config.json"))
     if (directory / "model.safetensors").is_file() or (directory / "model.safetensors.index.json").is_file():
         files = _check_safetensors_files(directory)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar on stderr for a 2-layer model is noise
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its warnings about missing weights are replaced by _check_loading_info's error
         try:
             model, info = GPT2LMHeadModel.from_pretrained(str(directory), use_safetensors=True, local_files_only=True,
                                                           attn_implementation="eager", output_loading_info=True)
@@ -160,6 +165,8 @@ def _load_local(directory: Path, device: str | torch.device) -> torch.nn.Module:
             raise vio.CorruptFileError(
                 f"{', '.join(str(f) for f in files)}: the weights could not be loaded ({type(e).__name__}: {first}); "
                 "the file may be truncated or not match config.json; re-download or re-save the model") from e
+        finally:
+            hf_logging.set_verbosity(verbosity)
         _check_loading_info(info, files)
         return _finish(model, device)
     bin_path = directory / "pytorch_model.bin"
