@@ -13,7 +13,7 @@ Validators for ``add_argument(type=...)`` (argparse prefixes the message with th
 * :func:`existing_file`, :func:`existing_dir` - input paths.
 
 Checks to call in a handler before work (they raise :class:`UsageError`, exit code 2):
-:func:`check_output_file`, :func:`check_output_dir`, :func:`check_input_file`.
+:func:`check_output_file`, :func:`check_output_dir`, :func:`check_input_file`, :func:`check_batch_pixels`.
 Folders that a failed run created on the way to its outputs are removed again by the dispatcher
 (only when empty; :func:`remove_created_dirs`).
 """
@@ -46,12 +46,14 @@ __all__ = [
     "check_output_dir",
     "check_input_file",
     "remove_created_dirs",
+    "check_batch_pixels",
     "load_model_from_args",
     "unit_arg",
     "names_arg",
 ]
 
 MAX_SEED = 2**32 - 1
+MAX_BATCH_PIXELS = 2**26  # images x height x width per optimisation batch (64 images of 1024 px): a few GB with grads
 MAX_CHANNEL = 999_999  # bound for channel numbers in lists and ranges (real layers have a few thousand)
 _INT_RE = re.compile(r"^[+-]?[0-9]+$")
 _FLOAT_RE = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
@@ -213,12 +215,25 @@ def _probe_writable(folder: Path, flag: str) -> None:
         raise UsageError(f"{flag}: cannot write in {folder} ({e.strerror or e}); choose a writable location") from None
 
 
+def _check_path_text(path: str | os.PathLike, flag: str) -> Path:
+    """Refuse path text the file system cannot take: NUL bytes, or a name longer than the limit (255 bytes)."""
+    text = os.fspath(path)
+    if "\x00" in text:
+        raise UsageError(f"{flag}: the path contains a NUL character, which no file name may hold")
+    p = Path(text).expanduser()
+    for part in p.parts:
+        if len(os.fsencode(part)) > 255:
+            raise UsageError(f"{flag}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long; "
+                             "file and folder names may be at most 255 bytes")
+    return p
+
+
 def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Refuse an output folder that is a file, lies under a file, or is not writable - before any work.
 
     Nothing is created; the folders that will be created are remembered so a failed run removes them.
     """
-    p = Path(path).expanduser()
+    p = _check_path_text(path, flag)
     if p.exists() and not p.is_dir():
         raise UsageError(f"{flag}: {p} is a file; give a folder (it is created if missing)")
     base, missing = _missing_ancestors(p)
@@ -231,7 +246,7 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
 
 def check_output_file(path: str | os.PathLike, flag: str = "--out", suffixes: tuple[str, ...] = ()) -> Path:
     """Refuse an output file that is a folder, lies under a file, or cannot be written - before any work."""
-    p = Path(path).expanduser()
+    p = _check_path_text(path, flag)
     if not p.name or p.is_dir() or str(path).endswith(("/", os.sep)):
         raise UsageError(f"{flag}: {p} is a folder; give a file name" + (f" ending in {suffixes[0]}" if suffixes else ""))
     if suffixes and p.suffix.lower() not in suffixes:
@@ -240,6 +255,13 @@ def check_output_file(path: str | os.PathLike, flag: str = "--out", suffixes: tu
         raise UsageError(f"{flag}: {p} exists and is not a regular file")
     check_output_dir(p.parent, flag)
     return p
+
+
+def check_batch_pixels(images: int | None, size: int | None, flags: str) -> None:
+    """Refuse a batch whose pixel count alone would exhaust memory (images x size x size > MAX_BATCH_PIXELS)."""
+    if images is not None and size is not None and images * size * size > MAX_BATCH_PIXELS:
+        raise UsageError(f"{flags}: {images} images of {size} x {size} px is {images * size * size:,} pixels per batch; "
+                         f"at most {MAX_BATCH_PIXELS:,} (e.g. 64 images of 1024 px); lower one of them")
 
 
 def remove_created_dirs() -> list[Path]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, check_output_dir, check_output_file,
-                          float_arg, int_arg, names_arg, unit_arg)
+from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, check_batch_pixels, check_output_dir,
+                          check_output_file, float_arg, int_arg, names_arg, unit_arg)
 
 MAX_SIZE = 2048  # pixels per side: a batch of 2048^2 Fourier images already needs gigabytes
 
@@ -66,6 +66,7 @@ def _check_args(args: argparse.Namespace) -> None:
     else:
         if args.out:
             raise UsageError("--out goes with --unit; with --layer give --out-dir FOLDER")
+        check_batch_pixels(args.batch_size, args.size, "--batch-size with --size")
         check_output_dir(args.out_dir, "--out-dir")
 
 

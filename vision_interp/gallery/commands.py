@@ -6,8 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
-from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, check_output_dir, float_arg, int_arg,
-                          names_arg, text_arg)
+from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, check_batch_pixels, check_output_dir,
+                          float_arg, int_arg, names_arg, text_arg)
 
 DESCRIPTION = """\
 Render every unit of the chosen layers and write a static site (index.html, one page per layer,
@@ -85,6 +85,7 @@ def _gallery(args: argparse.Namespace) -> int:
         kw["diversity_weight"] = args.diversity_weight
     settings = GallerySettings(**kw)
     settings.validate()  # bad numbers are reported before the model loads
+    check_batch_pixels(args.batch * max(1, args.diverse), args.size, "--batch x --diverse with --size")
     check_output_dir(args.out, "--out")
     model = load_model_from_args(args)
     name = str(args.model) + (" (random weights)" if args.random_weights else "")
