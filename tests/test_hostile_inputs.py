@@ -116,6 +116,11 @@ def fx(tmp_path_factory) -> dict[str, Path]:
     bad["conv2.weight"] = bad["conv2.weight"][:, :3]  # conv1 has 8 outputs, conv2 now reads 3
     save_state_dict(t / "mismatch.safetensors", bad)
     f["mismatch.safetensors"] = t / "mismatch.safetensors"
+    save_state_dict(t / "missing_key.safetensors", {k: v for k, v in sd.items() if k != "conv2.weight"})
+    save_state_dict(t / "wrong_ndim.safetensors", {**sd, "conv1.weight": torch.zeros(8)})
+    save_state_dict(t / "inception_partial.safetensors", {"softmax2_pre_activation_matmul.weight": torch.zeros(1008, 1024)})
+    for name in ("missing_key", "wrong_ndim", "inception_partial"):
+        f[f"{name}.safetensors"] = t / f"{name}.safetensors"
     save_state_dict(t / "foreign.safetensors", {"encoder.weight": torch.zeros(2, 2)})
     f["foreign.safetensors"] = t / "foreign.safetensors"
     put("evil.pt", pickle.dumps({"conv1.weight": _Evil(f["marker"])}))
@@ -431,7 +436,9 @@ BAD_MODELS = [("missing", "unknown model"), ("dir", "is a folder"), ("empty.safe
               ("truncated.safetensors", "not a valid safetensors file"), ("text.safetensors", "not a valid safetensors file"),
               ("lying_header.safetensors", "not a valid safetensors file"),
               ("nan.safetensors", "values that are NaN or infinite"), ("mismatch.safetensors", "do not fit the MNIST CNN"),
-              ("foreign.safetensors", "unrecognised state dict"), ("evil.pt", "weights_only=True"),
+              ("foreign.safetensors", "unrecognised state dict"), ("missing_key.safetensors", "do not fit the MNIST CNN"),
+              ("wrong_ndim.safetensors", "do not fit the MNIST CNN"),
+              ("inception_partial.safetensors", "do not fit the InceptionV1 architecture"), ("evil.pt", "weights_only=True"),
               ("evil_torch.pt", "weights_only=True")]
 
 

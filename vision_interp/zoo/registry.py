@@ -74,8 +74,10 @@ def _load_checkpoint(path: Path, **kwargs) -> nn.Module:
     sd = vio.load_state_dict(path)  # safetensors or weights_only: never runs pickled code
     if "conv1.weight" in sd and "fc.weight" in sd:
         arch, build = "MNIST CNN", lambda: _mnist(True, path=path)
+        fix = "retrain it (vision-interp train-mnist) or use the committed models/mnist_cnn.safetensors"
     elif "softmax2_pre_activation_matmul.weight" in sd:
         arch, build = "InceptionV1", lambda: _inception(True, weights=path, **kwargs)
+        fix = "use the original inception5h.pth (or --model inceptionv1, which downloads it)"
     else:
         raise CorruptFileError(
             f"{path}: unrecognised state dict (keys like {', '.join(list(sd)[:4]) or '(none)'}); expected a MNIST CNN "
@@ -84,10 +86,10 @@ def _load_checkpoint(path: Path, **kwargs) -> nn.Module:
     try:
         return build()
     except (KeyError, IndexError, RuntimeError, ValueError, TypeError, AttributeError) as e:
-        if isinstance(e, CorruptFileError):
+        if isinstance(e, CorruptFileError) and str(path) not in str(e):
             raise
         what = f"missing tensor {e.args[0]!r}" if isinstance(e, KeyError) and e.args else \
-            (str(e).splitlines()[0] if str(e) else type(e).__name__)
+            " ".join(str(e).split())[:300] or type(e).__name__
         raise CorruptFileError(
             f"{path}: the tensors do not fit the {arch} architecture ({what}); the file may come from another "
-            "version of the model or be edited. Retrain it (vision-interp train-mnist) or use the original file") from e
+            f"version of the model or be edited; {fix}") from e
