@@ -1,16 +1,22 @@
-"""``vision-interp``: a thin command line over the Python API.
+"""``vision-interp``: a thin dispatcher over the Python API.
 
 Each subpackage contributes its subcommands through a ``commands.py`` module with a
-``register(subparsers)`` function; the handlers only parse arguments and call the API.
+``register(subparsers)`` function; shared helpers live in :mod:`vision_interp.cli_common`
+(commands never import this module, so there is no import cycle).
+
+Exit codes: 0 success, 1 a failure during the work, 2 bad input (usage), 130 interrupted.
+No traceback reaches the user unless ``--debug`` is given (before or after the command name).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
+import traceback
 from typing import Sequence
+
+from .cli_common import Formatter, Parser, UsageError, forget_created_dirs, remove_created_dirs
 
 COMMAND_MODULES = (
     "vision_interp.zoo.commands",
@@ -27,63 +33,81 @@ Units are written layer:channel[@y,x], e.g. mixed4a:476 or conv2:5@3,4.
 Data (MNIST, GPT-2 tokenizer, InceptionV1 labels) is read from --data-dir, else $VISION_INTERP_DATA,
 else ~/.cache/vision_interp/data (downloaded there with checksums when missing).
 Run 'vision-interp COMMAND --help' for each command's options.
+Exit codes: 0 done, 1 failed while working, 2 bad arguments or input files, 130 interrupted.
 """
 
+DEBUG_HELP = "on an unexpected error, show the full Python traceback (also accepted after the command name)"
 
-class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the hand-written line breaks of descriptions."""
-
-
-def add_data_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=os.environ.get("VISION_INTERP_DATA"),
-                   help="data directory with mnist/raw, gpt2_tokenizer, inceptionv1 (env: VISION_INTERP_DATA)")
-
-
-def add_model(p: argparse.ArgumentParser, default: str | None = "mnist_cnn") -> None:
-    p.add_argument("--model", default=default, required=default is None,
-                   help="zoo name (mnist_cnn, inceptionv1) or a checkpoint path")
-    p.add_argument("--random-weights", action="store_true",
-                   help="use randomly initialised weights instead of the trained/pretrained ones")
-
-
-def load_model_from_args(args: argparse.Namespace):
-    """Build the model named by --model / --random-weights (shared by every vision command)."""
-    from .zoo import load_model
-
-    kwargs = {}
-    if args.model == "inceptionv1" and getattr(args, "data_dir", None):
-        kwargs["data_dir"] = args.data_dir
-    return load_model(args.model, pretrained=not args.random_weights, **kwargs)
+# Errors that mean "the input was wrong" (exit 2); anything else raised during the work exits 1.
+USAGE_ERRORS = (UsageError, ValueError, LookupError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vision-interp",
         description="Mechanistic interpretability for vision models (and induction heads in GPT-2).",
         epilog=EPILOG,
         formatter_class=Formatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for p in sub.choices.values():  # --debug after the command name too, without overriding one given before
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str):
+        text = e.args[0]
+    else:
+        text = str(e)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = lines[0] if lines else ""
+    return line if len(line) <= 600 else line[:597] + "..."
+
+
+def report_error(command: str, e: BaseException, debug: bool) -> int:
+    """Print ``e`` as one line (plus a hint for unexpected errors); return the exit code."""
+    prog = f"vision-interp {command}"
+    if debug:
+        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+    if isinstance(e, USAGE_ERRORS):
+        print(f"{prog}: error: {_one_line(e) or type(e).__name__}", file=sys.stderr)
+        return 2
+    what = "out of memory" if isinstance(e, MemoryError) else (_one_line(e) or "(no message)")
+    print(f"{prog}: failed: {type(e).__name__}: {what}", file=sys.stderr)
+    if not debug:
+        print(f"  (this is unexpected; rerun with --debug to see the traceback, and report it if it looks like a bug)",
+              file=sys.stderr)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or an argument error (2), already printed
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    debug = bool(getattr(args, "debug", False))
+    forget_created_dirs()
+    rc = 1
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("\ninterrupted; finished files are kept and a rerun resumes where possible", file=sys.stderr)
-        return 130
-    except (ValueError, KeyError, IndexError, FileNotFoundError, ConnectionError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"vision-interp {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        rc = 130
+    except Exception as e:  # noqa: BLE001 - the one place that turns every error into a message
+        rc = report_error(args.command, e, debug)
+    finally:
+        if rc != 0:
+            remove_created_dirs()  # only empty folders this run would have created
+        forget_created_dirs()
+    return rc
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import io as _io
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +29,10 @@ __all__ = [
     "upscale",
     "normalize01",
     "save_figure",
+    "MAX_INPUT_PIXELS",
+    "ImageFileError",
+    "read_image",
+    "image_tensor",
 ]
 
 
@@ -178,3 +183,62 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int | None = None, colors:
     if colors:
         pil = pil.quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
     return save_png(pil, path)
+
+
+# ------------------------------------------------------------------ reading input pictures
+
+MAX_INPUT_PIXELS = 50_000_000  # about 7000 x 7000; larger files are refused before their pixels are decoded
+
+
+class ImageFileError(ValueError):
+    """An input picture that cannot be used: missing, not an image, truncated, or too large."""
+
+
+def read_image(path: str | os.PathLike, *, what: str = "image") -> Image.Image:
+    """Open and fully decode a picture file (RGB or grayscale), refusing files over :data:`MAX_INPUT_PIXELS`.
+
+    The size is read from the header first, so a decompression bomb never allocates its pixels.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ImageFileError(f"{what} {p}: no such file" if not p.exists() else f"{what} {p}: not a regular file")
+    try:
+        with _size_checked_here(), Image.open(p) as im:
+            w, h = im.size
+            if w * h > MAX_INPUT_PIXELS:
+                raise ImageFileError(
+                    f"{what} {p}: {w} x {h} pixels ({w * h / 1e6:.0f} Mpx) is above the limit of "
+                    f"{MAX_INPUT_PIXELS / 1e6:.0f} Mpx; downscale the picture first")
+            im.load()
+            mode = "L" if im.mode in ("1", "L", "I", "I;16", "F", "LA") else "RGB"
+            return im.convert(mode)
+    except ImageFileError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageFileError(f"{what} {p}: {e}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageFileError(f"{what} {p}: not a picture in a format PIL reads (PNG, JPEG, BMP, ...), "
+                             "or truncated or corrupt") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
+        raise ImageFileError(f"{what} {p}: unreadable picture, truncated or corrupt ({e})") from None
+
+
+@contextmanager
+def _size_checked_here() -> Iterator[None]:
+    """PIL's own bomb check raises before the size is known; read_image applies its smaller, stated limit instead."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def image_tensor(img: Image.Image, shape: Sequence[int]) -> torch.Tensor:
+    """A decoded picture as a (C, H, W) float tensor in [0, 1], converted to C channels and resized to H x W."""
+    c, h, w = shape
+    im = img.convert("L" if c == 1 else "RGB")
+    if im.size != (w, h):
+        im = im.resize((w, h), Image.BILINEAR)
+    t = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)
+    return t[None] if t.ndim == 2 else t.permute(2, 0, 1)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping
@@ -33,6 +33,8 @@ __all__ = [
     "load_state_dict",
     "cache_dir",
     "download",
+    "make_parents",
+    "remove_empty_dirs",
 ]
 
 
@@ -48,6 +50,29 @@ class CorruptFileError(ValueError):
     """A file is truncated or not in the format it claims to be."""
 
 
+def make_parents(path: str | os.PathLike) -> list[Path]:
+    """Create the missing folders above ``path``; return the ones created, outermost first.
+
+    Pass the list to :func:`remove_empty_dirs` when the write fails, so no empty folder is left behind.
+    """
+    missing: list[Path] = []
+    cur = Path(path).parent
+    while not cur.exists() and cur.parent != cur:
+        missing.append(cur)
+        cur = cur.parent
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def remove_empty_dirs(dirs: list[Path]) -> None:
+    """Remove the given folders, deepest first, where they are empty (others are kept untouched)."""
+    for d in sorted(dirs, key=lambda q: len(q.parts), reverse=True):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; on success it replaces ``path`` atomically.
@@ -57,8 +82,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
     if "r" in mode or "a" in mode:
         raise ValueError("atomic_open is for writing whole files ('w' or 'wb')")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    created = make_parents(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except BaseException:
+        remove_empty_dirs(created)
+        raise
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual permissions
         with os.fdopen(fd, mode, encoding=encoding if "b" not in mode else None) as f:
@@ -71,6 +100,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        remove_empty_dirs(created)
         raise
 
 
@@ -144,7 +174,9 @@ def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
         except Exception as e:  # safetensors raises its own error types
             raise CorruptFileError(f"{path}: not a valid safetensors file ({e}); it may be truncated, re-download it") from e
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol chatter; a refusal is reported below
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise CorruptFileError(
             f"{path}: cannot be read as a torch state dict with weights_only=True ({type(e).__name__}: {e}). "
@@ -182,7 +214,7 @@ def download(
     from tqdm.auto import tqdm
 
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    created = make_parents(dest)
     h = hashlib.sha256()
     try:
         req = urllib.request.Request(url, headers={"User-Agent": "vision_interp"})
@@ -204,15 +236,11 @@ def download(
                     f"sha256 mismatch for {url}: expected {sha256}, got {digest}. The file was not saved; "
                     "the server may have sent a different or damaged file."
                 )
-    except urllib.error.URLError as e:
-        raise ConnectionError(f"could not download {url}: {e.reason}. Check the network, or pass a local file path instead.") from e
-    except (TimeoutError, ConnectionResetError) as e:  # a stalled or dropped connection mid-transfer
-        raise ConnectionError(f"download of {url} stalled or was cut off ({e}); try again, or pass a local file path") from e
+    except BaseException as e:
+        remove_empty_dirs(created)
+        if isinstance(e, urllib.error.URLError):
+            raise ConnectionError(f"could not download {url}: {e.reason}. Check the network, or pass a local file path instead.") from e
+        if isinstance(e, (TimeoutError, ConnectionResetError)):  # a stalled or dropped connection mid-transfer
+            raise ConnectionError(f"download of {url} stalled or was cut off ({e}); try again, or pass a local file path") from e
+        raise
     return dest
-
-
-def copy_atomic(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Copy a file so that ``dest`` appears complete or not at all."""
-    with open(src, "rb") as fin, atomic_open(dest, "wb") as fout:
-        shutil.copyfileobj(fin, fout)
-    return Path(dest)

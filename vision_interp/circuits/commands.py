@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, check_output_dir, existing_file, int_arg,
+                          unit_arg)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import Formatter, add_data_dir, add_model
-
     p = sub.add_parser(
         "weights", help="weights between two layers: kernel grid PNG and top connections",
         description="Direct weights (one weighted layer between the two layers) or expanded weights (the "
@@ -19,14 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=Formatter)
     add_model(p)
     add_data_dir(p)
-    p.add_argument("--from", dest="src", required=True, help="source layer (e.g. conv1, mixed3a)")
-    p.add_argument("--to", dest="dst", required=True, help="destination layer (e.g. conv2, mixed3b)")
-    p.add_argument("--unit", default=None, help="a unit of --to (its inputs) or of --from (its outputs), e.g. conv2:3")
+    p.add_argument("--from", dest="src", type=unit_arg, required=True, help="source layer (e.g. conv1, mixed3a)")
+    p.add_argument("--to", dest="dst", type=unit_arg, required=True, help="destination layer (e.g. conv2, mixed3b)")
+    p.add_argument("--unit", type=unit_arg, default=None, help="a unit of --to (its inputs) or of --from (its outputs), e.g. conv2:3")
     p.add_argument("--kind", choices=("auto", "direct", "expanded"), default="auto",
                    help="auto: direct when one weighted layer separates the layers, else expanded")
-    p.add_argument("-k", "--top", type=int, default=8, help="connections to list per sign")
-    p.add_argument("--max-units", type=int, default=64, help="rows drawn in the full grid (no --unit)")
-    p.add_argument("--scale", type=int, default=6, help="pixels per kernel tap")
+    p.add_argument("-k", "--top", type=int_arg(1, 10_000), default=8, help="connections to list per sign")
+    p.add_argument("--max-units", type=int_arg(1, 4096), default=64, help="rows drawn in the full grid (no --unit)")
+    p.add_argument("--scale", type=int_arg(1, 64), default=6, help="pixels per kernel tap")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_weights)
 
@@ -38,13 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=Formatter)
     add_model(p)
     add_data_dir(p)
-    p.add_argument("--unit", required=True, help="the unit, e.g. conv2:3 or mixed3b:17")
-    p.add_argument("--from", dest="src", default=None, help="input layer (default: the previous layer of units)")
-    p.add_argument("-k", "--top", type=int, default=4, help="inputs per sign")
+    p.add_argument("--unit", type=unit_arg, required=True, help="the unit, e.g. conv2:3 or mixed3b:17")
+    p.add_argument("--from", dest="src", type=unit_arg, default=None, help="input layer (default: the previous layer of units)")
+    p.add_argument("-k", "--top", type=int_arg(1, 1000), default=4, help="inputs per sign")
     p.add_argument("--thumbnails", choices=("featvis", "dataset", "none"), default="featvis",
                    help="pictures of the units: feature visualizations, top MNIST test patches, or none")
-    p.add_argument("--steps", type=int, default=None, help="feature visualization steps (default: the model's)")
-    p.add_argument("--size", type=int, default=96, help="tile size in pixels")
+    p.add_argument("--steps", type=int_arg(1, 100_000), default=None, help="feature visualization steps (default: the model's)")
+    p.add_argument("--size", type=int_arg(8, 1024), default=96, help="tile size in pixels")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_circuit)
@@ -57,11 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=Formatter)
     add_model(p)
     add_data_dir(p)
-    p.add_argument("--layer", required=True, help="a post-ReLU spatial layer, e.g. relu2, mixed4a")
-    p.add_argument("--image", default=None, help="an image file (resized to the model's input size)")
-    p.add_argument("--index", type=int, default=0, help="MNIST test image index (when no --image)")
-    p.add_argument("--groups", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layer", type=unit_arg, required=True, help="a post-ReLU spatial layer, e.g. relu2, mixed4a")
+    p.add_argument("--image", type=existing_file, default=None, help="an image file (resized to the model's input size)")
+    p.add_argument("--index", type=int_arg(0, 9999), default=0, help="MNIST test image index (when no --image)")
+    p.add_argument("--groups", type=int_arg(1, 256), default=4, help="number of NMF groups")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_groups)
 
@@ -74,15 +75,14 @@ def _print_ranked(title: str, ranked: dict) -> None:
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from ..cli import load_model_from_args
+    from ..cli_common import load_model_from_args
     from ..io import save_json, save_state_dict
     from ..units import parse_unit, resolve_layer, resolve_unit
     from .diagram import save_kernel_grid
     from .graph import CircuitError
     from .weights import direct_weights, expanded_weights, rank_connections
 
-    if args.top < 1 or args.max_units < 1 or args.scale < 1:
-        raise ValueError("-k/--top, --max-units and --scale must be positive")
+    check_output_dir(args.out, "--out")
     model = load_model_from_args(args)
     src_path, dst_path = resolve_layer(model, args.src), resolve_layer(model, args.dst)
     unit = None
@@ -141,11 +141,10 @@ def _weights(args: argparse.Namespace) -> int:
 
 
 def _circuit(args: argparse.Namespace) -> int:
-    from ..cli import load_model_from_args
+    from ..cli_common import load_model_from_args
     from .diagram import circuit_diagram
 
-    if args.top < 1 or args.size < 8:
-        raise ValueError("-k/--top must be positive and --size at least 8")
+    check_output_dir(args.out, "--out")
     model = load_model_from_args(args)
     dataset = None
     thumbs: object = None
@@ -174,38 +173,31 @@ def _circuit(args: argparse.Namespace) -> int:
 def _groups(args: argparse.Namespace) -> int:
     import torch
 
-    from ..cli import load_model_from_args
+    from ..cli_common import load_model_from_args
     from .groups import layer_neuron_groups, save_neuron_groups
 
-    if args.groups < 1:
-        raise ValueError("--groups must be at least 1")
+    if args.image and args.index != 0:
+        raise UsageError("give --image or --index, not both")
+    check_output_dir(args.out, "--out")
+    picture = None
+    if args.image:
+        from ..images import read_image
+
+        picture = read_image(args.image, what="--image")  # size limit, truncation, format: before the model loads
     model = load_model_from_args(args)
     shape = tuple(getattr(model, "input_shape", ()))
-    if args.image:
-        import numpy as np
-        from PIL import Image
+    if picture is not None:
+        from ..images import image_tensor
 
-        path = Path(args.image)
-        if not path.is_file():
-            raise FileNotFoundError(f"no image at {path}")
-        mode = "L" if shape and shape[0] == 1 else "RGB"
-        try:
-            with Image.open(path) as im:
-                img = im.convert(mode)
-                if shape:
-                    img = img.resize((shape[2], shape[1]))
-        except OSError as e:
-            raise ValueError(f"--image {path}: not a readable image ({e})") from None
-        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
-        x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+        x = image_tensor(picture, shape if shape else (len(picture.getbands()), picture.height, picture.width))
     else:
         if shape != (1, 28, 28):
-            raise ValueError("without --image, the MNIST test set is used, which needs an MNIST model; pass --image PATH")
+            raise UsageError("without --image, the MNIST test set is used, which needs an MNIST model; pass --image PATH")
         from ..data import load_mnist
 
         test = load_mnist("test", args.data_dir)
         if not 0 <= args.index < len(test.images):
-            raise IndexError(f"--index {args.index} out of range: the MNIST test set has {len(test.images)} images (0..{len(test.images) - 1})")
+            raise UsageError(f"--index {args.index} out of range: the MNIST test set has {len(test.images)} images (0..{len(test.images) - 1})")
         x = test.images[args.index]
     res = layer_neuron_groups(model, x[None], args.layer, args.groups, seed=args.seed)
     out = Path(args.out)

@@ -70,25 +70,29 @@ def ensure_mnist(data: str | os.PathLike | None = None, *, download: bool = True
             f"MNIST files missing in {folder}: {', '.join(missing)}. Pass --data-dir pointing at a folder with "
             "mnist/raw/*, set $VISION_INTERP_DATA, or allow downloading."
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in missing:
-        sha = MNIST_FILES[name][0]
-        errors = []
-        for mirror in MNIST_MIRRORS:
-            tmp = folder / f".{name}.gz.download"
-            try:
-                vio.download(mirror + name + ".gz", tmp, progress=progress)
-                raw = gzip.decompress(tmp.read_bytes())
-                if hashlib.sha256(raw).hexdigest() != sha:
-                    raise vio.ChecksumError(f"sha256 mismatch for the contents of {mirror}{name}.gz")
-                vio.atomic_write_bytes(folder / name, raw)
-                break
-            except Exception as e:  # try the next mirror, report all failures at the end
-                errors.append(f"{mirror}: {e}")
-            finally:
-                tmp.unlink(missing_ok=True)
-        else:
-            raise ConnectionError(f"could not download {name}: " + "; ".join(errors))
+    created = vio.make_parents(folder / next(iter(MNIST_FILES)))  # removed again when nothing could be downloaded
+    try:
+        for name in missing:
+            sha = MNIST_FILES[name][0]
+            errors = []
+            for mirror in MNIST_MIRRORS:
+                tmp = folder / f".{name}.gz.download"
+                try:
+                    vio.download(mirror + name + ".gz", tmp, progress=progress)
+                    raw = gzip.decompress(tmp.read_bytes())
+                    if hashlib.sha256(raw).hexdigest() != sha:
+                        raise vio.ChecksumError(f"sha256 mismatch for the contents of {mirror}{name}.gz")
+                    vio.atomic_write_bytes(folder / name, raw)
+                    break
+                except Exception as e:  # try the next mirror, report all failures at the end
+                    errors.append(f"{mirror}: {e}")
+                finally:
+                    tmp.unlink(missing_ok=True)
+            else:
+                raise ConnectionError(f"could not download {name}: " + "; ".join(errors))
+    except BaseException:
+        vio.remove_empty_dirs(created)
+        raise
     return folder
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, check_batch_pixels, check_output_dir,
+                          check_output_file, float_arg, int_arg, names_arg, unit_arg)
+
+MAX_SIZE = 2048  # pixels per side: a batch of 2048^2 Fourier images already needs gigabytes
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import Formatter, add_data_dir, add_model
-
     p = sub.add_parser(
         "visualize",
         help="feature visualization of a unit or of a layer's channels (PNG)",
@@ -27,38 +30,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model(p)
     add_data_dir(p)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--unit", help="unit layer:channel[@y,x] (a bare layer name means DeepDream on it)")
-    what.add_argument("--layer", help="render each channel of this layer (see --channels)")
-    p.add_argument("--channels", default=None, help="with --layer: e.g. 0-7 or 1,3,5 (default: all)")
-    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: per model, 128 MNIST / 256 InceptionV1)")
-    p.add_argument("--size", type=int, default=None, help="image size in pixels (default: the model's input size)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: per model)")
+    what.add_argument("--unit", type=unit_arg, help="unit layer:channel[@y,x] (a bare layer name means DeepDream on it)")
+    what.add_argument("--layer", type=unit_arg, help="render each channel of this layer (see --channels)")
+    p.add_argument("--channels", type=names_arg, default=None, help="with --layer: e.g. 0-7 or 1,3,5 (default: all)")
+    p.add_argument("--steps", type=int_arg(1, 100_000), default=None, help="optimisation steps (default: per model, 128 MNIST / 256 InceptionV1)")
+    p.add_argument("--size", type=int_arg(8, MAX_SIZE), default=None, help="image size in pixels (default: the model's input size)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--lr", type=float_arg(0, 100, lo_open=True), default=None, help="Adam learning rate (default: per model)")
     p.add_argument("--param", choices=["fft", "pixel"], default=None, help="image parameterization (default: per model)")
     p.add_argument("--transforms", choices=["standard", "small", "none"], default=None, help="robustness transforms (default: per model)")
     p.add_argument("--negative", action="store_true", help="minimise the unit instead of maximising it")
-    p.add_argument("--diversity", type=float, default=0.0, help="with --layer: weight of a diversity term (renders --per-unit images per channel)")
-    p.add_argument("--per-unit", type=int, default=None, help="with --diversity: images per channel (default 4)")
-    p.add_argument("--batch-size", type=int, default=None, help="with --layer: images per optimisation batch")
+    p.add_argument("--diversity", type=float_arg(0, 1e6), default=0.0, help="with --layer: weight of a diversity term (renders --per-unit images per channel)")
+    p.add_argument("--per-unit", type=int_arg(1, 64), default=None, help="with --diversity: images per channel (default 4)")
+    p.add_argument("--batch-size", type=int_arg(1, 1024), default=None, help="with --layer: images per optimisation batch")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model (faster on CPUs with bf16 support)")
-    p.add_argument("--scale", type=int, default=None, help="enlarge PNGs by this factor (default: 8 for images under 64 px)")
+    p.add_argument("--scale", type=int_arg(1, 64), default=None, help="enlarge PNGs by this factor (default: 8 for images under 64 px)")
     p.add_argument("--out", default=None, help="with --unit: output PNG (default: <unit>.png)")
     p.add_argument("--out-dir", default=".", help="with --layer: folder for <layer>_<channel>.png files")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_visualize)
 
 
+def _unit_file_name(unit: str) -> str:
+    return f"{unit.replace(':', '_').replace('@', '_at_').replace(',', '_')}.png"
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Everything that can be wrong with the arguments, before the model loads."""
+    if args.unit and (args.channels or args.diversity or args.per_unit):
+        raise UsageError("--channels, --diversity and --per-unit go with --layer, not --unit")
+    if args.unit:
+        if args.out_dir != ".":
+            raise UsageError("--out-dir goes with --layer; with --unit give --out FILE.png")
+        args.out = check_output_file(args.out or _unit_file_name(args.unit), "--out", (".png",))
+    else:
+        if args.out:
+            raise UsageError("--out goes with --unit; with --layer give --out-dir FOLDER")
+        check_batch_pixels(args.batch_size, args.size, "--batch-size with --size")
+        check_output_dir(args.out_dir, "--out-dir")
+
+
 def _visualize(args: argparse.Namespace) -> int:
-    from ..cli import load_model_from_args
+    from ..cli_common import load_model_from_args
     from ..images import make_grid, save_png
     from .render import visualize, visualize_layer
 
-    for name in ("steps", "size", "per_unit", "batch_size"):
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
-    if args.unit and (args.channels or args.diversity or args.per_unit):
-        raise ValueError("--channels, --diversity and --per-unit go with --layer, not --unit")
+    _check_args(args)
     model = load_model_from_args(args)
     kw: dict = {}
     if args.lr is not None:
@@ -76,7 +93,7 @@ def _visualize(args: argparse.Namespace) -> int:
         obj = -as_objective(args.unit) if args.negative else args.unit
         res = visualize(model, obj, **common)
         scale = args.scale or (8 if res.images.shape[-1] < 64 else 1)
-        out = Path(args.out or f"{args.unit.replace(':', '_').replace('@', '_at_').replace(',', '_')}.png")
+        out = Path(args.out)
         save_png(res.images[0], out, scale=scale)
         print(f"{res.descriptions[0]}: objective {float(res.values[0]):.4g} after {res.steps} steps ({res.seconds:.1f} s) -> {out}")
         return 0

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
+
+from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, check_batch_pixels, check_output_dir,
+                          float_arg, int_arg, names_arg, text_arg)
 
 DESCRIPTION = """\
 Render every unit of the chosen layers and write a static site (index.html, one page per layer,
@@ -21,29 +26,35 @@ The last shard to finish assembles the site; `vision-interp gallery --assemble -
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import Formatter, add_data_dir, add_model
+def _shard_arg(text: str) -> str:
+    """argparse ``type=``: 'i/n' with 0 <= i < n <= 10000."""
+    m = re.fullmatch(r"\s*([0-9]{1,6})\s*/\s*([0-9]{1,6})\s*", text)
+    if not m or not int(m[1]) < int(m[2]) <= 10_000:
+        raise argparse.ArgumentTypeError(f"expected 'i/n' with 0 <= i < n <= 10000 (e.g. 0/4), got {text!r}")
+    return text
 
+
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gallery", help="render a neuron gallery (static site) for some layers",
                        description=DESCRIPTION, formatter_class=Formatter)
     add_model(p)
     add_data_dir(p)
-    p.add_argument("--layers", default=None, help="comma-separated layer names, or 'all' (required unless --assemble)")
+    p.add_argument("--layers", type=names_arg, default=None, help="comma-separated layer names, or 'all' (required unless --assemble)")
     p.add_argument("--out", required=True, help="output directory (e.g. galleries/NAME)")
-    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: featvis's default for the model)")
-    p.add_argument("--objective", choices=["channel", "neuron"], default=None,
+    p.add_argument("--steps", type=int_arg(1, 100_000), default=None, help="optimisation steps (default: featvis's default for the model)")
+    p.add_argument("--objective", type=text_arg(20), choices=["channel", "neuron"], default=None,
                    help="what each unit's picture maximises: the channel's spatial mean, or its centre neuron "
                         "(default: featvis's choice for the model: neuron for MNIST-sized inputs, channel for large ones)")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's input size)")
-    p.add_argument("--batch", type=int, default=8, help="units per optimisation batch (part of the settings: fixes the pictures)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--diverse", type=int, default=4, help="diverse visualizations per unit (0 = none)")
-    p.add_argument("--diversity-weight", type=float, default=None, help="weight of the diversity objective")
+    p.add_argument("--size", type=int_arg(8, 2048), default=None, help="image side in pixels (default: the model's input size)")
+    p.add_argument("--batch", type=int_arg(1, 1024), default=8, help="units per optimisation batch (part of the settings: fixes the pictures)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--diverse", type=int_arg(0, 64), default=4, help="diverse visualizations per unit (0 = none)")
+    p.add_argument("--diversity-weight", type=float_arg(0, 1e6), default=None, help="weight of the diversity objective")
     p.add_argument("--no-negative", action="store_true", help="skip the negative (minimising) visualizations")
-    p.add_argument("--examples", type=int, default=8, help="top-activating dataset examples per unit (0 = none; MNIST models)")
-    p.add_argument("--examples-limit", type=int, default=None, help="search only the first N dataset images")
-    p.add_argument("--connections", type=int, default=6, help="strongest input/output connections listed per sign (0 = none)")
-    p.add_argument("--shard", default=None, help="render shard i of n, written 'i/n' (default: $RANK/$WORLD_SIZE, else 0/1)")
+    p.add_argument("--examples", type=int_arg(0, 1000), default=8, help="top-activating dataset examples per unit (0 = none; MNIST models)")
+    p.add_argument("--examples-limit", type=int_arg(1, 10_000_000), default=None, help="search only the first N dataset images")
+    p.add_argument("--connections", type=int_arg(0, 1000), default=6, help="strongest input/output connections listed per sign (0 = none)")
+    p.add_argument("--shard", type=_shard_arg, default=None, help="render shard i of n, written 'i/n' (default: $RANK/$WORLD_SIZE, else 0/1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing gallery made with other settings")
     p.add_argument("--assemble", action="store_true", help="only merge the shards' manifests and write the site")
     p.add_argument("--no-progress", action="store_true")
@@ -54,6 +65,9 @@ def _gallery(args: argparse.Namespace) -> int:
     from .build import GallerySettings, IncompleteGalleryError, assemble, make_gallery
 
     if args.assemble:
+        if not Path(args.out).is_dir():
+            raise UsageError(f"--out {args.out}: no gallery folder there to assemble; render one first")
+        check_output_dir(args.out, "--out")
         try:
             manifest = assemble(args.out)
         except IncompleteGalleryError as e:
@@ -61,8 +75,8 @@ def _gallery(args: argparse.Namespace) -> int:
         print(f"assembled {len(manifest['units'])} units into {args.out}/index.html")
         return 0
     if not args.layers:
-        raise ValueError("--layers is required (e.g. --layers conv1,conv2 or --layers all)")
-    from ..cli import load_model_from_args
+        raise UsageError("--layers is required (e.g. --layers conv1,conv2 or --layers all)")
+    from ..cli_common import load_model_from_args
 
     kw = dict(steps=args.steps, size=args.size, batch=args.batch, seed=args.seed, diverse=args.diverse,
               negative=not args.no_negative, examples=args.examples, examples_limit=args.examples_limit,
@@ -71,6 +85,8 @@ def _gallery(args: argparse.Namespace) -> int:
         kw["diversity_weight"] = args.diversity_weight
     settings = GallerySettings(**kw)
     settings.validate()  # bad numbers are reported before the model loads
+    check_batch_pixels(args.batch * max(1, args.diverse), args.size, "--batch x --diverse with --size")
+    check_output_dir(args.out, "--out")
     model = load_model_from_args(args)
     name = str(args.model) + (" (random weights)" if args.random_weights else "")
     res = make_gallery(model, args.layers, args.out, settings=settings, model_name=name, shard=args.shard,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, check_output_dir, existing_dir, float_arg, int_arg,
+                          text_arg)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import Formatter, add_data_dir
-
     p = sub.add_parser(
         "induction", help="find induction / previous-token / copying heads in a GPT-2",
         description="Score every attention head of a GPT-2-architecture model on [BOS] + R + R (R: random tokens "
@@ -16,21 +17,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "ranked table and writes induction.json, layer x head heatmaps and an attention picture to --out.\n\n"
                     "Expected for real GPT-2 small: induction heads 5.1, 5.5, 6.9, 7.2, 7.10; previous-token head 4.11.",
         formatter_class=Formatter)
-    p.add_argument("--model", default="induction_2l",
+    p.add_argument("--model", type=text_arg(1000), default="induction_2l",
                    help="GPT-2 model directory (config.json + model.safetensors), 'induction_2l' for the committed "
                         "toy model, or a hub name (gpt2, gpt2-medium; needs internet)")
-    p.add_argument("--tokenizer-dir", default=None,
+    p.add_argument("--tokenizer-dir", type=existing_dir, default=None,
                    help="folder with vocab.json + merges.txt to label tokens (default <data>/gpt2_tokenizer when "
                         "the model has GPT-2's vocab)")
     add_data_dir(p)
-    p.add_argument("--seq-len", type=int, default=50, help="length of the random segment R")
-    p.add_argument("--batch", type=int, default=10, help="number of random sequences")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ablation", default="mean,zero",
+    p.add_argument("--seq-len", type=int_arg(1, 100_000), default=50, help="length of the random segment R")
+    p.add_argument("--batch", type=int_arg(1, 10_000), default=10, help="number of random sequences")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--ablation", type=text_arg(100), default="mean,zero",
                    help="ablation modes to scan, comma-separated (mean, zero), or 'none' to skip the scan")
     p.add_argument("--no-composition", action="store_true",
                    help="skip the Q/K/V composition scores between head pairs (slow for GPT-2-size models)")
-    p.add_argument("--top", type=int, default=10, help="rows of the ranked table")
+    p.add_argument("--top", type=int_arg(1, 100_000), default=10, help="rows of the ranked table")
     p.add_argument("--out", default="induction_out", help="output folder for JSON and PNGs")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_induction)
@@ -41,11 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "segments; writes config.json, model.safetensors, card.json and README.md (model card) to --out.",
         formatter_class=Formatter)
     p.add_argument("--out", default="models/induction_2l", help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: ToyConfig)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--stop-below", type=float, default=None,
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--steps", type=int_arg(1, 10_000_000), default=None, help="optimizer steps (default: ToyConfig)")
+    p.add_argument("--batch-size", type=int_arg(1, 100_000), default=None)
+    p.add_argument("--lr", type=float_arg(0, 10, lo_open=True), default=None)
+    p.add_argument("--stop-below", type=float_arg(0, 1e6), default=None,
                    help="stop once the monitoring probe's second-copy loss is below this (checked every 100 steps; "
                         "0 = run all --steps)")
     p.add_argument("--no-progress", action="store_true")
@@ -60,8 +61,26 @@ def _parse_modes(text: str) -> list[str]:
     modes = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in modes if m not in ABLATION_MODES]
     if bad:
-        raise ValueError(f"--ablation: unknown mode(s) {', '.join(bad)}; choose from {', '.join(ABLATION_MODES)} or none")
+        raise UsageError(f"--ablation: unknown mode(s) {', '.join(bad)}; choose from {', '.join(ABLATION_MODES)} or none")
     return modes
+
+
+def _tokenizer(args: argparse.Namespace, model):
+    """The tokenizer named by --tokenizer-dir (its files must be there), else <data>/gpt2_tokenizer for GPT-2's vocab, else None."""
+    from .loading import load_gpt2_tokenizer
+
+    if args.tokenizer_dir is not None:
+        tok = load_gpt2_tokenizer(args.tokenizer_dir)
+        if len(tok) > int(model.config.vocab_size):
+            raise UsageError(f"--tokenizer-dir {args.tokenizer_dir}: the tokenizer has {len(tok)} tokens but the model's "
+                             f"vocabulary has {model.config.vocab_size}; give the tokenizer the model was trained with")
+        return tok
+    if int(model.config.vocab_size) == 50257:
+        try:
+            return load_gpt2_tokenizer(None, args.data_dir)
+        except FileNotFoundError:
+            return None
+    return None
 
 
 def _induction(args: argparse.Namespace) -> int:
@@ -70,15 +89,22 @@ def _induction(args: argparse.Namespace) -> int:
     from .scores import check_probe
 
     modes = _parse_modes(args.ablation)
-    if args.top <= 0:
-        raise ValueError(f"--top must be positive, got {args.top}")
+    if args.tokenizer_dir is not None:
+        from .loading import load_gpt2_tokenizer
+
+        load_gpt2_tokenizer(args.tokenizer_dir)  # vocab.json + merges.txt readable, before the model loads
+    check_output_dir(args.out, "--out")  # before the analysis, not after it
     model = load_gpt2(args.model)
     check_probe(model, args.seq_len, args.batch)  # before any forward pass
+    tok = _tokenizer(args, model)
     report = analyze_induction(model, model_name=str(args.model), seq_len=args.seq_len, batch=args.batch,
                                seed=args.seed, ablation=modes, composition=not args.no_composition,
                                progress=not args.no_progress)
+    paths = report.save(args.out)  # results first, so a failure while printing loses nothing
     print(report.table(args.top))
-    paths = report.save(args.out)
+    if tok is not None:
+        first = report.tokens[0, 1 : 1 + min(args.seq_len, 12)]
+        print(f"probe sequence 0 begins (decoded with {tok.__class__.__name__}): {tok.decode(first.tolist())!r}")
     print(f"wrote {len(paths)} files to {args.out} (induction.json, heatmaps, attention_top_heads.png)")
     return 0
 
@@ -88,6 +114,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from .toy import ToyConfig, train_and_save
 
+    check_output_dir(args.out, "--out")  # before minutes of training
     cfg = ToyConfig(seed=args.seed)
     over = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                      ("stop_below", args.stop_below)) if v is not None}

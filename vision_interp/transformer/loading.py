@@ -72,7 +72,72 @@ def _read_config_json(directory: Path) -> dict:
     return cfg
 
 
+def _check_safetensors_files(directory: Path) -> list[Path]:
+    """The safetensors files of ``directory``, each opened and its header checked against its size, before loading.
+
+    A sharded index may only name ``.safetensors`` shards in the same folder: a pickled ``.bin`` shard is refused
+    (unpickling can run code), as is a missing one.
+    """
+    from safetensors import safe_open
+
+    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
+    if single.is_file():
+        files = [single]
+    else:
+        idx = vio.load_json(index)
+        weight_map = idx.get("weight_map") if isinstance(idx, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+            raise vio.CorruptFileError(f"{index}: expected a JSON object with a non-empty 'weight_map' of tensor -> shard file")
+        files = []
+        for shard in sorted(set(weight_map.values())):
+            p = directory / shard
+            if Path(shard).name != shard:
+                raise vio.CorruptFileError(f"{index}: shard {shard!r} is not a file name in {directory}")
+            if not shard.endswith(".safetensors"):
+                raise vio.CorruptFileError(
+                    f"{index}: shard {shard!r} is not a .safetensors file. Only safetensors weights are loaded "
+                    "(pickled .bin files can run code when read); convert the shards to safetensors "
+                    "(model.save_pretrained(dir, safe_serialization=True) where you trust the file)")
+            if not p.is_file():
+                raise vio.CorruptFileError(f"{index}: shard {shard} is missing from {directory}")
+            files.append(p)
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                for key in st.keys():
+                    st.get_slice(key)  # touches every tensor's header entry; data offsets are checked on open
+        except Exception as e:
+            raise vio.CorruptFileError(
+                f"{f}: not a valid safetensors file ({(str(e).splitlines() or [type(e).__name__])[0]}); "
+                "it may be truncated or damaged; re-download or re-save it") from e
+        if f.stat().st_size == 0:
+            raise vio.CorruptFileError(f"{f} is empty (0 bytes); re-download or re-save it")
+    return files
+
+
+def _check_loading_info(info: dict, files: list[Path]) -> None:
+    """transformers fills missing weights with random values and only warns: refuse that (a silent wrong model)."""
+    missing = [k for k in info.get("missing_keys", []) if k != "lm_head.weight" and not k.endswith((".attn.bias", ".attn.masked_bias"))]
+    unexpected = [k for k in info.get("unexpected_keys", []) if not k.endswith((".attn.bias", ".attn.masked_bias"))]
+    mismatched = [str(k[0]) if isinstance(k, (tuple, list)) else str(k) for k in info.get("mismatched_keys", [])]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing[:5]}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected[:5]}")
+    if mismatched:
+        problems.append(f"tensors of the wrong shape {mismatched[:5]}")
+    if problems:
+        raise vio.CorruptFileError(
+            f"{', '.join(str(f) for f in files)} does not match its config.json: {'; '.join(problems)}. "
+            "Use the config.json saved with these weights")
+
+
 def _finish(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
+    for name, p in model.named_parameters():  # NaN/inf weights would make every score meaningless
+        if not bool(torch.isfinite(p).all()):
+            raise vio.CorruptFileError(f"the model's weights hold NaN or infinite values (first in {name}); "
+                                       "the checkpoint is broken, e.g. from a diverged training run")
     model.set_attn_implementation("eager")
     model.eval()
     for p in model.parameters():
@@ -86,8 +151,23 @@ def _load_local(directory: Path, device: str | torch.device) -> torch.nn.Module:
     cfg_dict = _read_config_json(directory)
     check_gpt2_config(cfg_dict, where=str(directory / "config.json"))
     if (directory / "model.safetensors").is_file() or (directory / "model.safetensors.index.json").is_file():
-        model = GPT2LMHeadModel.from_pretrained(str(directory), use_safetensors=True, local_files_only=True,
-                                                attn_implementation="eager")
+        files = _check_safetensors_files(directory)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar on stderr for a 2-layer model is noise
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its warnings about missing weights are replaced by _check_loading_info's error
+        try:
+            model, info = GPT2LMHeadModel.from_pretrained(str(directory), use_safetensors=True, local_files_only=True,
+                                                          attn_implementation="eager", output_loading_info=True)
+        except Exception as e:  # transformers / safetensors raise many types; name the files and what to do
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise vio.CorruptFileError(
+                f"{', '.join(str(f) for f in files)}: the weights could not be loaded ({type(e).__name__}: {first}); "
+                "the file may be truncated or not match config.json; re-download or re-save the model") from e
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        _check_loading_info(info, files)
         return _finish(model, device)
     bin_path = directory / "pytorch_model.bin"
     if not bin_path.is_file():

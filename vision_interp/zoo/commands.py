@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli_common import SEED, Formatter, add_data_dir, add_model, check_output_dir, float_arg, int_arg
+
+MNIST_TRAIN_IMAGES = 60000
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import Formatter, add_data_dir, add_model
-
     p = sub.add_parser("train-mnist", help="train the small MNIST CNN and write checkpoint + model card",
                        description="Train the MNIST CNN deterministically from a seed and write "
                                    "mnist_cnn.safetensors, mnist_cnn.json and mnist_cnn.md (model card).",
                        formatter_class=Formatter)
     add_data_dir(p)
-    p.add_argument("--out", default="models", help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--c1", type=int, default=8, help="conv1 channels")
-    p.add_argument("--c2", type=int, default=16, help="conv2 channels")
-    p.add_argument("--limit", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--out", default="models", help="output folder (checked before training)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--epochs", type=int_arg(1, 1000), default=6)
+    p.add_argument("--batch-size", type=int_arg(1, MNIST_TRAIN_IMAGES), default=128)
+    p.add_argument("--lr", type=float_arg(0, 10, lo_open=True), default=3e-3)
+    p.add_argument("--c1", type=int_arg(1, 1024), default=8, help="conv1 channels")
+    p.add_argument("--c2", type=int_arg(1, 1024), default=16, help="conv2 channels")
+    p.add_argument("--limit", type=int_arg(1, MNIST_TRAIN_IMAGES), default=None, help="train on the first N images only")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_train)
 
@@ -38,8 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from .mnist_cnn import TrainConfig, train_and_save
 
-    if args.epochs <= 0 or args.batch_size <= 0:
-        raise ValueError("--epochs and --batch-size must be positive")
+    check_output_dir(args.out, "--out")  # before a minute of training, not after
     cfg = TrainConfig(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, c1=args.c1, c2=args.c2, limit=args.limit)
     card = train_and_save(args.data_dir, args.out, cfg, progress=not args.no_progress)
     print(f"test accuracy {card['test_accuracy']:.4f} after {card['training_seconds']} s; wrote {args.out}/mnist_cnn.safetensors, .json, .md")
@@ -55,9 +56,9 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _layers(args: argparse.Namespace) -> int:
-    from ..cli import load_model_from_args
-    from ..units import layer_names, layer_shape
     from ..capture import LayerNotReachedError
+    from ..cli_common import load_model_from_args
+    from ..units import layer_names, layer_shape
 
     model = load_model_from_args(args)
     aliases = getattr(model, "layer_aliases", {})

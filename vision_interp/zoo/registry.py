@@ -8,6 +8,8 @@ from typing import Callable
 
 from torch import nn
 
+from ..io import CorruptFileError
+
 __all__ = ["MODELS", "list_models", "load_model"]
 
 
@@ -43,14 +45,7 @@ def load_model(name_or_path: str | os.PathLike, *, pretrained: bool = True, **kw
         return MODELS[key][0](pretrained, **kwargs)
     path = Path(key).expanduser()
     if path.is_file():
-        from .. import io as vio
-
-        sd = vio.load_state_dict(path)
-        if "conv1.weight" in sd and "fc.weight" in sd:
-            return _mnist(True, path=path)
-        if "softmax2_pre_activation_matmul.weight" in sd:
-            return _inception(True, weights=path, **kwargs)
-        raise ValueError(f"{path}: unrecognised state dict (keys like {', '.join(list(sd)[:4])}); load your model in Python and pass the nn.Module")
+        return _load_checkpoint(path, **kwargs)
     from ..units import close_names
 
     near = close_names(key, MODELS)
@@ -58,3 +53,43 @@ def load_model(name_or_path: str | os.PathLike, *, pretrained: bool = True, **kw
         f"unknown model {key!r}: not a zoo name ({', '.join(MODELS)}) and no such file."
         + (f" Did you mean {', '.join(near)}?" if near else "")
     )
+
+
+def check_finite(sd: dict, path: Path) -> None:
+    """Refuse weights with NaN or infinite values: every result computed from them would be meaningless."""
+    import torch
+
+    for name, t in sd.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CorruptFileError(
+                f"{path}: tensor {name} has {bad} of {t.numel()} values that are NaN or infinite; "
+                "the checkpoint is broken (e.g. a diverged training run); retrain or use another file")
+
+
+def _load_checkpoint(path: Path, **kwargs) -> nn.Module:
+    """A MNIST CNN / InceptionV1 checkpoint: architecture from its keys, values checked, mismatches explained."""
+    from .. import io as vio
+
+    sd = vio.load_state_dict(path)  # safetensors or weights_only: never runs pickled code
+    if "conv1.weight" in sd and "fc.weight" in sd:
+        arch, build = "MNIST CNN", lambda: _mnist(True, path=path)
+        fix = "retrain it (vision-interp train-mnist) or use the committed models/mnist_cnn.safetensors"
+    elif "softmax2_pre_activation_matmul.weight" in sd:
+        arch, build = "InceptionV1", lambda: _inception(True, weights=path, **kwargs)
+        fix = "use the original inception5h.pth (or --model inceptionv1, which downloads it)"
+    else:
+        raise CorruptFileError(
+            f"{path}: unrecognised state dict (keys like {', '.join(list(sd)[:4]) or '(none)'}); expected a MNIST CNN "
+            "(conv1/conv2/fc) or InceptionV1 checkpoint. For another model, load it in Python and pass the nn.Module")
+    check_finite(sd, path)
+    try:
+        return build()
+    except (KeyError, IndexError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+        if isinstance(e, CorruptFileError) and str(path) not in str(e):
+            raise
+        what = f"missing tensor {e.args[0]!r}" if isinstance(e, KeyError) and e.args else \
+            " ".join(str(e).split())[:300] or type(e).__name__
+        raise CorruptFileError(
+            f"{path}: the tensors do not fit the {arch} architecture ({what}); the file may come from another "
+            f"version of the model or be edited; {fix}") from e
