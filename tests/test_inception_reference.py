@@ -287,9 +287,6 @@ def test_maxpool_linearized_is_zero_padded_average(hw, stride):
 # ------------------------------------------------------------------ circuits' expanded weights
 
 
-@pytest.mark.xfail(strict=False, reason="vision_interp/circuits/graph.py (owned by issue 12) still reads the fixed "
-                   "MaxPoolSame.pad / SamePadConv.same_pad; it must use pad_amounts(h, w) and linearized(x), and "
-                   "place the window for the parity of the crop it differentiates (SAME pads depend on it)")
 def test_expanded_weights_conv2d2_to_mixed3a_at_236_match_reference_jacobian(model, sd64):
     """circuits.expanded_weights follows the SAME padding at 236 px (conv2d2 is 59x59, odd)."""
     from vision_interp.circuits import expanded_weights

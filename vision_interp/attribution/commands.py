@@ -8,6 +8,7 @@ import math
 import re
 from typing import Any, Callable
 
+from ..zoo.spec import model_spec
 from ..cli_common import (Formatter, UsageError, add_data_dir, add_model, check_output_file, existing_file, int_arg,
                           text_arg)
 
@@ -131,7 +132,7 @@ def _load_inputs(args: argparse.Namespace, model, pictures: list) -> tuple[Any, 
 
     from ..images import image_tensor
 
-    shape = tuple(getattr(model, "input_shape", (3, 224, 224)))
+    shape = tuple(model_spec(model).input_shape or (3, 224, 224))
     if pictures:
         return torch.stack([image_tensor(im, shape) for im in pictures]), None, [str(p) for p in args.image]
     if shape != (1, 28, 28):
@@ -310,7 +311,7 @@ def _attribute(args: argparse.Namespace) -> int:
 
     with torch.no_grad():
         pred = model(x).argmax(1)
-    class_names = getattr(model, "class_names", None)
+    class_names = model_spec(model).class_names
     for i, name in enumerate(names):
         p = int(pred[i])
         pname = class_names[p] if class_names and p < len(class_names) else str(p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..zoo.spec import model_spec
 from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, check_output_dir, existing_file, int_arg,
                           unit_arg)
 
@@ -151,7 +152,7 @@ def _circuit(args: argparse.Namespace) -> int:
     if args.thumbnails == "none":
         thumbs = False
     elif args.thumbnails == "dataset":
-        if tuple(getattr(model, "input_shape", ())) != (1, 28, 28):
+        if tuple(model_spec(model).input_shape or ()) != (1, 28, 28):
             raise ValueError("--thumbnails dataset uses the MNIST test set and needs an MNIST model; use featvis or none")
         from ..data import load_mnist
 
@@ -185,7 +186,7 @@ def _groups(args: argparse.Namespace) -> int:
 
         picture = read_image(args.image, what="--image")  # size limit, truncation, format: before the model loads
     model = load_model_from_args(args)
-    shape = tuple(getattr(model, "input_shape", ()))
+    shape = tuple(model_spec(model).input_shape or ())
     if picture is not None:
         from ..images import image_tensor
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .spec import model_spec
 from ..cli_common import SEED, Formatter, add_data_dir, add_model, check_output_dir, float_arg, int_arg
 
 MNIST_TRAIN_IMAGES = 60000
@@ -61,7 +62,7 @@ def _layers(args: argparse.Namespace) -> int:
     from ..units import layer_names, layer_shape
 
     model = load_model_from_args(args)
-    aliases = getattr(model, "layer_aliases", {})
+    aliases = model_spec(model).layer_aliases
     for name in layer_names(model, include_aliases=False):
         try:
             shape = "x".join(map(str, layer_shape(model, name)))
