@@ -111,6 +111,18 @@ class TrainConfig:
     limit: int | None = None  # train on the first N images only (tests)
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse settings that would train on something else than asked (``limit=-5`` slices off 5 images)."""
+        for name in ("epochs", "batch_size", "c1", "c2"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.limit is not None and int(self.limit) < 1:
+            raise ValueError(f"TrainConfig.limit must be None (all images) or >= 1, got {self.limit}")
+        if not (self.lr > 0 and self.lr == self.lr and self.lr != float("inf")):
+            raise ValueError(f"TrainConfig.lr must be a finite number > 0, got {self.lr}")
+        if self.shift < 0 or self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.shift and weight_decay must be >= 0, got {self.shift}, {self.weight_decay}")
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> dict:
