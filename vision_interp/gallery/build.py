@@ -971,3 +971,54 @@ def _labels_for_manifest(labels, layers: list[dict], units: dict[str, dict]) -> 
         if entry:
             out[unit] = entry
     return dict(sorted(out.items(), key=lambda kv: list(units).index(kv[0])))
+
+
+def cli_inputs(args) -> tuple[nn.Module, Path | None, list[tuple[str, str]] | None]:
+    """The model (with --weights), the checkpoint file whose sha256 the index shows, and --link pairs;
+    every argument is checked before the model loads."""
+    links = None
+    if args.link:
+        links = []
+        for item in args.link:
+            title, sep, href = item.partition("=")
+            if not sep or not title.strip() or not href.strip():
+                raise ValueError(f"--link {item!r}: write TITLE=HREF, e.g. 'MNIST exercise report=../mnist_exercise/report.html'")
+            links.append((title.strip(), href.strip()))
+    if args.dataset is not None and not Path(args.dataset).is_dir():
+        raise ValueError(f"--dataset {args.dataset}: no such directory (give a folder of images)")
+    if args.labels is not None and not Path(args.labels).is_file():
+        raise ValueError(f"--labels {args.labels}: no such file")
+    if args.executor == "ray":
+        from .executors import require_ray
+
+        require_ray()
+    checkpoint: Path | None = None
+    if args.weights is not None:
+        checkpoint = Path(args.weights).expanduser()
+        if not checkpoint.is_file():
+            raise ValueError(f"--weights {args.weights}: no such file")
+        if args.random_weights:
+            raise ValueError("--weights and --random-weights contradict each other; give one")
+        kwargs: dict[str, Any] = {"data_dir": args.data_dir} if args.model == "inceptionv1" and args.data_dir else {}
+        return _zoo_with_weights(args.model, checkpoint, kwargs), checkpoint, links
+    from ..cli import load_model_from_args
+
+    model = load_model_from_args(args)
+    if not args.random_weights:
+        if Path(str(args.model)).is_file():
+            checkpoint = Path(str(args.model))
+        elif args.model == "mnist_cnn":
+            from ..zoo.mnist_cnn import DEFAULT_CHECKPOINT  # the committed file (a path constant, not a model class)
+
+            checkpoint = DEFAULT_CHECKPOINT
+    return model, checkpoint, links
+
+
+def _zoo_with_weights(name: str, path: Path, kwargs: dict) -> nn.Module:
+    from ..zoo import load_model
+
+    if name == "inceptionv1":
+        return load_model("inceptionv1", weights=path, **kwargs)
+    if name == "mnist_cnn":
+        return load_model("mnist_cnn", path=path)
+    return load_model(str(path), **kwargs)
