@@ -116,15 +116,19 @@ class BuildLock:
         self._content = content
         return True
 
-    def _remove_if_stale(self) -> None:
-        info = _read(self.path)
-        if info is None or not (info.pid == -1 or info.stale()):
-            return
-        try:
-            if _read(self.path) == info:  # unchanged since judged stale: not a fresh lock of a racer
-                os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+    def _remove_stale(self) -> None:
+        """Delete the locks of dead builds (any shard): they would otherwise stay in the directory forever."""
+        for p in sorted(self.out.iterdir()):
+            if not _LOCK_RE.match(p.name):
+                continue
+            info = _read(p)
+            if info is None or not (info.pid == -1 or info.stale()):
+                continue
+            try:
+                if _read(p) == info:  # unchanged since judged stale: not a fresh lock of a racer
+                    os.unlink(p)
+            except FileNotFoundError:
+                pass
 
     def acquire(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +136,7 @@ class BuildLock:
         while True:
             others = self._conflicts()
             if not others:
-                self._remove_if_stale()
+                self._remove_stale()
                 if self._try_create():
                     others = self._conflicts()  # a build of another shard count started meanwhile
                     if not others:
