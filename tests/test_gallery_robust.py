@@ -220,6 +220,7 @@ def test_settings_fingerprint_records_precision_and_device(reference, tmp_path):
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_ray_build_equals_single_process_build(reference, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'vision_interp[ray]')")
     # workers are started by this process and import the tiny test model from tests/

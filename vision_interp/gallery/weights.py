@@ -61,9 +61,9 @@ def layer_weights(model: nn.Module, path: str, paths_to_names: dict[str, str], w
         lw.src = _display(model, src, paths_to_names)
     except _ERRORS as e:
         lw.notes.append(f"no inputs: {e}")
-        module = dict(model.named_modules()).get(path)
-        if isinstance(module, nn.Conv2d):
-            lw.own = module.weight.detach().float().cpu()
+        conv = _producing_conv(model, path)
+        if conv is not None:
+            lw.own = conv.weight.detach().float().cpu()
     if want_connections:
         try:
             dst = next_layer(model, path)
@@ -80,6 +80,28 @@ def layer_weights(model: nn.Module, path: str, paths_to_names: dict[str, str], w
     except _ERRORS as e:
         lw.notes.append(f"no class weight map: {e}")
     return lw
+
+
+def _producing_conv(model: nn.Module, path: str) -> nn.Conv2d | None:
+    """The conv whose kernel a first-layer unit is: the layer itself, or the Conv2d that feeds it
+    through weightless modules (InceptionV1's ``conv2d0`` is the ReLU after its conv)."""
+    from ..circuits.graph import trace_graph
+
+    module = dict(model.named_modules()).get(path)
+    if isinstance(module, nn.Conv2d):
+        return module
+    try:
+        graph = trace_graph(model)
+        node = graph.node_for(model, path)
+        while True:
+            if isinstance(node.module, nn.Conv2d):
+                return node.module
+            if any(True for _ in node.module.parameters(recurse=False)) or len(node.inputs) != 1 or not isinstance(node.inputs[0], int) \
+                    or node.inputs[0] < 0:
+                return None
+            node = graph.nodes[node.inputs[0]]
+    except _ERRORS:
+        return None
 
 
 def _scale_for(kh: int, kw: int, target: int = 28) -> int:
