@@ -76,7 +76,6 @@ def _gallery(args: argparse.Namespace) -> int:
         return 0
     if not args.layers:
         raise ValueError("--layers is required (e.g. --layers conv1,conv2 or --layers all)")
-    from ..cli import load_model_from_args
 
     kw = dict(steps=args.steps, size=args.size, batch=args.batch, seed=args.seed, diverse=args.diverse,
               negative=not args.no_negative, examples=args.examples, examples_limit=args.examples_limit,
