@@ -416,10 +416,11 @@ def _unit_page(manifest: dict, entry: dict, prev_e: dict | None, next_e: dict | 
         )
         sections.append(f'<h2>Diverse visualizations</h2>\n<p class="note">Rendered together with a diversity objective '
                         f'(Gram-matrix dissimilarity), showing different things the unit responds to.</p>\n<div class="row">{figs}</div>')
+    spatial = len(layer["shape"]) == 3
     charts = []
     if entry.get("histogram"):
         ds = manifest.get("dataset") or {}
-        charts.append(_histogram_svg(entry["histogram"], f"activation over the {ds.get('size', '')} dataset images (each image's maximum over positions)"))
+        charts.append(_histogram_svg(entry["histogram"], f"activation over the {ds.get('size', '')} dataset images" + (" (each image's maximum over positions)" if spatial else "")))
     if entry.get("class_histogram"):
         charts.append(_class_svg(entry["class_histogram"]))
     if charts:
@@ -428,11 +429,11 @@ def _unit_page(manifest: dict, entry: dict, prev_e: dict | None, next_e: dict | 
     rf = layer.get("receptive_field")
     crop = f" Pictures are the {rf['height']}x{rf['width']} px receptive-field crops (zero-padded at borders) of the extreme position; click for the whole image." if rf else ""
     if top:
-        sections.append(f'<h2>Top dataset examples</h2>\n<p class="note">The {len(top)} dataset images with the highest activation of this unit '
-                        f"(maximum over positions); numbers are activations, quotes the true labels.{crop}</p>\n{_example_row(top, r, px, 'top')}")
+        sections.append(f'<h2>Top dataset examples</h2>\n<p class="note">The {len(top)} dataset images with the highest activation of this unit'
+                        + (" (maximum over positions)" if spatial else "") + f"; numbers are activations, quotes the true labels.{crop}</p>\n{_example_row(top, r, px, 'top')}")
     if bottom:
-        sections.append(f'<h2>Bottom dataset examples</h2>\n<p class="note">The {len(bottom)} dataset images with the lowest activation '
-                        f"(minimum over positions): what this unit is most negative on.{crop}</p>\n{_example_row(bottom, r, px, 'bottom')}")
+        sections.append(f'<h2>Bottom dataset examples</h2>\n<p class="note">The {len(bottom)} dataset images with the lowest activation'
+                        + (" (minimum over positions)" if spatial else "") + f": what this unit is most negative on.{crop}</p>\n{_example_row(bottom, r, px, 'bottom')}")
     if files.get("weights"):
         sections.append(f'<h2>Weights</h2>\n<p class="note">{esc(entry.get("weights_caption") or "")}</p>\n'
                         f'<div class="weights">{_img(files["weights"], r, "weights of " + entry["unit"], "", True)}</div>')
