@@ -58,14 +58,14 @@ img { background: #eee; }
 .ucard { display: grid; grid-template-columns: 112px 1fr; gap: 8px; align-items: start; }
 .ucard img.vis { width: 112px; height: 112px; }
 .ucard .ex { display: grid; grid-template-columns: repeat(2, 1fr); gap: 3px; }
-.ucard .ex img { width: 100%; aspect-ratio: 1 / 1; display: block; border-radius: 2px; }
+.ucard .ex img { width: 100%; aspect-ratio: 1 / 1; display: block; border-radius: 2px; border: 1px solid #8c959f; }
 .ucard .meta { grid-column: 1 / -1; font-size: 13px; display: flex; justify-content: space-between; gap: 8px; font-variant-numeric: tabular-nums; }
 .ucard .meta .label { color: var(--fg); font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .ucard .meta .range { color: var(--muted); white-space: nowrap; }
 .card .name { font-size: 13px; margin-top: 4px; text-align: center; font-variant-numeric: tabular-nums; }
 .card .label { color: var(--muted); }
 .filter { margin: 8px 0 16px; display: flex; gap: 10px; align-items: center; flex-wrap: wrap; }
-.filter input { font-size: 15px; padding: 5px 9px; width: 280px; border: 1px solid var(--line); border-radius: 6px; }
+.filter input { font-size: 15px; padding: 5px 9px; width: 330px; border: 1px solid var(--line); border-radius: 6px; }
 .filter .count { color: var(--muted); font-size: 13px; }
 .hero { display: flex; gap: 28px; flex-wrap: wrap; align-items: flex-start; }
 .hero figure { margin: 0; }
