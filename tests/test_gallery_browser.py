@@ -128,6 +128,24 @@ def test_mnist_gallery_in_browser(driver, mnist_gallery):
     assert "conv1" in driver.page_source and "logits" in driver.page_source
 
 
+def test_committed_mnist_gallery_in_browser(driver):
+    root = Path(__file__).resolve().parents[1] / "galleries" / "mnist_cnn"
+    # every page loads, every image decodes, links resolve (the report link leaves the gallery: checked by existence)
+    pages = sorted(root.rglob("*.html"))
+    m = json.loads((root / "manifest.json").read_text())
+    assert len(pages) == 1 + len(m["layers"]) + len(m["units"])
+    for page in pages:
+        driver.get(page.as_uri())
+        images = driver.execute_script("return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]);")
+        assert images and all(ok for _, ok in images), f"{page}: broken images {[s for s, ok in images if not ok][:5]}"
+        for href in driver.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href);"):
+            url = urlparse(href)
+            assert url.scheme == "file", f"{page}: external link {href}"
+            target = Path(unquote(url.path)).resolve()
+            assert target.is_file() or target.name == "report.html", f"{page}: broken link {href}"
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= 1280
+
+
 def test_layer_filter_by_unit_number_and_label_text(driver, mnist_gallery):
     from selenium.webdriver.common.by import By
 

@@ -182,3 +182,21 @@ def test_mnist_classifier_units_show_their_class_weight_map(tmp_path, data_dir):
     with Image.open(out / e["files"]["weights"]) as im:  # 16 maps of 7x7 (pool2), each enlarged 4x, in a 4x4 grid
         assert im.size == (4 * 28 + 5, 4 * 28 + 5)
     assert e["range"][0] < e["range"][1] and e["examples"]["top"][0]["label"] == "7"
+
+
+def test_committed_mnist_gallery_is_complete_and_verified():
+    """galleries/mnist_cnn: every recorded file matches its sha256, and the index shows the model
+    card's checkpoint hash and links to the MNIST exercise report."""
+    from test_gallery import REPO
+    from vision_interp.gallery.build import _Verifier
+
+    root = REPO / "galleries" / "mnist_cnn"
+    m = manifest(root)
+    assert len(m["units"]) == 34 and [l["name"] for l in m["layers"]] == ["conv1", "conv2", "fc"]
+    verifier = _Verifier(root)
+    assert verifier.bad_files(m["units"]) == []
+    card = json.loads((REPO / "models" / "mnist_cnn.json").read_text())
+    assert m["model"]["checkpoint_sha256"] == card["weights_sha256"]
+    index = (root / "index.html").read_text()
+    assert card["weights_sha256"] in index and 'href="../mnist_exercise/report.html"' in index
+    assert not [p for p in root.rglob(".*")], "temporary or lock files committed"
