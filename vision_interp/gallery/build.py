@@ -86,7 +86,7 @@ class GallerySettings:
     negative: bool = True
     examples: int = 8  # top- and bottom-activating dataset examples per unit (0 = none)
     examples_limit: int | None = None  # use only the first N dataset images (quick runs)
-    connections: int = 6  # strongest input/output connections per sign (0 = none)
+    connections: int = 6  # connected units listed per direction, by total weight mass (0 = none)
     objective: str | None = None  # "channel" (spatial mean) or "neuron" (centre); None = featvis's default for the model
 
     def validate(self) -> None:

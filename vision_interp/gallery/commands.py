@@ -45,9 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diverse", type=int, default=4, help="diverse visualizations per unit (0 = none)")
     p.add_argument("--diversity-weight", type=float, default=None, help="weight of the diversity objective")
     p.add_argument("--no-negative", action="store_true", help="skip the negative (minimising) visualizations")
-    p.add_argument("--examples", type=int, default=8, help="top-activating dataset examples per unit (0 = none; MNIST models)")
+    p.add_argument("--examples", type=int, default=8, help="top- and bottom-activating dataset examples per unit (0 = none; MNIST models, or --dataset)")
     p.add_argument("--examples-limit", type=int, default=None, help="search only the first N dataset images")
-    p.add_argument("--connections", type=int, default=6, help="strongest input/output connections listed per sign (0 = none)")
+    p.add_argument("--connections", type=int, default=6, help="connected units listed per direction (inputs, outputs), strongest first (0 = none)")
     p.add_argument("--shard", default=None, help="render shard i of n, written 'i/n' (default: $RANK/$WORLD_SIZE, else 0/1)")
     p.add_argument("--weights", default=None, help="weights file for the zoo model (e.g. inception5h.pth); its sha256 is shown on the index")
     p.add_argument("--dataset", default=None, help="folder of images for dataset examples (any layout, searched recursively; "
