@@ -25,3 +25,9 @@ class TinyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks[HOSTILE](self.relu(self.blocks["conv"](x)))
+
+
+def tiny_dataset(n: int = 24, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """Random 1x12x12 images with two classes, for dataset examples in the tiny galleries."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((n, 1, 12, 12), generator=g), ["odd" if i % 2 else "even" for i in range(n)]

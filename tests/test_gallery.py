@@ -1,4 +1,8 @@
-"""Galleries: manifest, resume after interruption (exception and SIGKILL), shards, settings checks, escaping."""
+"""Galleries: manifest, resume after interruption (exception and SIGKILL), shards, settings checks, escaping.
+
+Robustness (verification, locks, kill -9 at several moments, Ray) is in test_gallery_robust.py;
+page content (connections, weights, labels, folder datasets) in test_gallery_content.py.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gallery_models import HOSTILE, TinyNet
+from gallery_models import HOSTILE, TinyNet, tiny_dataset
 from vision_interp.gallery import (
     GallerySettings,
     IncompleteGalleryError,
@@ -26,12 +30,13 @@ from vision_interp.units import UnitRangeError, UnknownLayerError
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["conv", f"blocks.{HOSTILE}"]
 # 5 + 3 units in chunks of 3 -> jobs conv#0 (0-2), conv#1 (3-4), evil#0 (0-2)
-SETTINGS = GallerySettings(steps=3, batch=3, diverse=2, examples=0, connections=4, seed=7, objective="channel")
+SETTINGS = GallerySettings(steps=3, batch=3, diverse=2, examples=3, connections=4, seed=7, objective="channel")
 
 
 def build(out: Path, **kw):
     kw.setdefault("settings", SETTINGS)
-    return make_gallery(TinyNet(), LAYERS, out, dataset=None, progress=False, model_name="tiny", **kw)
+    images, labels = tiny_dataset()
+    return make_gallery(TinyNet(), LAYERS, out, dataset=images, dataset_labels=labels, progress=False, model_name="tiny", **kw)
 
 
 def snapshot(d: Path) -> dict[str, bytes]:
@@ -72,9 +77,12 @@ def test_manifest_lists_every_unit_with_existing_files(reference):
         with Image.open(reference / e["files"]["main"]) as im:
             assert im.size == (12, 12)
         assert e["activations"]["main"] > e["activations"]["negative"], key  # max beats min
+        # every file the unit shows is recorded with its sha256
+        assert set(e["sha256"]) >= set(files[:-1]) | {x["image"] for x in e["examples"]["top"] + e["examples"]["bottom"]}
+        assert len(e["examples"]["top"]) == 3 and len(e["examples"]["bottom"]) == 3
     # connections between the two tiny convs, mapped to this gallery's layer names
     c0 = m["units"]["conv:0"]["connections"]["outputs"]
-    assert all(u.startswith(f"blocks.{HOSTILE}:") for u, _ in c0["excitatory"] + c0["inhibitory"])
+    assert c0["layer"] == f"blocks.{HOSTILE}" and all(r["unit"].startswith(f"blocks.{HOSTILE}:") for r in c0["rows"])
     assert m["units"]["conv:0"]["connections_note"].startswith("no inputs")
     assert not list(reference.glob("manifest.shard-*.json"))  # merged into manifest.json
     assert (reference / "index.html").is_file() and len(list((reference / "units").rglob("*.html"))) == 8
@@ -163,9 +171,9 @@ def test_changed_settings_are_refused_unless_overwrite(reference, tmp_path):
             (out / p.relative_to(reference)).write_bytes(p.read_bytes())
     before = snapshot(out)
     with pytest.raises(SettingsMismatchError, match=r"steps: 3 -> 2.*--overwrite"):
-        build(out, settings=GallerySettings(steps=2, batch=3, diverse=2, examples=0, connections=4, seed=7))
+        build(out, settings=GallerySettings(steps=2, batch=3, diverse=2, examples=3, connections=4, seed=7, objective="channel"))
     with pytest.raises(SettingsMismatchError, match="seed"):
-        build(out, settings=GallerySettings(steps=3, batch=3, diverse=2, examples=0, connections=4, seed=8))
+        build(out, settings=GallerySettings(steps=3, batch=3, diverse=2, examples=3, connections=4, seed=8, objective="channel"))
     assert snapshot(out) == before  # refused before touching anything
     res = make_gallery(TinyNet(), ["conv:1-3"], out, steps=2, batch=5, diverse=0, negative=False, connections=0,
                        dataset=None, progress=False, overwrite=True)  # a channel slice of one layer
@@ -223,9 +231,16 @@ def test_cli_gallery_and_assemble(tmp_path, data_dir, capsys):
     assert main(args + ["--shard", "0/2"]) == 0
     m = json.loads((out / "manifest.json").read_text())
     e = m["units"]["logits:3"]
-    assert e["label"] == "3" and len(e["examples"]) == 3 and "patch" not in e["examples"][0]
-    assert all(ex["label"] == "3" for ex in e["examples"])  # a trained logit's top images are its digit
-    assert [u for u, _ in e["connections"]["inputs"]["excitatory"]][0].startswith("conv2:")
+    assert e["label"] == "3" and len(e["examples"]["top"]) == 3 and "patch" not in e["examples"]["top"][0]
+    assert all(ex["label"] == "3" for ex in e["examples"]["top"])  # a trained logit's top images are its digit
+    hist = dict(e["class_histogram"]["counts"])
+    assert e["class_histogram"]["of_top"] == 100 and sum(hist.values()) == 100
+    from vision_interp.data.mnist import load_mnist
+
+    n3 = int((load_mnist("test", data_dir, limit=200).labels == 3).sum())
+    assert hist["3"] == n3  # every 3 of the 200 images is in logit 3's top half
+    assert all(r["unit"].startswith("conv2:") for r in e["connections"]["inputs"]["rows"])
+    assert m["model"]["checkpoint_sha256"] == json.loads((REPO / "models" / "mnist_cnn.json").read_text())["weights_sha256"]
     assert main(args + ["--steps", "3"]) == 2
     assert "different settings" in capsys.readouterr().err
     assert main(["gallery", "--out", str(out)]) == 2

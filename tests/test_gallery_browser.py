@@ -34,7 +34,7 @@ def driver(tmp_path_factory):
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1200,900",
+                "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1280,900",
                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -78,7 +78,14 @@ def _check_page(driver, root: Path, page: Path) -> set[Path]:
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, f"{page}: console errors {errors[:3]}"
     scripts = driver.execute_script("return document.scripts.length")
-    assert scripts == (1 if page.parent.name == "layers" else 0), f"{page}: unexpected <script> elements"
+    assert scripts == (0 if page.name == "index.html" else 1), f"{page}: unexpected <script> elements"  # filter / pager
+    # readable at 1280 px: nothing wider than the window, no text smaller than 11 px
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= 1280, f"{page}: horizontal scrolling at 1280 px"
+    tiny = driver.execute_script(
+        "return Array.from(document.querySelectorAll('body *')).filter(e => e.childNodes.length && "
+        "Array.from(e.childNodes).some(n => n.nodeType === 3 && n.textContent.trim()) && "
+        "parseFloat(getComputedStyle(e).fontSize) < 11).map(e => e.tagName + ':' + e.textContent.slice(0, 20));")
+    assert not tiny, f"{page}: text below 11 px: {tiny[:5]}"
     linked = set()
     for href in driver.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href);"):
         url = urlparse(href)
@@ -114,20 +121,39 @@ def test_mnist_gallery_in_browser(driver, mnist_gallery):
     rendering = driver.execute_script("return getComputedStyle(document.querySelector('img.big')).imageRendering")
     assert rendering == "pixelated"  # 28 px MNIST pictures are enlarged with crisp pixels
     n_examples = driver.execute_script("return document.querySelectorAll('img.small').length")
-    assert n_examples == 6  # 3 dataset images + 3 receptive-field patches
+    assert n_examples == 6  # receptive-field crops of the 3 top and the 3 bottom examples (each links to its image)
+    assert driver.execute_script("return document.querySelectorAll('svg').length") == 2  # activation + class histograms
     driver.get((mnist_gallery / "index.html").as_uri())
     _assert_not_blank(driver.get_screenshot_as_png())
     assert "conv1" in driver.page_source and "logits" in driver.page_source
 
 
-def test_layer_filter_by_unit_number(driver, mnist_gallery):
+def test_committed_mnist_gallery_in_browser(driver):
+    root = Path(__file__).resolve().parents[1] / "galleries" / "mnist_cnn"
+    # every page loads, every image decodes, links resolve (the report link leaves the gallery: checked by existence)
+    pages = sorted(root.rglob("*.html"))
+    m = json.loads((root / "manifest.json").read_text())
+    assert len(pages) == 1 + len(m["layers"]) + len(m["units"])
+    for page in pages:
+        driver.get(page.as_uri())
+        images = driver.execute_script("return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]);")
+        assert images and all(ok for _, ok in images), f"{page}: broken images {[s for s, ok in images if not ok][:5]}"
+        for href in driver.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href);"):
+            url = urlparse(href)
+            assert url.scheme == "file", f"{page}: external link {href}"
+            target = Path(unquote(url.path)).resolve()
+            assert target.is_file() or target.name == "report.html", f"{page}: broken link {href}"
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= 1280
+
+
+def test_layer_filter_by_unit_number_and_label_text(driver, mnist_gallery):
     from selenium.webdriver.common.by import By
 
     driver.get((mnist_gallery / "layers" / "logits.html").as_uri())
     box = driver.find_element(By.ID, "unit-filter")
 
     def visible() -> list[int]:
-        return [int(c.get_attribute("data-channel")) for c in driver.find_elements(By.CSS_SELECTOR, ".grid .card") if c.is_displayed()]
+        return [int(c.get_attribute("data-channel")) for c in driver.find_elements(By.CSS_SELECTOR, ".units .card") if c.is_displayed()]
 
     assert visible() == list(range(10))
     box.send_keys("3")
@@ -136,6 +162,46 @@ def test_layer_filter_by_unit_number(driver, mnist_gallery):
     box.send_keys("0-2,7")
     assert visible() == [0, 1, 2, 7]
     assert driver.find_element(By.ID, "unit-count").text == "4 of 10 units"
+    box.clear()
+    box.send_keys("class 7")  # label text (logit units are labelled with their class)
+    assert visible() == [7]
+    box.clear()
+    box.send_keys("no such label")
+    assert visible() == []
+
+
+def test_keyboard_navigation(driver, mnist_gallery):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get((mnist_gallery / "units" / "conv1" / "3.html").as_uri())
+    ActionChains(driver).send_keys(Keys.ARROW_RIGHT).perform()  # → next unit
+    assert driver.current_url.endswith("/units/conv1/4.html")
+    ActionChains(driver).send_keys(Keys.ARROW_LEFT).perform()
+    assert driver.current_url.endswith("/units/conv1/3.html")
+    body = driver.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)  # the first Tab reaches the skip link, visibly
+    active = driver.switch_to.active_element
+    assert active.text == "Skip to content" and active.is_displayed()
+    active.send_keys(Keys.TAB)
+    assert driver.switch_to.active_element.get_attribute("class") == "brand"
+    # Tab through the page and press Enter on the layer link: keyboard alone reaches every link
+    for _ in range(60):
+        el = driver.switch_to.active_element
+        if el.tag_name == "a" and el.text == "all units of conv1":
+            break
+        el.send_keys(Keys.TAB)
+    el.send_keys(Keys.ENTER)
+    assert driver.current_url.endswith("/layers/conv1.html")
+    driver.find_element(By.ID, "unit-filter").send_keys("5")
+    driver.switch_to.active_element.send_keys(Keys.TAB)
+    el = driver.switch_to.active_element
+    assert el.get_attribute("data-channel") == "5"  # hidden cards are skipped by Tab
+    outline = driver.execute_script("return getComputedStyle(arguments[0]).outlineStyle", el)
+    assert outline != "none"  # a visible focus ring
+    el.send_keys(Keys.ENTER)
+    assert driver.current_url.endswith("/units/conv1/5.html")
 
 
 def test_hostile_names_render_as_text(driver, hostile_gallery):

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, check_batch_pixels, check_output_dir,
-                          float_arg, int_arg, names_arg, text_arg)
+                          existing_dir, existing_file, float_arg, int_arg, names_arg, text_arg)
 
 DESCRIPTION = """\
 Render every unit of the chosen layers and write a static site (index.html, one page per layer,
@@ -23,6 +23,11 @@ RANK and WORLD_SIZE are used, e.g. on one machine:
 or by hand:
     for i in 0 1 2 3; do vision-interp gallery ... --shard $i/4 & done; wait
 The last shard to finish assembles the site; `vision-interp gallery --assemble --out DIR` does it explicitly.
+Slurm job arrays: `#SBATCH --array=0-15` and `--shard $SLURM_ARRAY_TASK_ID/16` (see docs/gallery.md).
+Ray: --executor ray [--ray-address auto] runs render batches as Ray tasks (optional extra: pip install 'vision_interp[ray]').
+
+Every file is recorded with its sha256: a rerun verifies them, re-renders missing or corrupt ones
+and removes orphan temporary files. A second build of the same shard exits (or waits --wait-lock s).
 """
 
 
@@ -51,10 +56,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diverse", type=int_arg(0, 64), default=4, help="diverse visualizations per unit (0 = none)")
     p.add_argument("--diversity-weight", type=float_arg(0, 1e6), default=None, help="weight of the diversity objective")
     p.add_argument("--no-negative", action="store_true", help="skip the negative (minimising) visualizations")
-    p.add_argument("--examples", type=int_arg(0, 1000), default=8, help="top-activating dataset examples per unit (0 = none; MNIST models)")
+    p.add_argument("--examples", type=int_arg(0, 1000), default=8, help="top- and bottom-activating dataset examples per unit (0 = none; MNIST models, or --dataset)")
     p.add_argument("--examples-limit", type=int_arg(1, 10_000_000), default=None, help="search only the first N dataset images")
-    p.add_argument("--connections", type=int_arg(0, 1000), default=6, help="strongest input/output connections listed per sign (0 = none)")
+    p.add_argument("--connections", type=int_arg(0, 1000), default=6, help="connected units listed per direction (inputs, outputs), strongest first (0 = none)")
     p.add_argument("--shard", type=_shard_arg, default=None, help="render shard i of n, written 'i/n' (default: $RANK/$WORLD_SIZE, else 0/1)")
+    p.add_argument("--weights", type=existing_file, default=None, help="weights file for the zoo model (e.g. inception5h.pth); its sha256 is shown on the index")
+    p.add_argument("--dataset", type=existing_dir, default=None, help="folder of images for dataset examples (any layout, searched recursively; "
+                                                    "sub-folder names are the labels), default: MNIST test set for MNIST models")
+    p.add_argument("--labels", type=existing_file, default=None, help='JSON file {"conv2:4": {"name": ..., "note": ...}} of unit labels')
+    p.add_argument("--link", action="append", default=None, metavar="TITLE=HREF", type=text_arg(2000),
+                   help="a link shown on the index, e.g. 'MNIST exercise report=../mnist_exercise/report.html' (repeatable)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help="where render batches run (ray: optional extra)")
+    p.add_argument("--ray-address", type=text_arg(500), default=None, help="ray.init(address=...): 'auto' or ray://host:10001 (default: a local Ray)")
+    p.add_argument("--wait-lock", type=float_arg(0, 86400), default=0.0, help="seconds to wait for another build of the same shard to finish")
     p.add_argument("--overwrite", action="store_true", help="replace an existing gallery made with other settings")
     p.add_argument("--assemble", action="store_true", help="only merge the shards' manifests and write the site")
     p.add_argument("--no-progress", action="store_true")
@@ -69,14 +83,13 @@ def _gallery(args: argparse.Namespace) -> int:
             raise UsageError(f"--out {args.out}: no gallery folder there to assemble; render one first")
         check_output_dir(args.out, "--out")
         try:
-            manifest = assemble(args.out)
+            manifest = assemble(args.out, labels=args.labels)
         except IncompleteGalleryError as e:
             raise ValueError(str(e)) from None
         print(f"assembled {len(manifest['units'])} units into {args.out}/index.html")
         return 0
     if not args.layers:
         raise UsageError("--layers is required (e.g. --layers conv1,conv2 or --layers all)")
-    from ..cli_common import load_model_from_args
 
     kw = dict(steps=args.steps, size=args.size, batch=args.batch, seed=args.seed, diverse=args.diverse,
               negative=not args.no_negative, examples=args.examples, examples_limit=args.examples_limit,
@@ -87,10 +100,14 @@ def _gallery(args: argparse.Namespace) -> int:
     settings.validate()  # bad numbers are reported before the model loads
     check_batch_pixels(args.batch * max(1, args.diverse), args.size, "--batch x --diverse with --size")
     check_output_dir(args.out, "--out")
-    model = load_model_from_args(args)
+    from .build import cli_inputs
+
+    model, checkpoint, links = cli_inputs(args)
     name = str(args.model) + (" (random weights)" if args.random_weights else "")
     res = make_gallery(model, args.layers, args.out, settings=settings, model_name=name, shard=args.shard,
-                       overwrite=args.overwrite, data_dir=args.data_dir, progress=not args.no_progress)
+                       overwrite=args.overwrite, data_dir=args.data_dir, progress=not args.no_progress,
+                       checkpoint=checkpoint, dataset=args.dataset or "auto", labels=args.labels, links=links,
+                       executor=args.executor, ray_address=args.ray_address, wait_lock=args.wait_lock)
     done = f"rendered {res.rendered_units} units" + (f" ({res.skipped_units} already done)" if res.skipped_units else "")
     if res.complete:
         print(f"{done} in {res.seconds:.1f} s; open {res.index}")
