@@ -54,8 +54,7 @@ def score_grid(arr: np.ndarray, path: Path, *, title: str, scale: str, row_label
     a = np.asarray(arr, dtype=np.float64)
     L, H = a.shape
     fig, ax = plt.subplots(figsize=(max(3.5, 0.6 * H + 2.0), max(2.2, 0.45 * L + 1.4)), layout="constrained")
-    cmap = plt.get_cmap(SCALES[scale][2]).copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap(SCALES[scale][2]).with_extremes(bad="#dddddd")
     norm = _norm(scale)
     im = ax.imshow(np.ma.masked_invalid(a), cmap=cmap, norm=norm, aspect="auto")
     ax.set_xlabel("head")
