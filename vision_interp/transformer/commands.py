@@ -30,8 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ablation modes to scan, comma-separated (mean, zero), or 'none' to skip the scan")
     p.add_argument("--no-composition", action="store_true",
                    help="skip the Q/K/V composition scores between head pairs (slow for GPT-2-size models)")
+    p.add_argument("--no-attribution", action="store_true",
+                   help="skip attribution patching (the first-order estimate shown next to the exact ablation scan)")
     p.add_argument("--top", type=int, default=10, help="rows of the ranked table")
-    p.add_argument("--out", default="induction_out", help="output folder for JSON and PNGs")
+    p.add_argument("--out", default="induction_out", help="output folder for index.html, JSON and PNGs")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_induction)
 
@@ -74,13 +76,29 @@ def _induction(args: argparse.Namespace) -> int:
         raise ValueError(f"--top must be positive, got {args.top}")
     model = load_gpt2(args.model)
     check_probe(model, args.seq_len, args.batch)  # before any forward pass
+    tokenizer = _tokenizer(args, model)
     report = analyze_induction(model, model_name=str(args.model), seq_len=args.seq_len, batch=args.batch,
                                seed=args.seed, ablation=modes, composition=not args.no_composition,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, attribution=not args.no_attribution, tokenizer=tokenizer)
     print(report.table(args.top))
     paths = report.save(args.out)
-    print(f"wrote {len(paths)} files to {args.out} (induction.json, heatmaps, attention_top_heads.png)")
+    print(f"wrote {len(paths)} files to {args.out} (index.html, induction.json, heatmaps, attention_top_heads.png)")
     return 0
+
+
+def _tokenizer(args: argparse.Namespace, model):
+    """The GPT-2 tokenizer for token labels: --tokenizer-dir (errors if unusable), else the data folder's copy
+    when the model has GPT-2's vocabulary, else None (labels are token ids)."""
+    from .loading import load_gpt2_tokenizer
+
+    if args.tokenizer_dir is not None:
+        return load_gpt2_tokenizer(args.tokenizer_dir)
+    if model.config.vocab_size != 50257:
+        return None
+    try:
+        return load_gpt2_tokenizer(data_dir=getattr(args, "data_dir", None))
+    except (FileNotFoundError, OSError):
+        return None
 
 
 def _train(args: argparse.Namespace) -> int:
