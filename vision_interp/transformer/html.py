@@ -55,7 +55,7 @@ def _scores_section(r: "InductionReport", files: set[str]) -> str:
     from .report import SCORE_DEFINITIONS, SCORE_SCALES
 
     items = []
-    for name in r.scores:
+    for name in [n for n in r.scores if not n.startswith("ablation_")]:  # ablations: their own section
         scale = figures.SCALES[SCORE_SCALES.get(name, "unit")][4]
         items.append(_fig(f"heatmap_{name}.png", files, f"{name}: {SCORE_DEFINITIONS.get(name, '')}. Colour scale: {scale}."))
     return "<h2>Scores of every head (layer x head)</h2><div class='grid'>" + "".join(items) + "</div>"
@@ -81,9 +81,12 @@ def _ablation_section(r: "InductionReport", files: set[str]) -> str:
         parts.append(f"<tr><td>{_e(mode)}</td><td>{fmt(ag['pearson'])}</td><td>{fmt(ag['spearman'])}</td>"
                      f"<td>{_e(verdict)}</td><td>{format_head(l, h)}: {v:+.3f} nats</td><td>{est[l, h]:+.3f} nats</td></tr>")
     parts.append("</table><div class='grid'>")
-    for mode in r.attribution:
-        parts.append(_fig(f"heatmap_ablation_{mode}.png", files, f"exact {mode} ablation: rise of the second-copy loss (nats)"))
-        parts.append(_fig(f"heatmap_attribution_{mode}.png", files, f"attribution patching estimate, {mode} ablation (nats)"))
+    scale = figures.SCALES["loss"][4]
+    for mode in [n[len("ablation_"):] for n in r.scores if n.startswith("ablation_")]:
+        parts.append(_fig(f"heatmap_ablation_{mode}.png", files,
+                          f"exact {mode} ablation: rise of the second-copy loss (nats). Colour scale: {scale}."))
+        parts.append(_fig(f"heatmap_attribution_{mode}.png", files,
+                          f"attribution patching estimate, {mode} ablation (nats). Colour scale: {scale}."))
     parts.append("</div>")
     return "".join(parts)
 
