@@ -342,6 +342,8 @@ def joint_ablations(model: torch.nn.Module, tokens: torch.Tensor, induction_head
     """
     check_model(model)
     modes = _check_modes(modes)
+    _check_heads(model, list(induction_heads) + list(previous_token_heads))
+    _seq_len(tokens)
     cache = _clean_cache(model, tokens)
     resid, zs, clean = cache
     means = torch.stack([z.mean(dim=(0, 1)) for z in zs])
