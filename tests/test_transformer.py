@@ -187,7 +187,8 @@ def test_composition_and_copying_match_brute_force():
     assert np.isnan(comp["k_composition"][1, 0, 0, 0]) and np.isnan(comp["k_composition"][1, 0, 1, 2])
     # copying: the small d_head x d_head matrix gives the eigenvalues of the full vocab x vocab circuit
     for l, h in [(0, 0), (2, 3)]:
-        full = (w.W_E @ w.W_V[l, h] @ w.W_O[l, h] @ w.W_U).double()
+        W_U = w.W_U - w.W_U.mean(1, keepdim=True)  # centred over the vocabulary (softmax-invariant)
+        full = (w.W_E @ w.W_V[l, h] @ w.W_O[l, h] @ W_U).double()
         lam = torch.linalg.eigvals(full)
         lam = lam[lam.abs() > 1e-6 * lam.abs().max()]
         assert cp["copying"][l, h] == pytest.approx(float(lam.sum().real / lam.abs().sum()), abs=1e-4)

@@ -46,3 +46,12 @@ def test_real_gpt2_small_heads_match_literature():
     top_prev = {(l, h) for l, h, _ in r.top("previous_token", 5)}
     assert LITERATURE_PREV_TOKEN in top_prev, r.table()
     assert r.losses["second_copy"] < 0.5 * r.losses["first_copy"]
+    # redundant induction heads: ablating the detected ones together costs more than any one alone
+    from vision_interp.transformer import ablated_loss
+    from vision_interp.transformer.ablation import joint_ablations
+
+    ind = r.induction_heads
+    assert len(ind) >= 2, r.table()
+    joint = joint_ablations(model, r.tokens, ind, r.previous_token_heads, ["mean"])["mean"]["induction_heads"]["increase"]
+    singles = [ablated_loss(model, r.tokens, [x], "mean") - r.losses["second_copy"] for x in ind]
+    assert joint > max(singles), (joint, singles)

@@ -6,14 +6,12 @@ of the input of ``attn.c_proj``). Ablating the head replaces ``z_h`` by
 * ``"zero"``: 0;
 * ``"mean"``: its mean over every batch element and position of the clean run on the same probe.
 
-The replacement is applied by a forward hook on ``attn.c_proj`` (through :func:`vision_interp.capture.hooks`):
-the hook sees the module's input ``z`` and adds ``(replacement - z_h) @ W_O[h]`` to the output, which is
-exactly ``c_proj`` applied to the patched ``z``.
-
-The full scan is batched: for layer ``l`` the residual stream entering block ``l`` is cached once from the
-clean run and repeated once per head of that layer (each copy ablates a different head, selected per
-example), then only blocks ``l..L-1`` run, and only the second-copy positions are unembedded. That costs
-about ``sum_l (L - l) / L`` = roughly half of ``n_layer * n_head`` full forward passes for the scan.
+:func:`ablated_loss` is the reference: a forward hook on ``attn.c_proj`` (through
+:func:`vision_interp.capture.hooks`) adds ``(replacement - z_h) @ W_O[h]`` to the output of the model's own
+forward pass. :func:`ablation_scan`, :func:`joint_ablations`, :func:`path_ablated_loss` and
+:func:`attribution_patching` run the block loop of :mod:`.forward` instead, which starts from the cached clean
+prefix and computes only what the ablation can change (see :func:`ablation_scan`); the tests check both paths
+agree.
 """
 
 from __future__ import annotations
@@ -25,9 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import hooks
+from .forward import causal_bias, embed, run_block, unembed
 from .scores import _device, _seq_len, check_model, copy_slices
 
-__all__ = ["ABLATION_MODES", "head_means", "ablated_loss", "ablation_scan"]
+__all__ = ["ABLATION_MODES", "head_means", "ablated_loss", "ablation_scan", "path_ablated_loss", "attribution_patching",
+           "joint_ablations"]
 
 ABLATION_MODES = ("mean", "zero")
 
@@ -131,78 +131,272 @@ def ablated_loss(model: torch.nn.Module, tokens: torch.Tensor, heads: Sequence[t
     return float(lt[:, copy_slices(seq_len)[1]].mean())
 
 
-def _causal_mask(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    m = torch.zeros(T, T, dtype=dtype, device=device)
-    return m.masked_fill(torch.ones(T, T, dtype=torch.bool, device=device).triu(1), torch.finfo(dtype).min)[None, None]
+# ---------------------------------------------------------------- the fast exact scan (own forward loop)
+
+
+def _second_copy_ce(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Mean cross-entropy per row of ``x`` ``(N, Tq, d)`` (second-copy positions only) against ``targets``."""
+    out = []
+    for i in range(0, x.shape[0], chunk):
+        logits = unembed(model, x[i:i + chunk]).float()
+        out.append(F.cross_entropy(logits.transpose(1, 2), targets[i:i + chunk], reduction="none").mean(1))
+    return torch.cat(out)
+
+
+def _queries(seq_len: int) -> slice:
+    """Positions whose prediction is scored: ``seq_len+1 .. 2*seq_len-1`` (predicting ``R[1:]`` of the second copy)."""
+    return slice(seq_len + 1, 2 * seq_len)
 
 
 @torch.no_grad()
-def _second_copy_loss_from(model: torch.nn.Module, layer: int, resid: torch.Tensor, tokens: torch.Tensor,
-                           unembed_chunk: int) -> torch.Tensor:
-    """Run blocks ``layer..`` on ``resid`` (``(N*B, T, d)``), return the mean second-copy loss of each row ``(N*B,)``."""
-    T = resid.shape[1]
-    seq_len = (T - 1) // 2
-    mask = _causal_mask(T, resid.dtype, resid.device)
-    x = resid
-    for block in model.transformer.h[layer:]:
-        x = block(x, attention_mask=mask)
-        if isinstance(x, tuple):  # older transformers return (hidden, ...)
-            x = x[0]
-    s2 = copy_slices(seq_len)[1]
-    x = x[:, s2]  # predictions of the second copy only
-    targets = tokens[:, 1:][:, s2].to(x.device)
-    reps = x.shape[0] // tokens.shape[0]
-    targets = targets.repeat(reps, 1)
-    out = []
-    for i in range(0, x.shape[0], unembed_chunk):
-        logits = model.lm_head(model.transformer.ln_f(x[i:i + unembed_chunk])).float()
-        out.append(F.cross_entropy(logits.transpose(1, 2), targets[i:i + unembed_chunk], reduction="none").mean(1))
-    return torch.cat(out)
+def _clean_cache(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
+    """Residual entering each block and each block's per-head ``z`` ``(B, T, H, dh)``, plus the clean second-copy
+    loss computed by this module's own forward loop."""
+    H = model.config.n_head
+    seq_len = _seq_len(tokens)
+    x = embed(model, tokens.to(_device(model)))
+    bias = causal_bias(x.shape[1], x.dtype, x.device)
+    resid, zs = [], []
+    for layer, block in enumerate(model.transformer.h):
+        resid.append(x)
+        x, _, z = run_block(block, layer, x, H, bias=bias)
+        zs.append(z)
+    targets = tokens[:, 1:][:, _queries(seq_len)].to(x.device)
+    clean = float(_second_copy_ce(model, x[:, _queries(seq_len)], targets, x.shape[0]).mean())
+    return resid, zs, clean
+
+
+def _run_from(model: torch.nn.Module, layer: int, x: torch.Tensor, seq_len: int, *, zedit=None, kedit=None,
+              first_z: torch.Tensor | None = None) -> torch.Tensor:
+    """Blocks ``layer..L-1`` on ``x`` (``(N, T', d)``); the last block computes only the scored queries. With
+    ``first_z`` the attention of block ``layer`` is not recomputed (an edit of ``z`` cannot change it): ``z`` is
+    taken from the clean cache and only ``W_O``, the MLP and the later blocks run."""
+    H = model.config.n_head
+    blocks = model.transformer.h
+    L = len(blocks)
+    T = x.shape[1]
+    bias_all = causal_bias(T, x.dtype, x.device)
+    q2 = _queries(seq_len)
+    bias_q = causal_bias(T, x.dtype, x.device, q2)
+    for i in range(layer, L):
+        last = i == L - 1
+        if i == layer and first_z is not None:
+            z = zedit(i, first_z) if zedit is not None else first_z
+            if last:
+                z, x = z[:, q2], x[:, q2]
+            h = x + blocks[i].attn.c_proj(z.contiguous().view(*z.shape[:2], -1))
+            x = h + blocks[i].mlp(blocks[i].ln_2(h))
+        else:
+            x, _, _ = run_block(blocks[i], i, x, H, bias=bias_q if last else bias_all, queries=q2 if last else None,
+                                zedit=zedit, kedit=kedit)
+    return x
+
+
+def _replacement(means: torch.Tensor, layer: int, mode: str) -> torch.Tensor:
+    return means[layer] if mode == "mean" else torch.zeros_like(means[layer])
 
 
 @torch.no_grad()
 def ablation_scan(model: torch.nn.Module, tokens: torch.Tensor, modes: Sequence[str] = ABLATION_MODES, *,
                   max_rows: int = 64, unembed_chunk: int | None = None, progress: bool = True) -> dict:
-    """Ablate every head in turn; return the rise of the mean second-copy loss per head and mode.
+    """Ablate every head in turn; return the rise of the mean second-copy loss per head and mode. Exact.
 
-    Returns ``{"clean_loss": float, "clean_loss_recomputed": float, "<mode>": (L, H) array of loss increases,
-    "<mode>_loss": (L, H) array of ablated losses}``. ``clean_loss_recomputed`` runs the same partial-forward
-    path with nothing ablated, a check that it matches the model's own forward pass. ``max_rows`` bounds the
-    number of sequences per partial forward (heads x batch are split into chunks).
+    Work saved against one forward pass per head, none of which changes the result: the clean residual stream
+    entering layer ``l`` and the clean ``z`` of layer ``l`` are cached (a head's ablation changes nothing
+    before its ``W_O``); heads are batched (``max_rows`` sequences per pass); the last position (it predicts
+    nothing) is dropped; the last block computes only the scored second-copy queries, and only those positions
+    are unembedded.
+
+    Returns ``{"clean_loss", "clean_loss_recomputed", "<mode>": (L, H) loss increases, "<mode>_loss": (L, H)
+    ablated losses}``; ``clean_loss`` is the model's own forward pass, ``clean_loss_recomputed`` this path's.
     """
     from tqdm.auto import tqdm
 
     check_model(model)
     modes = _check_modes(modes)
     seq_len = _seq_len(tokens)
-    L, H, d = model.config.n_layer, model.config.n_head, model.config.n_embd
-    dh = d // H
+    L, H = model.config.n_layer, model.config.n_head
     B = tokens.shape[0]
     if unembed_chunk is None:
         unembed_chunk = max(1, int(2e8 // (seq_len * model.config.vocab_size * 4)))  # ~200 MB of logits at once
-    resid, zs, logits = _clean_run(model, tokens)
+    logits = model(tokens.to(_device(model))).logits
     lt = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), tokens[:, 1:].to(logits.device), reduction="none")
     clean = float(lt[:, copy_slices(seq_len)[1]].mean())
-    recomputed = float(_second_copy_loss_from(model, 0, resid[0], tokens, unembed_chunk).mean())
-    means = torch.stack([z.float().mean(dim=(0, 1)).view(H, dh) for z in zs])
-    heads_per_chunk = max(1, max_rows // B)
+    del logits, lt
+    resid, zs, recomputed = _clean_cache(model, tokens)
+    means = torch.stack([z.mean(dim=(0, 1)) for z in zs])  # (L, H, dh), over batch and all positions
+    resid, zs = [r[:, :-1] for r in resid], [z[:, :-1] for z in zs]  # the last position predicts nothing
+    targets = tokens[:, 1:][:, _queries(seq_len)].to(resid[0].device)
+    per_chunk = max(1, max_rows // B)
     result: dict = {"clean_loss": clean, "clean_loss_recomputed": recomputed}
-    total = len(modes) * L * ((H + heads_per_chunk - 1) // heads_per_chunk)
+    total = len(modes) * L * ((H + per_chunk - 1) // per_chunk)
     with tqdm(total=total, desc="ablation scan", disable=not progress) as bar:
         for mode in modes:
             losses = np.zeros((L, H))
             for layer in range(L):
-                c_proj = model.transformer.h[layer].attn.c_proj
-                W_O = c_proj.weight.view(H, dh, d)
-                repl = means[layer].to(W_O) if mode == "mean" else torch.zeros(H, dh, dtype=W_O.dtype, device=W_O.device)
-                for h0 in range(0, H, heads_per_chunk):
-                    hs = list(range(h0, min(H, h0 + heads_per_chunk)))
-                    head_of_row = torch.tensor(hs, device=W_O.device).repeat_interleave(B)
-                    x = resid[layer].repeat(len(hs), 1, 1)
-                    with hooks(model, {f"transformer.h.{layer}.attn.c_proj": _patch_hook(W_O, head_of_row, repl, H)}):
-                        per_row = _second_copy_loss_from(model, layer, x, tokens, unembed_chunk)
-                    losses[layer, hs] = per_row.view(len(hs), B).mean(1).double().cpu().numpy()
+                repl = _replacement(means, layer, mode)
+                for h0 in range(0, H, per_chunk):
+                    hs = torch.arange(h0, min(H, h0 + per_chunk), device=repl.device)
+                    rows = torch.arange(len(hs) * B, device=repl.device)
+                    head_of_row = hs.repeat_interleave(B)
+
+                    def zedit(i, z, head_of_row=head_of_row, rows=rows, repl=repl, layer=layer):
+                        if i != layer:
+                            return z
+                        z = z.clone()
+                        z[rows, :, head_of_row] = repl[head_of_row][:, None, :]
+                        return z
+
+                    x = _run_from(model, layer, resid[layer].repeat(len(hs), 1, 1), seq_len, zedit=zedit,
+                                  first_z=zs[layer].repeat(len(hs), 1, 1, 1))
+                    per_row = _second_copy_ce(model, x, targets.repeat(len(hs), 1), unembed_chunk)
+                    losses[layer, hs.cpu().numpy()] = per_row.view(len(hs), B).mean(1).double().cpu().numpy()
                     bar.update(1)
             result[mode] = losses - clean
             result[f"{mode}_loss"] = losses
     return result
+
+
+# ---------------------------------------------------------------- joint and path ablations
+
+
+def _heads_zedit(heads: Sequence[tuple[int, int]], means: torch.Tensor, mode: str):
+    by_layer: dict[int, list[int]] = {}
+    for l, h in heads:
+        by_layer.setdefault(l, []).append(h)
+
+    def zedit(i, z):
+        if i not in by_layer:
+            return z
+        z = z.clone()
+        hs = by_layer[i]
+        z[:, :, hs] = _replacement(means, i, mode)[hs]
+        return z
+
+    return zedit
+
+
+@torch.no_grad()
+def _joint_loss(model, resid, zs, means, tokens, heads, mode) -> float:
+    seq_len = _seq_len(tokens)
+    first = min(l for l, _ in heads)
+    x = _run_from(model, first, resid[first], seq_len, zedit=_heads_zedit(heads, means, mode), first_z=zs[first])
+    targets = tokens[:, 1:][:, _queries(seq_len)].to(x.device)
+    return float(_second_copy_ce(model, x, targets, x.shape[0]).mean())
+
+
+@torch.no_grad()
+def path_ablated_loss(model: torch.nn.Module, tokens: torch.Tensor, senders: Sequence[tuple[int, int]],
+                      receivers: Sequence[tuple[int, int]], mode: str = "mean", *, _cache=None) -> float:
+    """Second-copy loss when only the *keys* of ``receivers`` stop seeing ``senders``' output.
+
+    The senders' contribution ``z_h W_O[h]`` to the residual is replaced by its ablated value (``mode``) only in
+    the residual from which the receivers compute their keys; queries, values and every other head and MLP see
+    the clean senders. Everything downstream of the receivers is recomputed, so the number is the loss through
+    the path sender -> receiver keys (K-composition) alone.
+    """
+    check_model(model)
+    (mode,) = _check_modes([mode])
+    _check_heads(model, list(senders) + list(receivers))
+    if not senders or not receivers:
+        raise ValueError("path ablation needs at least one sender and one receiver head")
+    if max(l for l, _ in senders) >= min(l for l, _ in receivers):
+        raise ValueError("every sender must be in an earlier layer than every receiver")
+    seq_len = _seq_len(tokens)
+    H, d = model.config.n_head, model.config.n_embd
+    dh = d // H
+    resid, zs, _ = _cache or _clean_cache(model, tokens)
+    means = torch.stack([z.mean(dim=(0, 1)) for z in zs])
+    delta = 0
+    for l, h in senders:
+        W_O = model.transformer.h[l].attn.c_proj.weight.view(H, dh, d)
+        delta = delta + (_replacement(means, l, mode)[h] - zs[l][:, :, h]) @ W_O[h]  # (B, T', d)
+    recv: dict[int, list[int]] = {}
+    for l, h in receivers:
+        recv.setdefault(l, []).append(h)
+
+    def kedit(i, x, k):
+        if i not in recv:
+            return k
+        block = model.transformer.h[i]
+        x_ln = block.ln_1(x + delta)
+        w, b = block.attn.c_attn.weight[:, d:2 * d], block.attn.c_attn.bias[d:2 * d]
+        k2 = (x_ln @ w + b).view(*x.shape[:2], H, dh).transpose(1, 2)
+        k = k.clone()
+        k[:, recv[i]] = k2[:, recv[i]]
+        return k
+
+    first = min(recv)
+    x = _run_from(model, first, resid[first], seq_len, kedit=kedit)
+    targets = tokens[:, 1:][:, _queries(seq_len)].to(x.device)
+    return float(_second_copy_ce(model, x, targets, x.shape[0]).mean())
+
+
+@torch.no_grad()
+def joint_ablations(model: torch.nn.Module, tokens: torch.Tensor, induction_heads: Sequence[tuple[int, int]],
+                    previous_token_heads: Sequence[tuple[int, int]], modes: Sequence[str] = ABLATION_MODES) -> dict:
+    """Second-copy loss (and its rise over clean) with all induction heads ablated together, all previous-token
+    heads together, and the previous-token -> induction K path only (see :func:`path_ablated_loss`).
+
+    Entries whose head set is empty (or a path whose senders are not earlier than its receivers) are ``None``.
+    """
+    check_model(model)
+    modes = _check_modes(modes)
+    _check_heads(model, list(induction_heads) + list(previous_token_heads))
+    _seq_len(tokens)
+    cache = _clean_cache(model, tokens)
+    resid, zs, clean = cache
+    means = torch.stack([z.mean(dim=(0, 1)) for z in zs])
+    out: dict = {"clean_second_copy_loss": clean,
+                 "induction_heads": [list(x) for x in induction_heads],
+                 "previous_token_heads": [list(x) for x in previous_token_heads]}
+    senders = [s for s in previous_token_heads if induction_heads and s[0] < min(l for l, _ in induction_heads)]
+    for mode in modes:
+        row = {}
+        for name, heads in (("induction_heads", induction_heads), ("previous_token_heads", previous_token_heads)):
+            row[name] = _joint_loss(model, resid, zs, means, tokens, heads, mode) if heads else None
+        row["previous_token_to_induction_keys"] = (
+            path_ablated_loss(model, tokens, senders, induction_heads, mode, _cache=cache)
+            if senders and induction_heads else None)
+        out[mode] = {k: (None if v is None else {"loss": v, "increase": v - clean}) for k, v in row.items()}
+    out["path_senders"] = [list(x) for x in senders]
+    return out
+
+
+# ---------------------------------------------------------------- attribution patching
+
+
+def attribution_patching(model: torch.nn.Module, tokens: torch.Tensor, modes: Sequence[str] = ABLATION_MODES) -> dict:
+    """First-order estimate of every head's ablation effect from one forward and one backward pass.
+
+    ``dLoss ~= sum_{batch, positions} (z_ablated - z_h) . dLoss/dz_h`` (the gradient of the mean second-copy loss
+    with respect to each head's ``z``, taken at the clean run). Returns ``{"<mode>": (L, H) estimates}``.
+    """
+    check_model(model)
+    modes = _check_modes(modes)
+    seq_len = _seq_len(tokens)
+    H = model.config.n_head
+    with torch.enable_grad():
+        x = embed(model, tokens.to(_device(model))).detach()
+        bias = causal_bias(x.shape[1], x.dtype, x.device)
+        probes, zs = [], []
+
+        def zedit(i, z):
+            eps = torch.zeros_like(z, requires_grad=True)
+            probes.append(eps)
+            zs.append(z.detach())
+            return z + eps
+
+        blocks = model.transformer.h
+        for layer, block in enumerate(blocks):
+            x, _, _ = run_block(block, layer, x, H, bias=bias, zedit=zedit)
+        q2 = _queries(seq_len)
+        targets = tokens[:, 1:][:, q2].to(x.device)
+        loss = _second_copy_ce(model, x[:, q2], targets, x.shape[0]).mean()
+        grads = torch.autograd.grad(loss, probes)
+    means = torch.stack([z.mean(dim=(0, 1)) for z in zs])
+    out = {}
+    for mode in modes:
+        est = [((_replacement(means, l, mode)[None, None] - zs[l]) * grads[l]).sum(dim=(0, 1, 3)) for l in range(len(zs))]
+        out[mode] = torch.stack(est).double().cpu().numpy()
+    return out

@@ -31,8 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ablation modes to scan, comma-separated (mean, zero), or 'none' to skip the scan")
     p.add_argument("--no-composition", action="store_true",
                    help="skip the Q/K/V composition scores between head pairs (slow for GPT-2-size models)")
+    p.add_argument("--no-attribution", action="store_true",
+                   help="skip attribution patching (the first-order estimate shown next to the exact ablation scan)")
     p.add_argument("--top", type=int_arg(1, 100_000), default=10, help="rows of the ranked table")
-    p.add_argument("--out", default="induction_out", help="output folder for JSON and PNGs")
+    p.add_argument("--out", default="induction_out", help="output folder for index.html, JSON and PNGs")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_induction)
 
@@ -96,16 +98,13 @@ def _induction(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")  # before the analysis, not after it
     model = load_gpt2(args.model)
     check_probe(model, args.seq_len, args.batch)  # before any forward pass
-    tok = _tokenizer(args, model)
+    tokenizer = _tokenizer(args, model)
     report = analyze_induction(model, model_name=str(args.model), seq_len=args.seq_len, batch=args.batch,
                                seed=args.seed, ablation=modes, composition=not args.no_composition,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, attribution=not args.no_attribution, tokenizer=tokenizer)
     paths = report.save(args.out)  # results first, so a failure while printing loses nothing
     print(report.table(args.top))
-    if tok is not None:
-        first = report.tokens[0, 1 : 1 + min(args.seq_len, 12)]
-        print(f"probe sequence 0 begins (decoded with {tok.__class__.__name__}): {tok.decode(first.tolist())!r}")
-    print(f"wrote {len(paths)} files to {args.out} (induction.json, heatmaps, attention_top_heads.png)")
+    print(f"wrote {len(paths)} files to {args.out} (index.html, induction.json, heatmaps, attention_top_heads.png)")
     return 0
 
 

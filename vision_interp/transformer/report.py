@@ -1,9 +1,9 @@
 """All per-head scores of one model in one object: a ranked table, layer x head heatmaps, attention pictures, JSON.
 
-``analyze_induction(model)`` validates the probe size, builds ``[BOS] + R + R``, runs *one* forward pass for
-the attention scores, computes the weight-based scores (copying, composition) without data, and runs the
-batched ablation scan. ``InductionReport.save(out_dir)`` writes every number to ``induction.json`` and the
-pictures next to it.
+``analyze_induction(model)`` validates the probe size, builds ``[BOS] + R + R``, computes the attention scores
+(stopping after the last layer's pattern), the weight-based scores (copying, composition and its chance level),
+the per-position loss, the exact ablation scan, attribution patching and the joint / path ablations.
+``InductionReport.save(out_dir)`` writes every number to ``induction.json``, the pictures, and ``index.html``.
 """
 
 from __future__ import annotations
@@ -19,11 +19,20 @@ import torch
 
 from .. import io as vio
 from ..images import save_figure
-from .ablation import ABLATION_MODES, ablation_scan
-from .scores import (attention_patterns, check_probe, composition_scores, copy_losses, copying_scores,
-                     head_weights, pattern_scores, repeated_tokens)
+from . import figures
+from .ablation import ABLATION_MODES, ablation_scan, attribution_patching, joint_ablations
+from .scores import (check_probe, composition_baseline, composition_scores, copy_slices, copying_scores,
+                     fast_pattern_scores, head_weights, repeated_tokens, token_losses)
 
-__all__ = ["InductionReport", "analyze_induction", "top_heads", "format_head"]
+__all__ = ["InductionReport", "analyze_induction", "top_heads", "format_head", "detected_heads",
+           "INDUCTION_THRESHOLD", "PREV_TOKEN_THRESHOLD", "AGREEMENT_THRESHOLD"]
+
+# Detection rules (stated in the report): a head is an induction / previous-token head when its score is at
+# least this. Uniform causal attention gives about 1/(1.5*seq_len) (0.013 at seq_len 50).
+INDUCTION_THRESHOLD = 0.4
+PREV_TOKEN_THRESHOLD = 0.4
+# Attribution patching "tracks" the exact scan when Pearson r over all heads is at least this.
+AGREEMENT_THRESHOLD = 0.8
 
 # Ranking columns of the terminal table, in order.
 TABLE_SCORES = ("induction", "previous_token", "duplicate_token", "copying", "ablation_mean", "ablation_zero")
@@ -49,6 +58,23 @@ def _nan_to_none(a: np.ndarray):
     return [_nan_to_none(x) for x in a]
 
 
+def detected_heads(scores: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Heads whose score is at least ``threshold``, best first."""
+    return [(l, h) for l, h, v in top_heads(scores, scores.size) if v >= threshold]
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    rank = lambda x: np.argsort(np.argsort(np.asarray(x).ravel(), kind="stable"), kind="stable").astype(np.float64)
+    return _pearson(rank(a), rank(b))
+
+
 @dataclass
 class InductionReport:
     """Scores of every head; ``scores[name]`` is ``(n_layer, n_head)``, ``composition[kind]`` is ``(L, H, L, H)``."""
@@ -63,6 +89,12 @@ class InductionReport:
     composition: dict[str, np.ndarray]
     losses: dict[str, float]
     example_patterns: torch.Tensor  # (L, H, T, T) of the first sequence
+    mean_patterns: torch.Tensor | None = None  # (L, H, T, T) averaged over the batch
+    position_loss: np.ndarray | None = None  # (T-1,) batch-mean loss of predicting token t+1
+    attribution: dict[str, np.ndarray] = field(default_factory=dict)
+    joint: dict = field(default_factory=dict)
+    baseline: dict = field(default_factory=dict)
+    token_text: list[str] | None = None  # labels of the first sequence's tokens
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -78,9 +110,32 @@ class InductionReport:
             raise KeyError(f"no score {score!r}; available: {', '.join(self.scores)}")
         return top_heads(self.scores[score], k)
 
+    @property
+    def induction_heads(self) -> list[tuple[int, int]]:
+        return detected_heads(self.scores["induction"], INDUCTION_THRESHOLD)
+
+    @property
+    def previous_token_heads(self) -> list[tuple[int, int]]:
+        return detected_heads(self.scores["previous_token"], PREV_TOKEN_THRESHOLD)
+
     def composition_into(self, layer: int, head: int, kind: str = "k_composition") -> np.ndarray:
         """``(layer, H)`` scores of every earlier head composing into ``layer.head`` (rows = earlier layers)."""
         return self.composition[kind][:layer, :, layer, head]
+
+    def times_chance(self, kind: str = "k_composition") -> np.ndarray:
+        """Composition scores divided by the random-matrix baseline (1 = chance)."""
+        return self.composition[kind] / self.baseline["mean"]
+
+    def agreement(self) -> dict:
+        """Pearson and Spearman correlation of attribution patching with the exact scan, per mode."""
+        out = {}
+        for mode, est in self.attribution.items():
+            exact = self.scores.get(f"ablation_{mode}")
+            if exact is not None:
+                r = _pearson(est, exact)
+                out[mode] = {"pearson": r, "spearman": _spearman(est, exact),
+                             "tracks_exact": None if r is None else bool(r >= AGREEMENT_THRESHOLD)}
+        return out
 
     def table(self, k: int = 10) -> str:
         """The ``k`` top heads by induction score with all their scores, then the top 3 of every other score."""
@@ -97,130 +152,144 @@ class InductionReport:
             lines.append(f"top {n}: {best}")
         l, h, _ = self.top("induction", 1)[0]
         if l > 0 and self.composition:
-            kc = self.composition_into(l, h)
-            src = top_heads(kc, 3)
-            lines.append(f"K-composition into {format_head(l, h)}: " + ", ".join(f"{format_head(a, b)} ({v:.3f})" for a, b, v in src))
+            src = top_heads(self.composition_into(l, h), 3)
+            lines.append(f"K-composition into {format_head(l, h)}: " + ", ".join(
+                f"{format_head(a, b)} ({v:.3f} = {v / self.baseline['mean']:.1f}x chance)" for a, b, v in src))
+        for mode, ag in self.agreement().items():
+            if ag["pearson"] is not None:
+                lines.append(f"attribution patching vs exact {mode} ablation: Pearson r = {ag['pearson']:.3f}, "
+                             f"Spearman = {ag['spearman']:.3f}")
         return "\n".join(lines)
 
     def to_json(self) -> dict:
         """Every number of the report, JSON-ready (NaN -> null)."""
-        return {
+        data = {
             "model": self.model_name,
             "config": self.config,
             "probe": {"layout": "[BOS] + R + R", "seq_len": self.seq_len, "batch": self.batch, "seed": self.seed,
                       "tokens": self.tokens.tolist()},
             "losses": self.losses,
+            "position_loss": None if self.position_loss is None else [float(x) for x in self.position_loss],
             "scores": {k: np.asarray(v).tolist() for k, v in self.scores.items()},
             "composition": {k: _nan_to_none(v) for k, v in self.composition.items()},
+            "composition_baseline": self.baseline,
+            "attribution_patching": {k: np.asarray(v).tolist() for k, v in self.attribution.items()},
+            "attribution_vs_exact": self.agreement(),
+            "joint_ablations": self.joint,
+            "detection": {"induction_threshold": INDUCTION_THRESHOLD, "previous_token_threshold": PREV_TOKEN_THRESHOLD,
+                          "induction_heads": [format_head(*x) for x in self.induction_heads],
+                          "previous_token_heads": [format_head(*x) for x in self.previous_token_heads]},
             "top_heads": {k: [{"head": format_head(l, h), "layer": l, "index": h, "score": s}
                               for l, h, s in self.top(k, min(10, self.n_layer * self.n_head))] for k in self.scores},
             "timings_seconds": self.timings,
             "definitions": SCORE_DEFINITIONS,
+            "colour_scales": {k: v[4] for k, v in figures.SCALES.items()},
         }
+        return data
 
-    def save(self, out_dir: str | os.PathLike, *, top_k_patterns: int = 4) -> list[Path]:
-        """Write ``induction.json``, one ``heatmap_<score>.png`` per score, and ``attention_top_heads.png``."""
+    def pattern_heads(self) -> list[tuple[int, int]]:
+        """Heads whose attention is drawn: the top 4 by induction score and the top 2 by previous-token score,
+        in layer, head order."""
+        heads = {(a, b) for a, b, _ in self.top("induction", 4)} | {(a, b) for a, b, _ in self.top("previous_token", 2)}
+        return sorted(heads)
+
+    def save(self, out_dir: str | os.PathLike, *, window: int = 20) -> list[Path]:
+        """Write ``induction.json``, the PNGs and ``index.html`` (the page that shows them all)."""
+        from .html import write_page
+
         out = Path(out_dir)
         paths = [vio.save_json(out / "induction.json", self.to_json())]
-        for name, arr in self.scores.items():
-            paths.append(_heatmap(arr, out / f"heatmap_{name}.png", title=f"{name} ({self.model_name})",
-                                  signed=name.startswith(("ablation", "copying")) and name != "copying_positive_share"))
-        l, h, _ = self.top("induction", 1)[0]
-        if l > 0 and self.composition:
-            paths.append(_heatmap(self.composition_into(l, h), out / "heatmap_k_composition_into_top_induction.png",
-                                  title=f"K-composition into {format_head(l, h)}", signed=False))
-        heads = [(a, b) for a, b, _ in self.top("induction", top_k_patterns)]
-        for a, b, _ in self.top("previous_token", 2):
-            if (a, b) not in heads:
-                heads.append((a, b))
-        paths.append(_attention_picture(self, heads, out / "attention_top_heads.png"))
+        paths += self._save_figures(out, window)
+        paths.append(write_page(self, out, [p.name for p in paths]))
         return paths
 
+    def _save_figures(self, out: Path, window: int) -> list[Path]:
+        paths = []
+        for name, arr in self.scores.items():
+            paths.append(figures.score_grid(arr, out / f"heatmap_{name}.png", scale=SCORE_SCALES.get(name, "unit"),
+                                            title=f"{name} ({self.model_name}); scale: {figures.SCALES[SCORE_SCALES.get(name, 'unit')][4]}"))
+        for mode, est in self.attribution.items():
+            paths.append(figures.score_grid(est, out / f"heatmap_attribution_{mode}.png", scale="loss",
+                                            title=f"attribution patching, {mode} ablation (first-order estimate, nats)"))
+        if self.composition:
+            l, h, _ = self.top("induction", 1)[0]
+            if l > 0:
+                paths.append(figures.score_grid(self.times_chance()[:l, :, l, h], out / "heatmap_k_composition_into_top_induction.png",
+                                                scale="chance", title=f"K-composition into {format_head(l, h)}, times chance"))
+            ind, prev = self.induction_heads, self.previous_token_heads
+            if ind and prev:
+                paths.append(figures.composition_graph(prev, ind, self.times_chance(), out / "composition_graph.png",
+                                                       n_layer=self.n_layer, n_head=self.n_head,
+                                                       title="K-composition, previous-token -> induction heads (times chance)"))
+        if self.position_loss is not None:
+            paths.append(figures.loss_curve(self.position_loss, self.seq_len, out / "loss_per_position.png",
+                                            uniform=float(np.log(self.config["vocab_size"])),
+                                            title=f"{self.model_name}: loss per position on [BOS] + R + R (batch {self.batch})"))
+        paths.append(self._attention_figure(out / "attention_top_heads.png", window))
+        return paths
+
+    def _attention_figure(self, path: Path, window: int) -> Path:
+        T = self.example_patterns.shape[-1]
+        nq = min(window, T)
+        q0 = T - nq
+        s = self.seq_len
+        pos_label = lambda t: "BOS" if t == 0 else (f"{t}" if t <= s else f"{t}'")
+        tok = self.token_text or [str(int(x)) for x in self.tokens[0]]
+        key_labels = [f"{pos_label(t)}:{tok[t]}" for t in range(T)]
+        query_labels = [f"{pos_label(t)}:{tok[t]}" for t in range(q0, T)]
+        panels = []
+        for l, h in self.pattern_heads():
+            tag = f"head {format_head(l, h)} (induction {self.scores['induction'][l, h]:.2f}, previous-token {self.scores['previous_token'][l, h]:.2f})"
+            if self.mean_patterns is not None:
+                panels.append((f"{tag}, mean over the batch of {self.batch}", self.mean_patterns[l, h, q0:].numpy()))
+            panels.append((f"{tag}, sequence 0", self.example_patterns[l, h, q0:].numpy()))
+        return figures.attention_windows(
+            panels, path, seq_len=s, key_labels=key_labels, query_labels=query_labels, first_query=q0,
+            title=f"{self.model_name}: attention of the last {nq} queries to every key; labels 'position:token' of "
+                  f"sequence 0 (position n' = second copy)")
+
+
+# Colour scale of each score's grid (see figures.SCALES).
+SCORE_SCALES = {"copying": "signed_unit", "ablation_mean": "loss", "ablation_zero": "loss"}
 
 SCORE_DEFINITIONS = {
     "induction": "mean attention from each second-copy position q to q-(seq_len-1) (the token after the previous "
                  "occurrence), over batch and second-copy queries",
     "previous_token": "mean attention from position i to i-1 over all i>=1 and the batch",
     "duplicate_token": "mean attention from each second-copy position q to q-seq_len (earlier copy of the same token)",
-    "copying": "Re(sum lambda)/sum|lambda| over the nonzero eigenvalues of W_E W_V W_O W_U (via the d_head x d_head "
-               "matrix W_O W_U W_E W_V), LayerNorm weights and centring folded",
+    "copying": "Re(sum lambda)/sum|lambda| over the nonzero eigenvalues of the full OV circuit W_E W_V W_O W_U (via the "
+               "d_head x d_head matrix W_O W_U W_E W_V), W_U centred over the vocabulary, LayerNorm weights and centring folded",
     "copying_positive_share": "share of those eigenvalues with positive real part",
+    "copying_top1": "share of tokens t whose own logit is the largest in row t of the full OV circuit (restricted to the "
+                    "non-BOS vocabulary, or a seeded sample of 2048 tokens)",
     "ablation_mean": "increase of the mean second-copy loss when the head's z is replaced by its mean over batch and positions",
     "ablation_zero": "increase of the mean second-copy loss when the head's z is set to 0",
+    "attribution_patching": "first-order estimate of the ablation effect: sum over batch and positions of "
+                            "(z_ablated - z) . dLoss/dz, from one forward and one backward pass",
     "k_composition": "||W_OV1 W_QK2^T||_F / (||W_OV1||_F ||W_QK2||_F), indexed [l1][h1][l2][h2], null where l1 >= l2",
     "q_composition": "||W_OV1 W_QK2||_F / (||W_OV1||_F ||W_QK2||_F)",
     "v_composition": "||W_OV1 W_OV2||_F / (||W_OV1||_F ||W_OV2||_F)",
+    "composition_baseline": "mean of the same ratio for i.i.d. Gaussian W_V, W_O, W_Q, W_K of the heads' shapes",
+    "joint_ablations": "second-copy loss with all detected induction heads ablated together, all previous-token heads "
+                       "together, and only the keys of the induction heads reading the ablated previous-token heads",
     "second_copy_loss": "mean next-token loss predicting R[1:] in the second copy (first token of each copy excluded)",
 }
 
 
-def _heatmap(arr: np.ndarray, path: Path, *, title: str, signed: bool) -> Path:
-    """Layer x head heatmap: red = high; signed scores are centred on white at 0 (blue negative)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    a = np.asarray(arr, dtype=np.float64)
-    L, H = a.shape
-    fig, ax = plt.subplots(figsize=(max(3.0, 0.55 * H + 1.5), max(2.0, 0.45 * L + 1.2)))
-    finite = a[np.isfinite(a)]
-    vmax = float(np.abs(finite).max()) if finite.size else 1.0
-    vmax = vmax if vmax > 0 else 1.0
-    im = ax.imshow(a, cmap="RdBu_r" if signed else "Reds", vmin=-vmax if signed else 0.0, vmax=vmax, aspect="auto")
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.set_xticks(range(H))
-    ax.set_yticks(range(L))
-    ax.set_title(title, fontsize=9)
-    if L * H <= 256:
-        for i in range(L):
-            for j in range(H):
-                if np.isfinite(a[i, j]):
-                    ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if abs(a[i, j]) > 0.6 * vmax else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    return save_figure(fig, path, dpi=110, colors=None)
-
-
-def _attention_picture(report: InductionReport, heads: Sequence[tuple[int, int]], path: Path) -> Path:
-    """Attention patterns (query rows, key columns) of ``heads`` on the first probe sequence; the dashed line
-    marks the induction offset seq_len-1 in the second copy."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    n = len(heads)
-    cols = min(3, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.0 * rows), squeeze=False)
-    T = report.example_patterns.shape[-1]
-    s = report.seq_len
-    for ax in axes.ravel()[n:]:
-        ax.axis("off")
-    for ax, (l, h) in zip(axes.ravel(), heads):
-        p = report.example_patterns[l, h].numpy()
-        ax.imshow(p, cmap="Reds", vmin=0.0, vmax=1.0, interpolation="nearest")
-        q = np.arange(s + 1, T)
-        ax.plot(q - (s - 1), q, "--", color="tab:blue", linewidth=0.6, alpha=0.6)
-        ax.axhline(s + 0.5, color="gray", linewidth=0.5)
-        ax.axvline(s + 0.5, color="gray", linewidth=0.5)
-        ax.set_title(f"head {format_head(l, h)}: induction {report.scores['induction'][l, h]:.2f}, "
-                     f"prev {report.scores['previous_token'][l, h]:.2f}", fontsize=8)
-        ax.set_xlabel("key position")
-        ax.set_ylabel("query position")
-    fig.suptitle(f"{report.model_name}: attention on [BOS] + R + R (seq_len {s})", fontsize=10)
-    return save_figure(fig, path, dpi=110, colors=None)
+def _token_text(model: torch.nn.Module, tokens: torch.Tensor, tokenizer) -> list[str] | None:
+    if tokenizer is None:
+        return None
+    return [tokenizer.decode([int(t)]).replace("\n", "\\n") for t in tokens[0]]
 
 
 def analyze_induction(model: torch.nn.Module, *, model_name: str = "model", seq_len: int = 50, batch: int = 10,
                       seed: int = 0, ablation: Sequence[str] = ABLATION_MODES, fold_ln: bool = True,
-                      composition: bool = True, max_rows: int = 64, progress: bool = True) -> InductionReport:
+                      composition: bool = True, max_rows: int = 64, progress: bool = True,
+                      attribution: bool = True, tokenizer=None) -> InductionReport:
     """Compute every per-head score of a GPT-2 (see :data:`SCORE_DEFINITIONS`).
 
-    ``ablation=()`` skips the ablation scan and ``composition=False`` the head-pair composition scores (the two
-    costly parts for GPT-2-size models).
+    ``ablation=()`` skips the exact scan and the joint ablations, ``composition=False`` the head-pair
+    composition scores, ``attribution=False`` attribution patching. ``tokenizer`` (optional) labels tokens.
     """
     check_probe(model, seq_len, batch)
     ablation = list(ablation)
@@ -231,8 +300,7 @@ def analyze_induction(model: torch.nn.Module, *, model_name: str = "model", seq_
     tokens = repeated_tokens(model, seq_len, batch, seed)
 
     t0 = time.perf_counter()
-    patterns = attention_patterns(model, tokens)  # (L, B, H, T, T)
-    scores = pattern_scores(patterns, seq_len)
+    scores, mean_patterns, example = fast_pattern_scores(model, tokens, keep_patterns=True)
     timings["attention_scores"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -240,13 +308,20 @@ def analyze_induction(model: torch.nn.Module, *, model_name: str = "model", seq_
     scores.update(copying_scores(model, fold_ln, weights=w))
     timings["copying_scores"] = time.perf_counter() - t0
     comp: dict[str, np.ndarray] = {}
+    cfg = model.config
+    baseline = composition_baseline(cfg.n_embd, cfg.n_embd // cfg.n_head)
     if composition:
         t0 = time.perf_counter()
         comp = composition_scores(model, fold_ln, weights=w)
         timings["composition_scores"] = time.perf_counter() - t0
 
-    first, second = copy_losses(model, tokens)
-    losses = {"first_copy": first, "second_copy": second}
+    with torch.no_grad():
+        lt = token_losses(model(tokens.to(next(model.parameters()).device)).logits, tokens)
+    s1, s2 = copy_slices(seq_len)
+    losses = {"first_copy": float(lt[:, s1].mean()), "second_copy": float(lt[:, s2].mean())}
+    position_loss = lt.mean(0).double().cpu().numpy()
+    attr: dict[str, np.ndarray] = {}
+    joint: dict = {}
     if ablation:
         t0 = time.perf_counter()
         scan = ablation_scan(model, tokens, ablation, max_rows=max_rows, progress=progress)
@@ -254,8 +329,18 @@ def analyze_induction(model: torch.nn.Module, *, model_name: str = "model", seq_
         for m in ablation:
             scores[f"ablation_{m}"] = scan[m]
         losses["clean_second_copy_recomputed"] = scan["clean_loss_recomputed"]
-    cfg = model.config
+        if attribution:
+            t0 = time.perf_counter()
+            attr = attribution_patching(model, tokens, ablation)
+            timings["attribution_patching"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        joint = joint_ablations(model, tokens, detected_heads(scores["induction"], INDUCTION_THRESHOLD),
+                                detected_heads(scores["previous_token"], PREV_TOKEN_THRESHOLD), ablation)
+        timings["joint_ablations"] = time.perf_counter() - t0
     config = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "vocab_size", "n_positions")}
     return InductionReport(model_name=model_name, config=config, seq_len=seq_len, batch=batch, seed=seed,
                            tokens=tokens, scores=scores, composition=comp, losses=losses,
-                           example_patterns=patterns[:, 0], timings={k: round(v, 3) for k, v in timings.items()})
+                           example_patterns=example, mean_patterns=mean_patterns, position_loss=position_loss,
+                           attribution=attr, joint=joint, baseline=baseline,
+                           token_text=_token_text(model, tokens, tokenizer),
+                           timings={k: round(v, 3) for k, v in timings.items()})

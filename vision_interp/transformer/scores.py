@@ -30,12 +30,14 @@ __all__ = [
     "repeated_tokens",
     "attention_patterns",
     "pattern_scores",
+    "fast_pattern_scores",
     "induction_scores",
     "previous_token_scores",
     "duplicate_token_scores",
     "head_weights",
     "copying_scores",
     "composition_scores",
+    "composition_baseline",
     "token_losses",
     "copy_losses",
     "copy_slices",
@@ -156,6 +158,45 @@ def duplicate_token_scores(patterns: torch.Tensor, seq_len: int) -> np.ndarray:
     return _diag_mean(patterns, seq_len, seq_len)
 
 
+@torch.no_grad()
+def fast_pattern_scores(model: torch.nn.Module, tokens: torch.Tensor, *, keep_patterns: bool = False
+                        ) -> tuple[dict[str, np.ndarray], torch.Tensor | None, torch.Tensor | None]:
+    """The three attention-pattern scores without a full forward pass; equal to :func:`pattern_scores` of
+    :func:`attention_patterns` up to float rounding.
+
+    Runs the blocks of :mod:`.forward` and stops once the last layer's pattern exists: the last layer
+    computes only queries and keys (no values, no ``W_O``, no MLP) and nothing is unembedded. Only the three
+    diagonals each score reads are averaged (the softmax itself needs whole rows). With ``keep_patterns`` also
+    returns the batch-mean patterns and those of the first sequence, each ``(L, H, T, T)`` (for the report).
+    """
+    from .forward import attention_pattern, causal_bias, embed, qkv, run_block
+
+    check_model(model)
+    seq_len = _seq_len(tokens)
+    L, H = model.config.n_layer, model.config.n_head
+    x = embed(model, tokens.to(_device(model)))
+    bias = causal_bias(x.shape[1], x.dtype, x.device)
+    out = {k: np.zeros((L, H)) for k in ("induction", "previous_token", "duplicate_token")}
+    means, example = [], []
+    for layer, block in enumerate(model.transformer.h):
+        if layer < L - 1:
+            x, p, _ = run_block(block, layer, x, H, bias=bias, keep_pattern=True)
+        else:
+            q, k, _ = qkv(block, block.ln_1(x), H, need_v=False)
+            p = attention_pattern(block, q, k, bias)
+        p = p.float()
+        for name, offset, last in (("induction", seq_len - 1, seq_len), ("previous_token", 1, None),
+                                   ("duplicate_token", seq_len, seq_len)):
+            d = torch.diagonal(p, offset=-offset, dim1=-2, dim2=-1)
+            out[name][layer] = (d if last is None else d[..., -last:]).mean(dim=(0, 2)).double().cpu().numpy()
+        if keep_patterns:
+            means.append(p.mean(0).cpu())
+            example.append(p[0].cpu())
+    if not keep_patterns:
+        return out, None, None
+    return out, torch.stack(means), torch.stack(example)
+
+
 def pattern_scores(patterns: torch.Tensor, seq_len: int) -> dict[str, np.ndarray]:
     """The three attention-pattern scores from one set of patterns."""
     return {
@@ -213,28 +254,49 @@ def head_weights(model: torch.nn.Module, fold_ln: bool = True) -> HeadWeights:
     return HeadWeights(torch.stack(qs), torch.stack(ks), torch.stack(vs), torch.stack(os_), W_E, W_U, fold_ln)
 
 
+def _copy_sample(vocab: int, bos: int, max_tokens: int = 2048, seed: int = 0) -> torch.Tensor:
+    """Token ids for the in-sample copying test: every non-BOS token for small vocabularies, else a seeded sample."""
+    ids = torch.tensor([t for t in range(vocab) if t != bos]) if vocab <= max_tokens + 1 else None
+    if ids is None:
+        ids = torch.randperm(vocab, generator=torch.Generator().manual_seed(seed))
+        ids = ids[ids != bos][:max_tokens].sort().values
+    return ids
+
+
 @torch.no_grad()
-def copying_scores(model: torch.nn.Module, fold_ln: bool = True, weights: HeadWeights | None = None) -> dict[str, np.ndarray]:
-    """How much each head's OV circuit copies tokens: eigenvalues of the full circuit ``W_E W_V W_O W_U``.
+def copying_scores(model: torch.nn.Module, fold_ln: bool = True, weights: HeadWeights | None = None,
+                   max_tokens: int = 2048) -> dict[str, np.ndarray]:
+    """How much each head's OV circuit copies tokens, from the full OV circuit ``W_E W_V W_O W_U``.
 
-    ``W_E W_V W_O W_U`` is ``vocab x vocab`` (50257^2 for GPT-2), but its nonzero eigenvalues equal those of
-    the ``d_head x d_head`` matrix ``W_O (W_U W_E) W_V`` (eig(AB) = eig(BA) away from 0), so only the
-    ``d_model x d_model`` product ``W_U W_E`` is ever formed. Returned:
+    ``W_U`` is centred over the vocabulary first (adding the same number to every logit changes no softmax;
+    TransformerLens' ``center_unembed``), so a direction shared by all tokens cannot pass for copying.
 
-    * ``"copying"``: ``Re(sum lambda) / sum |lambda|`` in ``[-1, 1]`` (the paper's summary statistic;
-      +1 = every eigenvalue positive, a pure copying head);
-    * ``"copying_positive_share"``: the share of the ``d_head`` eigenvalues with a positive real part.
-
-    The embedding ignores positional embeddings (the copy is about token identity); LayerNorm as in the
-    module docstring.
+    * ``"copying"``: ``Re(sum lambda) / sum |lambda|`` of the eigenvalues, in ``[-1, 1]`` (Elhage et al. 2021's
+      summary statistic; +1 = every eigenvalue positive). The ``vocab x vocab`` circuit is never formed: its
+      nonzero eigenvalues equal those of ``W_O (W_U W_E) W_V`` (``d_head x d_head``; eig(AB) = eig(BA) away from 0).
+      It saturates near +1 as soon as a few large positive eigenvalues dominate, so two finer scores follow;
+    * ``"copying_positive_share"``: the share of the ``d_head`` eigenvalues with a positive real part;
+    * ``"copying_top1"``: the share of tokens ``t`` (every non-BOS token, or a seeded sample of ``max_tokens``)
+      whose own logit is the largest of row ``t`` of the full OV circuit restricted to those tokens (1 = the
+      head raises exactly the token it attends to; chance = 1/len(sample)).
     """
     w = weights or head_weights(model, fold_ln)
-    W_UE = w.W_U.double() @ w.W_E.double()  # (d, d)
-    M = w.W_O.double() @ W_UE @ w.W_V.double()  # (L, H, dh, dh)
+    W_U = w.W_U.double()
+    W_U = W_U - W_U.mean(1, keepdim=True)
+    W_E = w.W_E.double()
+    M = w.W_O.double() @ (W_U @ W_E) @ w.W_V.double()  # (L, H, dh, dh)
     lam = torch.linalg.eigvals(M)
     ratio = lam.sum(-1).real / lam.abs().sum(-1).clamp_min(1e-30)
     share = (lam.real > 0).double().mean(-1)
-    return {"copying": ratio.numpy(), "copying_positive_share": share.numpy()}
+    ids = _copy_sample(W_E.shape[0], _bos_id(model), max_tokens)
+    Es, Us = W_E[ids].float(), W_U[:, ids].float()
+    left = Es @ w.W_V  # (L, H, n, dh)
+    right = w.W_O @ Us  # (L, H, dh, n)
+    top1 = np.zeros(ratio.shape)
+    for l in range(left.shape[0]):
+        circuit = left[l] @ right[l]  # (H, n, n)
+        top1[l] = (circuit.argmax(-1) == torch.arange(len(ids))).double().mean(-1).numpy()
+    return {"copying": ratio.numpy(), "copying_positive_share": share.numpy(), "copying_top1": top1}
 
 
 def _qr_factors(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -280,6 +342,24 @@ def composition_scores(model: torch.nn.Module, fold_ln: bool = True, weights: He
             den = left_norm[l1][:, None, None] * torch.linalg.matrix_norm(c2)[None]
             out[kind][l1, :, l1 + 1:, :] = (num / den.clamp_min(1e-30)).numpy()
     return {"k_composition": out["k"], "q_composition": out["q"], "v_composition": out["v"]}
+
+
+@torch.no_grad()
+def composition_baseline(d_model: int, d_head: int, samples: int = 200, seed: int = 0) -> dict[str, float]:
+    """Expected composition score of random matrices with the heads' shapes: the "chance" level.
+
+    ``W_V, W_O, W_Q, W_K`` are drawn with i.i.d. Gaussian entries (``d_model x d_head`` and ``d_head x d_model``),
+    and ``||W_OV1 W_QK2^T|| / (||W_OV1|| ||W_QK2||)`` is averaged over ``samples`` independent draws (K, Q and V
+    composition have the same distribution for such matrices). Returns ``{"mean", "std", "samples"}``.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    shape = (samples, d_model, d_head)
+    A, B, C, D = (torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(4))
+    Qa, core1, Qb = _qr_factors(A, B)
+    Qc, core2, _ = _qr_factors(C, D)
+    num = torch.linalg.matrix_norm(core1 @ (Qb.transpose(-1, -2) @ Qc) @ core2)
+    ratio = num / (torch.linalg.matrix_norm(core1) * torch.linalg.matrix_norm(core2))
+    return {"mean": float(ratio.mean()), "std": float(ratio.std()), "samples": int(samples)}
 
 
 def token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

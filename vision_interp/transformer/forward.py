@@ -1,0 +1,95 @@
+"""A GPT-2 forward pass written out block by block, so each analysis runs only the part it needs.
+
+The Hugging Face modules (``ln_1``, ``c_attn``, ``c_proj``, ``ln_2``, ``mlp``, ``ln_f``, ``lm_head``) are
+called as they are; only the attention core (``softmax(q k^T * scale + causal) v``) is written here, the
+same arithmetic as transformers' eager attention, so the results match ``model(tokens)`` to float
+rounding. Owning the loop lets callers
+
+* stop after the last layer's attention *pattern* (no values, no ``W_O``, no last MLP, no unembedding);
+* compute only some query positions in the last block (the second copy, for the ablation scan);
+* edit a head's ``z`` (the ``c_proj`` input slice) or the residual a head's *keys* read (path patching);
+* start from a cached residual stream (the clean prefix of an ablation scan).
+
+No hooks are registered anywhere, so nothing can be left behind on an exception.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+__all__ = ["embed", "causal_bias", "qkv", "attention_pattern", "run_block", "unembed"]
+
+# zedit(layer, z) -> z: z is (N, T, H, d_head) (a view may be returned modified); kedit(layer, x_ln) -> x_ln or None
+ZEdit = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def embed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Token + position embeddings, the residual stream entering block 0."""
+    tr = model.transformer
+    pos = torch.arange(tokens.shape[-1], device=tokens.device)
+    return tr.wte(tokens) + tr.wpe(pos)[None]
+
+
+def causal_bias(T: int, dtype: torch.dtype, device: torch.device, queries: slice | None = None) -> torch.Tensor:
+    """Additive mask ``(Tq, T)``: 0 where key <= query, the dtype's minimum above (as transformers does)."""
+    q = torch.arange(T, device=device)[queries if queries is not None else slice(None)]
+    k = torch.arange(T, device=device)
+    return torch.zeros(len(q), T, dtype=dtype, device=device).masked_fill(k[None] > q[:, None], torch.finfo(dtype).min)
+
+
+def _heads(x: torch.Tensor, H: int) -> torch.Tensor:
+    """``(N, T, d)`` -> ``(N, H, T, d_head)``."""
+    N, T, d = x.shape
+    return x.view(N, T, H, d // H).transpose(1, 2)
+
+
+def qkv(block: torch.nn.Module, x_ln: torch.Tensor, H: int, *, need_v: bool = True):
+    """Per-head queries, keys (and values) from the LayerNormed residual; ``need_v=False`` skips the V third."""
+    c = block.attn.c_attn
+    d = x_ln.shape[-1]
+    if need_v:
+        q, k, v = c(x_ln).split(d, dim=2)
+        return _heads(q, H), _heads(k, H), _heads(v, H)
+    w, b = c.weight[:, :2 * d], c.bias[:2 * d]
+    q, k = torch.addmm(b, x_ln.reshape(-1, d), w).view(*x_ln.shape[:2], 2 * d).split(d, dim=2)
+    return _heads(q, H), _heads(k, H), None
+
+
+def attention_pattern(block: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``softmax(q k^T * scaling + bias)`` in float32, ``(N, H, Tq, T)``."""
+    w = torch.matmul(q, k.transpose(-1, -2)) * block.attn.scaling
+    return torch.softmax((w + bias).float(), dim=-1).to(q.dtype)
+
+
+def run_block(block: torch.nn.Module, layer: int, x: torch.Tensor, H: int, *, bias: torch.Tensor,
+              queries: slice | None = None, zedit: ZEdit | None = None,
+              kedit: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+              keep_pattern: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One transformer block on ``x`` ``(N, T, d)``; returns ``(x_out, pattern or None, z)``.
+
+    ``queries``: only those positions are computed as queries (keys and values still use every position);
+    ``x_out`` and ``z`` then cover only them. ``zedit(layer, z)`` may replace the per-head ``z``
+    ``(N, Tq, H, d_head)``; ``kedit(layer, x, k)`` may return new keys ``(N, H, T, d_head)``.
+    """
+    x_ln = block.ln_1(x)
+    q, k, v = qkv(block, x_ln, H)
+    if kedit is not None:
+        k = kedit(layer, x, k)
+    if queries is not None:
+        q = q[:, :, queries]
+    p = attention_pattern(block, q, k, bias)
+    z = torch.matmul(p, v).transpose(1, 2)  # (N, Tq, H, dh)
+    if zedit is not None:
+        z = zedit(layer, z)
+    N, Tq = z.shape[:2]
+    attn_out = block.attn.c_proj(z.contiguous().view(N, Tq, -1))
+    h = (x if queries is None else x[:, queries]) + attn_out
+    out = h + block.mlp(block.ln_2(h))
+    return out, (p if keep_pattern else None), z
+
+
+def unembed(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits from the final residual stream."""
+    return model.lm_head(model.transformer.ln_f(x))

@@ -1,0 +1,163 @@
+"""``index.html`` of the induction report: every sentence is filled from a number of the report.
+
+Static HTML, no scripts, every piece of text escaped; pictures are the PNGs written next to it.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import io as vio
+from . import figures
+
+if TYPE_CHECKING:
+    from .report import InductionReport
+
+__all__ = ["write_page"]
+
+_CSS = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em;color:#222}
+img{max-width:100%;border:1px solid #ddd;margin:4px 0}table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;font-size:90%;text-align:left}.grid{display:flex;flex-wrap:wrap;gap:12px}
+.grid figure{margin:0;max-width:520px}figcaption{font-size:85%;color:#444}code{background:#f4f4f4}"""
+
+
+def _e(x: object) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _heads(heads) -> str:
+    from .report import format_head
+
+    return ", ".join(format_head(l, h) for l, h in heads) or "none"
+
+
+def _fig(name: str, files: set[str], caption: str) -> str:
+    if name not in files:
+        return ""
+    return f'<figure><img src="{_e(name)}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
+
+
+def _summary(r: "InductionReport") -> str:
+    from .report import INDUCTION_THRESHOLD, PREV_TOKEN_THRESHOLD
+
+    lo = r.losses
+    return (f"<p>Probe: [BOS] + R + R, R = {r.seq_len} random tokens, batch {r.batch}, seed {r.seed}. Mean loss on the "
+            f"first copy {lo['first_copy']:.3f} nats, on the second copy {lo['second_copy']:.3f} nats "
+            f"(uniform prediction: ln {r.config['vocab_size']} = {__import__('math').log(r.config['vocab_size']):.3f}).</p>"
+            f"<p>Rule: a head is an <b>induction head</b> when its induction score is at least {INDUCTION_THRESHOLD}, a "
+            f"<b>previous-token head</b> when its previous-token score is at least {PREV_TOKEN_THRESHOLD}. "
+            f"Induction heads: {_e(_heads(r.induction_heads))}. Previous-token heads: {_e(_heads(r.previous_token_heads))}.</p>")
+
+
+def _scores_section(r: "InductionReport", files: set[str]) -> str:
+    from .report import SCORE_DEFINITIONS, SCORE_SCALES
+
+    items = []
+    for name in [n for n in r.scores if not n.startswith("ablation_")]:  # ablations: their own section
+        scale = figures.SCALES[SCORE_SCALES.get(name, "unit")][4]
+        items.append(_fig(f"heatmap_{name}.png", files, f"{name}: {SCORE_DEFINITIONS.get(name, '')}. Colour scale: {scale}."))
+    return "<h2>Scores of every head (layer x head)</h2><div class='grid'>" + "".join(items) + "</div>"
+
+
+def _ablation_section(r: "InductionReport", files: set[str]) -> str:
+    from .report import AGREEMENT_THRESHOLD, format_head
+
+    if not r.attribution and not any(k.startswith("ablation_") for k in r.scores):
+        return ""
+    parts = ["<h2>Exact ablation and attribution patching</h2>",
+             f"<p>Rule: attribution patching tracks the exact scan when the Pearson correlation over all "
+             f"{r.n_layer * r.n_head} heads is at least {AGREEMENT_THRESHOLD}.</p><table><tr><th>mode</th>"
+             "<th>Pearson r</th><th>Spearman</th><th>verdict</th><th>largest exact effect</th><th>its estimate</th></tr>"]
+    for mode, ag in r.agreement().items():
+        exact, est = r.scores[f"ablation_{mode}"], r.attribution[mode]
+        from .report import top_heads
+
+        (l, h, v), = top_heads(exact, 1)
+        verdict = "n/a" if ag["pearson"] is None else ("tracks the exact scan" if ag["tracks_exact"] else
+                                                       "does not track the exact scan; use the exact numbers")
+        fmt = lambda x: "n/a" if x is None else f"{x:.3f}"
+        parts.append(f"<tr><td>{_e(mode)}</td><td>{fmt(ag['pearson'])}</td><td>{fmt(ag['spearman'])}</td>"
+                     f"<td>{_e(verdict)}</td><td>{format_head(l, h)}: {v:+.3f} nats</td><td>{est[l, h]:+.3f} nats</td></tr>")
+    parts.append("</table><div class='grid'>")
+    scale = figures.SCALES["loss"][4]
+    for mode in [n[len("ablation_"):] for n in r.scores if n.startswith("ablation_")]:
+        parts.append(_fig(f"heatmap_ablation_{mode}.png", files,
+                          f"exact {mode} ablation: rise of the second-copy loss (nats). Colour scale: {scale}."))
+        parts.append(_fig(f"heatmap_attribution_{mode}.png", files,
+                          f"attribution patching estimate, {mode} ablation (nats). Colour scale: {scale}."))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _joint_section(r: "InductionReport") -> str:
+    j = r.joint
+    if not j:
+        return ""
+    rows = [f"<h2>Joint and path ablations</h2><p>Clean second-copy loss {j['clean_second_copy_loss']:.3f} nats. "
+            f"Induction heads: {_e(_heads(j['induction_heads']))}; previous-token heads: {_e(_heads(j['previous_token_heads']))}; "
+            f"path senders (previous-token heads in layers before every induction head): {_e(_heads(j['path_senders']))}.</p>"
+            "<table><tr><th>mode</th><th>ablated</th><th>second-copy loss</th><th>rise</th></tr>"]
+    labels = {"induction_heads": "all induction heads together", "previous_token_heads": "all previous-token heads together",
+              "previous_token_to_induction_keys": "previous-token -> induction keys only (path)"}
+    for mode in ("mean", "zero"):
+        for key, label in labels.items():
+            v = j.get(mode, {}).get(key)
+            if mode in j:
+                cells = ("n/a (no such heads)", "") if v is None else (f"{v['loss']:.3f}", f"{v['increase']:+.3f}")
+                rows.append(f"<tr><td>{mode}</td><td>{_e(label)}</td><td>{cells[0]}</td><td>{cells[1]}</td></tr>")
+    single = ""
+    for mode in ("mean", "zero"):
+        if mode in j and j[mode].get("induction_heads") and f"ablation_{mode}" in r.scores:
+            best = max(float(r.scores[f"ablation_{mode}"][l, h]) for l, h in j["induction_heads"])
+            single += (f"<p>{mode}: the largest rise from one induction head alone is {best:+.3f} nats; all of them "
+                       f"together: {j[mode]['induction_heads']['increase']:+.3f} nats.</p>")
+    return "".join(rows) + "</table>" + single
+
+
+def _composition_section(r: "InductionReport", files: set[str]) -> str:
+    from .report import format_head
+
+    if not r.composition:
+        return ""
+    b = r.baseline
+    parts = [f"<h2>Composition</h2><p>Chance level: random Gaussian matrices of the heads' shapes (d_model "
+             f"{r.config['n_embd']}, d_head {r.config['n_embd'] // r.n_head}) score {b['mean']:.3f} "
+             f"(std {b['std']:.3f}, {b['samples']} draws) for K-, Q- and V-composition alike.</p>"]
+    pairs = [(p, i) for p in r.previous_token_heads for i in r.induction_heads if p[0] < i[0]]
+    if pairs:
+        parts.append("<table><tr><th>previous-token head</th><th>induction head</th><th>K-comp</th><th>x chance</th>"
+                     "<th>Q-comp</th><th>V-comp</th></tr>")
+        for (l1, h1), (l2, h2) in pairs:
+            k = r.composition["k_composition"][l1, h1, l2, h2]
+            q = r.composition["q_composition"][l1, h1, l2, h2]
+            v = r.composition["v_composition"][l1, h1, l2, h2]
+            parts.append(f"<tr><td>{format_head(l1, h1)}</td><td>{format_head(l2, h2)}</td><td>{k:.3f}</td>"
+                         f"<td>{k / b['mean']:.2f}x</td><td>{q:.3f} ({q / b['mean']:.2f}x)</td><td>{v:.3f} ({v / b['mean']:.2f}x)</td></tr>")
+        parts.append("</table>")
+    parts.append("<div class='grid'>")
+    parts.append(_fig("composition_graph.png", files, "K-composition from previous-token heads to induction heads, in multiples of chance"))
+    parts.append(_fig("heatmap_k_composition_into_top_induction.png", files,
+                      "K-composition of every earlier head into the top induction head, times chance (scale 0 to 4)"))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def write_page(r: "InductionReport", out: Path, files: list[str]) -> Path:
+    """Assemble ``index.html`` from the report and the files already written to ``out``."""
+    have = set(files)
+    body = [f"<h1>Induction heads: {_e(r.model_name)}</h1>",
+            f"<p>{r.n_layer} layers x {r.n_head} heads, d_model {r.config['n_embd']}, vocab {r.config['vocab_size']}. "
+            "Every number is in <a href='induction.json'>induction.json</a>.</p>",
+            _summary(r),
+            "<h2>Loss per position</h2>", _fig("loss_per_position.png", have, "mean next-token loss at each position; "
+                                                "grey: first copy, blue: second copy"),
+            _scores_section(r, have), _ablation_section(r, have), _joint_section(r), _composition_section(r, have),
+            "<h2>Attention patterns of the top heads</h2>",
+            _fig("attention_top_heads.png", have, "top 4 heads by induction score and top 2 by previous-token score, in "
+                 "layer.head order; the last queries against every key, averaged over the batch and for sequence 0; "
+                 "circles: the induction key q-(seq_len-1)")]
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Induction heads: {_e(r.model_name)}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    return vio.atomic_write_text(out / "index.html", page)
