@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
 from torch import nn
 
 from .dictionary import Dictionary, layer_samples, save_dictionary, train_dictionary
@@ -42,3 +44,19 @@ def _weights_hash(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def publish_dictionary(model: nn.Module, dictionary: Dictionary, out_dir: str | os.PathLike, *, steps: int = 64,
+                       batch: int = 16, data_dir: str | os.PathLike | None = None,
+                       neuron_gallery: str | None = "../../mnist_cnn/layers/conv2.html", progress: bool = True) -> Path:
+    """The feature gallery (``vision_interp.gallery.make_gallery`` on the model with the dictionary
+    attached, layer ``"<layer>/sae"``) in ``out_dir/gallery`` plus the generated write-up in ``out_dir``."""
+    from ..gallery import make_gallery
+    from .attach import attached
+    from .writeup import write_writeup
+
+    out = Path(out_dir)
+    with attached(model, dictionary) as a:
+        make_gallery(model, [a.name], out / "gallery", steps=steps, batch=batch, diverse=0, negative=True, examples=8,
+                     data_dir=data_dir, progress=progress, model_name=dictionary.card.get("model"))
+    return write_writeup(model, dictionary, out, gallery="gallery/index.html", neuron_gallery=neuron_gallery)

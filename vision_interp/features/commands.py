@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-images", type=int, default=5000)
     p.add_argument("--test-images", type=int, default=10000)
     p.add_argument("--show", action="store_true", help="print the card of OUT instead of training")
+    p.add_argument("--gallery", default=None, metavar="DIR",
+                   help="also write the feature gallery (DIR/gallery) and the generated write-up (DIR/README.md, index.html)")
+    p.add_argument("--gallery-steps", type=int, default=64, help="feature-visualization steps per unit in the gallery")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_features)
 
@@ -36,9 +39,13 @@ def _features(args: argparse.Namespace) -> int:
     from .metrics import more_monosemantic_verdict
     from .sae import SAEConfig
 
+    if args.gallery_steps < 1:
+        raise ValueError(f"--gallery-steps must be at least 1, got {args.gallery_steps}")
     if args.show:
         d = load_dictionary(args.out)
         _print_card(d.card)
+        if args.gallery:
+            _publish(args, d)
         return 0
     config = SAEConfig(n_features=args.features, k=args.k, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     config.validate(1)
@@ -50,7 +57,18 @@ def _features(args: argparse.Namespace) -> int:
                          test_images=args.test_images, model_name=args.model, progress=not args.no_progress)
     _print_card(d.card)
     print(more_monosemantic_verdict(d.card["metrics"])[1])
+    if args.gallery:
+        _publish(args, d)
     return 0
+
+
+def _publish(args: argparse.Namespace, d) -> None:
+    from ..cli import load_model_from_args
+    from .build import publish_dictionary
+
+    path = publish_dictionary(load_model_from_args(args), d, args.gallery, steps=args.gallery_steps, data_dir=args.data_dir,
+                              progress=not args.no_progress)
+    print(f"wrote {path} and {args.gallery}/gallery/index.html")
 
 
 def _print_card(card: dict) -> None:

@@ -103,19 +103,21 @@ def unit_max_activations(model: nn.Module, layer: str, images: torch.Tensor, bat
 def label_purity(max_acts: torch.Tensor, labels: torch.Tensor, top: int = 100, n_classes: int = 10) -> dict:
     """Per unit: class purity and label entropy (bits) of its ``top`` highest-activating images.
     Units that are zero on all but fewer than ``top`` images are reported as ``None`` (not ranked)."""
-    purity, entropy = [], []
+    purity, entropy, majority = [], [], []
     for c in range(max_acts.shape[1]):
         col = max_acts[:, c]
         if int((col > 0).sum()) < top:
             purity.append(None)
             entropy.append(None)
+            majority.append(None)
             continue
         idx = torch.sort(col, descending=True, stable=True).indices[:top]
         counts = torch.bincount(labels[idx], minlength=n_classes).double()
         p = counts / counts.sum()
         purity.append(float(p.max()))
         entropy.append(float(-(p[p > 0] * p[p > 0].log2()).sum()))
-    return {"purity": purity, "entropy": entropy, "top": top}
+        majority.append(int(p.argmax()))
+    return {"purity": purity, "entropy": entropy, "majority": majority, "top": top}
 
 
 def summarize(values: Sequence[float | None]) -> dict:
@@ -156,6 +158,7 @@ def evaluate_dictionary(model: nn.Module, dictionary: Dictionary, train_samples:
     feats = label_purity(feat_max, test_labels, top)
     neurons = label_purity(neuron_max, test_labels, top)
     metrics["monosemanticity"] = {
+        "top": top,
         "rule": f"class purity = share of the most common label among a unit's top {top} test images (max over positions)",
         "features": {"purity": feats["purity"], "entropy": feats["entropy"],
                      "purity_summary": summarize(feats["purity"]), "entropy_summary": summarize(feats["entropy"])},
@@ -163,6 +166,8 @@ def evaluate_dictionary(model: nn.Module, dictionary: Dictionary, train_samples:
                     "purity_summary": summarize(neurons["purity"]), "entropy_summary": summarize(neurons["entropy"])},
     }
     metrics["feature_frequency"] = [round(f, 6) for f in rec["feature_frequency"]]
+    metrics["feature_majority_label"] = feats["majority"]
+    metrics["neuron_majority_label"] = neurons["majority"]
     return metrics
 
 
