@@ -240,3 +240,18 @@ def test_committed_conv2_dictionary_card_and_reconstruction(mnist_test, one_thre
     rec = features.reconstruction_metrics(d, samples)
     assert abs(rec["fvu"] - m["fvu"]) < 0.05  # the card's held-out FVU is reproduced on a subset
     assert rec["mean_l0"] <= d.k
+
+
+def test_features_command_registers_and_checks_arguments():
+    import argparse
+
+    from vision_interp.features import commands
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["features", "--k", "9", "--features", "8"])
+    with pytest.raises(ValueError, match="1 <= k <= n_features"):
+        args.func(args)  # refused before loading data or training
+    args = parser.parse_args(["features", "--gallery-steps", "0"])
+    with pytest.raises(ValueError, match="--gallery-steps"):
+        args.func(args)

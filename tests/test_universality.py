@@ -107,3 +107,17 @@ def test_committed_seed_models_differ_only_in_seed():
     weights = [m.conv1.weight for m in models.values()]
     assert not torch.equal(weights[0], weights[1])
     load_control()  # the shuffled-label control exists
+
+
+def test_universality_command_registers_and_checks_arguments():
+    import argparse
+
+    from vision_interp.universality import commands
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers(dest="command"))
+    for argv, message in ((["--seeds", "0"], "at least two seeds"), (["--seeds", "a,b"], "comma-separated integers"),
+                          (["--threshold", "1.5"], "threshold"), (["--images", "3"], "images")):
+        args = parser.parse_args(["universality", *argv])
+        with pytest.raises(ValueError, match=message):
+            args.func(args)

@@ -13,6 +13,7 @@ dataset examples and galleries exactly like ``"conv2:5"``::
 """
 
 from .attach import MODES, Attachment, attach, attached, attached_features, detach
+from .build import build_dictionary, publish_dictionary
 from .circuits import feature_input_weights, feature_logit_weights, feature_output_weights, feature_top_connections
 from .dictionary import (FEATURES_DIR, Dictionary, as_samples, dictionary_from_directions, layer_activations, layer_samples,
                          load_dictionary, save_dictionary, train_dictionary)
@@ -20,6 +21,7 @@ from .metrics import evaluate_dictionary, label_purity, more_monosemantic_verdic
 from .sae import SAEConfig, TopKSAE, fvu, train_topk_sae
 
 __all__ = [
+    "build_dictionary", "publish_dictionary",
     "MODES", "Attachment", "attach", "attached", "attached_features", "detach",
     "feature_input_weights", "feature_logit_weights", "feature_output_weights", "feature_top_connections",
     "FEATURES_DIR", "Dictionary", "as_samples", "dictionary_from_directions", "layer_activations", "layer_samples",

@@ -34,7 +34,7 @@ class UniversalityConfig:
     seed: int = 0
     sae_features: int = 64
     sae_k: int = 4
-    sae_steps: int = 1500
+    sae_steps: int = 1000
 
     def validate(self) -> None:
         if not self.layers and not self.feature_layer:
