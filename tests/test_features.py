@@ -114,6 +114,8 @@ def test_hooks_removed_on_errors_and_detach(model_and_dict):
         a.remove()
     with pytest.raises(ValueError, match="mode"):
         attach(model, d, mode="bogus")
+    with pytest.raises(ValueError, match="gradient"):
+        attach(model, d, gradient="bogus")
     with pytest.raises(ValueError, match="name must be"):
         attach(model, d, "conv1/sae")
     with pytest.raises(vi.UnknownLayerError):
@@ -149,15 +151,15 @@ def test_deepcopy_keeps_its_own_features(model_and_dict):
 
 
 def test_features_pass_through_featvis_like_channels(model_and_dict, one_thread):
-    from vision_interp.featvis import visualize
+    from vision_interp.featvis import visualize, visualize_layer
 
-    model, d = model_and_dict
+    model, _ = model_and_dict
+    d = features.load_dictionary("mnist_cnn_conv2_sae")  # a trained dictionary: features that mean something
     with attached(model, d):
-        res = visualize(model, "conv2/sae:5", steps=24, progress=False)
-        start = visualize(model, "conv2/sae:5", steps=1, progress=False)
+        res = visualize_layer(model, "conv2/sae", [0, 1, 2, 3, 4, 5], steps=32, progress=False)
         chan = visualize(model, "conv2:5", steps=24, progress=False)
-    assert res.images.shape == chan.images.shape == (1, 1, 28, 28)
-    assert float(res.values[0]) > float(start.values[0])  # the optimiser climbs the feature like a channel
+    assert res.images.shape == (6, 1, 28, 28) and chan.images.shape == (1, 1, 28, 28)
+    assert bool((res.values > 0).all())  # every feature is driven active like a channel, none stuck at zero
 
 
 def test_features_as_attribution_targets(model_and_dict):
@@ -165,12 +167,37 @@ def test_features_as_attribution_targets(model_and_dict):
 
     model, d = model_and_dict
     x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(3))
-    with attached(model, d) as a:
-        sal = attribute(model, x, target=f"{a.name}:7", method="saliency", abs=False)
-        xg = x.clone().requires_grad_(True)
-        value = vi.capture(model, xg, [a.name])[f"{a.name}:7"].flatten(1).mean(1)
-        manual = torch.autograd.grad(value.sum(), xg)[0]
+    with attached(model, d, gradient="exact") as a:
+        f = int(vi.capture(model, x, [a.name])[a.name].mean(dim=(0, 2, 3)).argmax())  # an active feature
+        sal = attribute(model, x, target=f"{a.name}:{f}", method="saliency", abs=False)
+    xg = x.clone().requires_grad_(True)
+    d.module.gradient = "exact"
+    value = d.module(vi.capture(model, xg, ["conv2"])["conv2"])[:, f].flatten(1).mean(1)
+    manual = torch.autograd.grad(value.sum(), xg)[0]  # the feature computed by hand from conv2
+    assert sal.abs().sum() > 0
     assert torch.allclose(sal, manual, atol=1e-6)
+
+
+def test_feature_gradient_modes(model_and_dict):
+    """Values are exact in both modes; 'linear' gives inactive features a gradient, equal where active."""
+    model, d = model_and_dict
+    x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    grads, values = {}, {}
+    with attached(model, d, gradient="exact") as a:
+        acts = vi.capture(model, x, [a.name])[a.name][0]
+    inactive = int((acts.flatten(1).amax(1) == 0).nonzero()[0])  # a feature off at every position
+    y, xx = divmod(int(acts[0].flatten().argmax()), acts.shape[-1])  # feature 0's most active position
+    assert float(acts[0, y, xx]) > 0
+    for mode in ("exact", "linear"):
+        with attached(model, d, gradient=mode) as a:
+            xg = x.clone().requires_grad_(True)
+            out = vi.capture(model, xg, [a.name])[a.name]
+            values[mode] = out.detach()
+            grads[mode] = [torch.autograd.grad(out[0, inactive].mean(), xg, retain_graph=True)[0],
+                           torch.autograd.grad(out[0, 0, y, xx], xg)[0]]
+    assert torch.equal(values["exact"], values["linear"])
+    assert grads["exact"][0].abs().sum() == 0 and grads["linear"][0].abs().sum() > 0
+    assert torch.allclose(grads["exact"][1], grads["linear"][1], atol=1e-6)
 
 
 def test_features_in_gallery(model_and_dict, tmp_path, one_thread):

@@ -14,6 +14,13 @@ Modes (what the hook does with the layer's output):
   model loses when it only sees the features).
 * ``"splice"``: output ``x_hat + stopgrad(x - x_hat)``: values exactly as before, but gradients from
   later layers flow through the features (layer attribution *at* the features).
+
+Gradients of a TopK feature: ``gradient="linear"`` (default) is straight-through -- exact where
+the feature is active, its linear pre-activation's gradient where it is not -- so feature
+visualization can grow a feature from an image where it is not active anywhere (with exact
+gradients most features start, and stay, at zero: measured on the committed conv2 dictionary, 4 of
+64 reach a positive value in 64 steps). ``gradient="exact"`` gives exact gradients, for attributions
+that must be the true derivative of the feature everywhere.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from torch import nn
 __all__ = ["attach", "detach", "attached", "attached_features", "MODES"]
 
 MODES = ("observe", "replace", "splice")
+GRADIENTS = ("linear", "exact")
 
 
 class FeatureHook:
@@ -102,7 +110,7 @@ def attached_features(model: nn.Module) -> dict[str, str]:
 
 
 def attach(model: nn.Module, dictionary, name: str | None = None, *, layer: str | None = None,
-           mode: str = "observe", check: bool = True) -> Attachment:
+           mode: str = "observe", gradient: str = "linear", check: bool = True) -> Attachment:
     """Attach ``dictionary`` (a :class:`~vision_interp.features.Dictionary` or a bare module with
     ``forward``/``decode``) to ``model`` so that its features are the channels of layer ``name``.
 
@@ -115,6 +123,8 @@ def attach(model: nn.Module, dictionary, name: str | None = None, *, layer: str 
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient must be one of {', '.join(GRADIENTS)}, got {gradient!r}")
     module = getattr(dictionary, "module", dictionary)
     layer = layer or getattr(dictionary, "layer", None)
     if not layer:
@@ -135,6 +145,8 @@ def attach(model: nn.Module, dictionary, name: str | None = None, *, layer: str 
     module = module.to(device=dev, dtype=dtype).eval()
     for p in module.parameters():
         p.requires_grad_(False)
+    if hasattr(module, "gradient"):
+        module.gradient = gradient
     source = model.get_submodule(path)
     parent.add_module(child, module)
     handle = source.register_forward_hook(FeatureHook(module, full, mode))

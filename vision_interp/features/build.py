@@ -48,7 +48,8 @@ def _weights_hash(model: nn.Module) -> str:
 
 def publish_dictionary(model: nn.Module, dictionary: Dictionary, out_dir: str | os.PathLike, *, steps: int = 64,
                        batch: int = 16, data_dir: str | os.PathLike | None = None,
-                       neuron_gallery: str | None = "../../mnist_cnn/layers/conv2.html", progress: bool = True) -> Path:
+                       neuron_gallery: str | None = "../../mnist_cnn/layers/conv2.html", overwrite: bool = False,
+                       progress: bool = True) -> Path:
     """The feature gallery (``vision_interp.gallery.make_gallery`` on the model with the dictionary
     attached, layer ``"<layer>/sae"``) in ``out_dir/gallery`` plus the generated write-up in ``out_dir``."""
     from ..gallery import make_gallery
@@ -58,5 +59,5 @@ def publish_dictionary(model: nn.Module, dictionary: Dictionary, out_dir: str | 
     out = Path(out_dir)
     with attached(model, dictionary) as a:
         make_gallery(model, [a.name], out / "gallery", steps=steps, batch=batch, diverse=0, negative=True, examples=8,
-                     data_dir=data_dir, progress=progress, model_name=dictionary.card.get("model"))
+                     data_dir=data_dir, progress=progress, model_name=dictionary.card.get("model"), overwrite=overwrite)
     return write_writeup(model, dictionary, out, gallery="gallery/index.html", neuron_gallery=neuron_gallery)

@@ -39,16 +39,31 @@ class TopKSAE(nn.Module):
         self.W_dec = nn.Parameter(torch.zeros(n_features, d_in))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
         self.register_buffer("scale", torch.tensor(float(scale)))
+        self.gradient = "exact"  # or "relu": see encode_flat (attach() sets it)
 
     # -- flat (samples, channels) interface: training and metrics
+    def linear_pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        return (x / self.scale - self.b_dec) @ self.W_enc.T + self.b_enc
+
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu((x / self.scale - self.b_dec) @ self.W_enc.T + self.b_enc)
+        return F.relu(self.linear_pre_activations(x))
 
     def encode_flat(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes ``(M, F)`` for samples ``(M, C)``: the k largest ReLU pre-activations, others zero."""
-        pre = self.pre_activations(x)
+        """Codes ``(M, F)`` for samples ``(M, C)``: the k largest ReLU pre-activations, others zero.
+
+        Values are always exact. Gradients: with ``gradient == "exact"`` an inactive feature has zero
+        gradient; with ``"linear"`` (straight-through) every feature gets the gradient of its linear
+        pre-activation, so feature visualization can grow a feature that is not active anywhere yet
+        (with exact gradients it starts, and stays, at zero on most images). Where a feature is
+        active, both gradients are the same.
+        """
+        lin = self.linear_pre_activations(x)
+        pre = F.relu(lin)
         vals, idx = pre.topk(self.k, dim=-1)
-        return torch.zeros_like(pre).scatter(-1, idx, vals)
+        z = torch.zeros_like(pre).scatter(-1, idx, vals)
+        if self.gradient == "linear" and lin.requires_grad:
+            z = lin + (z - lin).detach()
+        return z
 
     def decode_flat(self, z: torch.Tensor) -> torch.Tensor:
         return (z @ self.W_dec + self.b_dec) * self.scale

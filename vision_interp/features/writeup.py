@@ -109,6 +109,12 @@ def write_writeup(model: nn.Module, dictionary: Dictionary, out_dir: str | os.Pa
         lines += ["", "## Galleries", ""]
         if gallery:
             lines.append(f"- Feature gallery: [{gallery}]({gallery})")
+            manifest = out / Path(gallery).parent / "manifest.json"
+            if manifest.is_file():
+                units = vio.load_json(manifest)["units"].values()
+                acts = [u["activations"]["main"] for u in units]
+                lines.append(f"- Feature visualization reached a positive activation for {sum(a > 0 for a in acts)} of "
+                             f"{len(acts)} features (median activation {sorted(acts)[len(acts) // 2]:.3f}).")
         if neuron_gallery:
             lines.append(f"- Neuron gallery of the same layer: [{neuron_gallery}]({neuron_gallery})")
     md = "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import io as vio
 
-__all__ = ["SEED_MODELS_DIR", "train_seed_models", "load_seed_models", "random_model", "seed_model_names"]
+__all__ = ["SEED_MODELS_DIR", "train_seed_models", "load_seed_models", "load_control", "random_model", "seed_model_names"]
 
 SEED_MODELS_DIR = Path(__file__).resolve().parents[2] / "models" / "universality"
 SHUFFLED = "shuffled_labels"
