@@ -45,6 +45,7 @@ def layer_summary(result: UniversalityResult, layer: str) -> dict:
         "best_match": _q(lm.best_match_values()),
         "one_to_one": _q(lm.assigned_values()),
         "fraction_matched_in_all_other_models": round(lm.fraction_universal(t), 4),
+        "fraction_matched_per_pair": round(float((lm.best_match_values() >= t).double().mean()), 4),
         "controls": {},
     }
     for c in lm.control_names():
@@ -143,10 +144,11 @@ def _section_text(s: dict) -> list[str]:
     lines = [f"Each of the {s['units_per_model']} units per model, {s['samples']} shared (image, position) samples.",
              f"Best match in another seed model: {_fmt_q(s['best_match'])}.",
              f"Optimal one-to-one matching (Hungarian): {_fmt_q(s['one_to_one'])}.",
-             f"Units with a match >= {t} in every other seed model: {100 * s['fraction_matched_in_all_other_models']:.1f}%."]
+             f"Units with a match >= {t} in another seed model (per pair of models): {100 * s['fraction_matched_per_pair']:.1f}%; "
+             f"in every other seed model: {100 * s['fraction_matched_in_all_other_models']:.1f}%."]
     for c, v in s["controls"].items():
         lines.append(f"Against control '{c}': best match {_fmt_q(v['best_match'])}; one-to-one {_fmt_q(v['one_to_one'])}; "
-                     f"{100 * v['fraction_matched']:.1f}% of units have a match >= {t}.")
+                     f"{100 * v['fraction_matched']:.1f}% of units have a match >= {t} in it (compare with the per-pair figure).")
     ctrl = ", ".join(f"{v['best_match']['median']:.3f} ({c})" for c, v in s["controls"].items())
     lines.append(f"Verdict: median {s['best_match']['median']:.3f} vs control medians {ctrl}: "
                  f"{'universal above chance' if s['universal_above_chance'] else 'NOT universal above chance'} by the rule.")
