@@ -1,0 +1,123 @@
+"""Universality: exact assignment, correlation matching on a planted shared feature, controls,
+and the committed seed models."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from vision_interp.universality.matching import correlation_matrix, linear_assignment, match_layer, match_pair
+from vision_interp.universality.seeds import random_model
+from vision_interp.universality.study import UniversalityConfig, collect_samples, run_study
+
+
+def brute_force(cost: torch.Tensor) -> float:
+    n, m = cost.shape
+    if n <= m:
+        return min(sum(float(cost[i, p[i]]) for i in range(n)) for p in itertools.permutations(range(m), n))
+    return min(sum(float(cost[p[j], j]) for j in range(m)) for p in itertools.permutations(range(n), m))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (4, 4), (5, 5), (3, 6), (6, 3)])
+def test_linear_assignment_is_optimal(shape):
+    gen = torch.Generator().manual_seed(sum(shape))
+    for _ in range(8):
+        cost = torch.randn(*shape, generator=gen, dtype=torch.float64)
+        rows, cols = linear_assignment(cost)
+        k = min(shape)
+        assert len(set(rows)) == len(set(cols)) == k
+        assert abs(sum(float(cost[r, c]) for r, c in zip(rows, cols)) - brute_force(cost)) < 1e-9
+
+
+def test_linear_assignment_recovers_a_permutation():
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))
+    score = torch.rand(40, 40, generator=torch.Generator().manual_seed(1)) * 0.5
+    score[torch.arange(40), perm] = 1.0
+    rows, cols = linear_assignment(-score)
+    assert cols == perm.tolist()
+
+
+def test_correlation_matrix():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 3, generator=gen)
+    b = torch.stack([2 * a[:, 1] + 1, -a[:, 0], torch.zeros(500)], 1)
+    c = correlation_matrix(a, b)
+    assert torch.allclose(c[1, 0], torch.tensor(1.0, dtype=torch.float64))
+    assert torch.allclose(c[0, 1], torch.tensor(-1.0, dtype=torch.float64))
+    assert torch.all(c[:, 2] == 0)  # a constant (dead) unit matches nothing
+    with pytest.raises(ValueError, match="same M"):
+        correlation_matrix(a, b[:10])
+
+
+def planted_pair():
+    """Two random MNIST CNNs; model B's conv1 channel 5 is an exact copy of model A's channel 2."""
+    a, b = random_model(11), random_model(12)
+    with torch.no_grad():
+        b.conv1.weight[5] = a.conv1.weight[2]
+        b.conv1.bias[5] = a.conv1.bias[2]
+    return a, b
+
+
+def test_planted_shared_filter_is_matched(mnist_test, one_thread):
+    a, b = planted_pair()
+    c = random_model(13)
+    images = mnist_test.images[:200]
+    sa, sb, sc = (collect_samples(m, "conv1", images, None) for m in (a, b, c))
+    ab = match_pair(sa, sb)
+    assert int(ab.best_index[2]) == 5 and float(ab.best[2]) > 0.9999
+    assert ab.assignment[2] == 5  # the one-to-one matching pairs them too
+    others = torch.cat([ab.best[torch.arange(8) != 2], match_pair(sa, sc).best])
+    assert float(others.max()) < 0.95  # unrelated random filters are not matched at ~1
+    lm = match_layer({"a": sa, "b": sb, "c": sc}, layer="conv1")
+    assert float(lm.best_in_all_others("a")[2]) < 0.95  # model c does not share it
+    assert 0.0 <= lm.fraction_universal(0.5) <= 1.0
+
+
+def test_study_on_planted_models(mnist_test, one_thread):
+    a, b = planted_pair()
+    config = UniversalityConfig(layers=("conv1",), feature_layer=None, images=100, max_samples=5000)
+    res = run_study({"a": a, "b": b}, {"random": random_model(14)}, mnist_test.images, config, log=lambda _: None)
+    lm = res.layers["conv1"]
+    assert lm.n_samples == 5000
+    assert float(lm.pairs[("a", "b")].best[2]) > 0.9999 and float(lm.pairs[("b", "a")].best[5]) > 0.9999
+    assert float(lm.controls[("a", "random")].best.max()) < 0.95
+    with pytest.raises(ValueError, match="at least two"):
+        run_study({"a": a}, {}, mnist_test.images, config)
+    with pytest.raises(ValueError, match="threshold"):
+        UniversalityConfig(threshold=2.0).validate()
+
+
+def test_committed_seed_models_differ_only_in_seed():
+    from vision_interp import io as vio
+    from vision_interp.universality.seeds import SEED_MODELS_DIR, load_control, load_seed_models
+
+    models = load_seed_models()
+    assert len(models) >= 4
+    configs = []
+    for name in models:
+        card = vio.load_json(SEED_MODELS_DIR / f"{name}.json")
+        assert card["labels"] == "true" and card["weights_sha256"] == vio.sha256_file(SEED_MODELS_DIR / f"{name}.safetensors")
+        assert card["test_accuracy"] > 0.95
+        cfg = dict(card["config"])
+        cfg.pop("seed")
+        configs.append(cfg)
+    assert all(c == configs[0] for c in configs)
+    weights = [m.conv1.weight for m in models.values()]
+    assert not torch.equal(weights[0], weights[1])
+    load_control()  # the shuffled-label control exists
+
+
+def test_universality_command_registers_and_checks_arguments():
+    import argparse
+
+    from vision_interp.universality import commands
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers(dest="command"))
+    for argv, message in ((["--seeds", "0"], "at least two seeds"), (["--seeds", "a,b"], "comma-separated integers"),
+                          (["--threshold", "1.5"], "threshold"), (["--images", "3"], "images")):
+        args = parser.parse_args(["universality", *argv])
+        with pytest.raises(ValueError, match=message):
+            args.func(args)

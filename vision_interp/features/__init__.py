@@ -1,0 +1,31 @@
+"""Sparse dictionary features as first-class units.
+
+Train a TopK sparse autoencoder on a layer's activations (spatial positions as samples), save it
+with a card, and attach it to a model: its features become the channels of a layer named
+``"<layer>/sae"``, so ``"conv2/sae:17"`` works in capture, feature visualization, attribution,
+dataset examples and galleries exactly like ``"conv2:5"``::
+
+    from vision_interp import features
+    d = features.load_dictionary("mnist_cnn_conv2_sae")
+    with features.attached(model, d):                      # hooks removed on exit, also on errors
+        visualize(model, "conv2/sae:17")
+    features.feature_logit_weights(model, d, 17)            # (10, 14, 14) through the decoder
+"""
+
+from .attach import MODES, Attachment, attach, attached, attached_features, detach
+from .build import build_dictionary, publish_dictionary
+from .circuits import feature_input_weights, feature_logit_weights, feature_output_weights, feature_top_connections
+from .dictionary import (FEATURES_DIR, Dictionary, as_samples, dictionary_from_directions, layer_activations, layer_samples,
+                         load_dictionary, save_dictionary, train_dictionary)
+from .metrics import evaluate_dictionary, label_purity, more_monosemantic_verdict, nmf_baseline, pca_baseline, reconstruction_metrics
+from .sae import SAEConfig, TopKSAE, fvu, train_topk_sae
+
+__all__ = [
+    "build_dictionary", "publish_dictionary",
+    "MODES", "Attachment", "attach", "attached", "attached_features", "detach",
+    "feature_input_weights", "feature_logit_weights", "feature_output_weights", "feature_top_connections",
+    "FEATURES_DIR", "Dictionary", "as_samples", "dictionary_from_directions", "layer_activations", "layer_samples",
+    "load_dictionary", "save_dictionary", "train_dictionary",
+    "evaluate_dictionary", "label_purity", "more_monosemantic_verdict", "nmf_baseline", "pca_baseline",
+    "reconstruction_metrics", "SAEConfig", "TopKSAE", "fvu", "train_topk_sae",
+]

@@ -1,0 +1,81 @@
+"""CLI: ``features`` (train / show a sparse dictionary on a layer)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..cli import Formatter, add_data_dir, add_model
+
+    p = sub.add_parser("features", help="train a TopK sparse dictionary on a layer; features become units LAYER/sae:F",
+                       description="Train a TopK sparse autoencoder on a layer's activations over MNIST training images "
+                                   "(spatial positions as samples), measure it on held-out test images (FVU, L0, dead "
+                                   "features, accuracy with the layer reconstructed, class purity of features vs neurons) "
+                                   "and save OUT.safetensors + OUT.json + OUT.md. With --show, print a saved card.",
+                       formatter_class=Formatter)
+    add_model(p)
+    add_data_dir(p)
+    p.add_argument("--layer", default="conv2", help="source layer (module path)")
+    p.add_argument("--out", default="mnist_cnn_conv2_sae", help="name under models/features/ or a path (no suffix)")
+    p.add_argument("--features", type=int, default=64, help="dictionary size F")
+    p.add_argument("--k", type=int, default=4, help="active features per position (TopK)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-images", type=int, default=5000)
+    p.add_argument("--test-images", type=int, default=10000)
+    p.add_argument("--show", action="store_true", help="print the card of OUT instead of training")
+    p.add_argument("--gallery", default=None, metavar="DIR",
+                   help="also write the feature gallery (DIR/gallery) and the generated write-up (DIR/README.md, index.html)")
+    p.add_argument("--gallery-steps", type=int, default=64, help="feature-visualization steps per unit in the gallery")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_features)
+
+
+def _features(args: argparse.Namespace) -> int:
+    from .dictionary import load_dictionary
+    from .metrics import more_monosemantic_verdict
+    from .sae import SAEConfig
+
+    if args.gallery_steps < 1:
+        raise ValueError(f"--gallery-steps must be at least 1, got {args.gallery_steps}")
+    if args.show:
+        d = load_dictionary(args.out)
+        _print_card(d.card)
+        if args.gallery:
+            _publish(args, d)
+        return 0
+    config = SAEConfig(n_features=args.features, k=args.k, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    config.validate(1)
+    from ..cli import load_model_from_args
+    from .build import build_dictionary
+
+    model = load_model_from_args(args)
+    d = build_dictionary(model, args.layer, args.out, config, data_dir=args.data_dir, train_images=args.train_images,
+                         test_images=args.test_images, model_name=args.model, progress=not args.no_progress)
+    _print_card(d.card)
+    print(more_monosemantic_verdict(d.card["metrics"])[1])
+    if args.gallery:
+        _publish(args, d)
+    return 0
+
+
+def _publish(args: argparse.Namespace, d) -> None:
+    from ..cli import load_model_from_args
+    from .build import publish_dictionary
+
+    path = publish_dictionary(load_model_from_args(args), d, args.gallery, steps=args.gallery_steps, data_dir=args.data_dir,
+                              progress=not args.no_progress)
+    print(f"wrote {path} and {args.gallery}/gallery/index.html")
+
+
+def _print_card(card: dict) -> None:
+    m = card.get("metrics", {})
+    print(f"{card.get('layer')}/sae: {card.get('n_features')} features, k = {card.get('k')}, trained on {card.get('data')} "
+          f"in {card.get('training_seconds')} s")
+    for key in ("fvu", "fvu_after_relu", "pca_fvu_rank_k", "nmf_rank_k_fvu_after_relu", "mean_l0", "dead_features",
+                "test_accuracy", "test_accuracy_reconstructed"):
+        if key in m:
+            print(f"  {key:28s} {m[key]}")

@@ -1,0 +1,209 @@
+"""A trained dictionary with its card: train on a layer, measure, save, load by name.
+
+A :class:`Dictionary` is the TopK SAE module plus what it was trained on (model, layer, data) and
+what was measured (the card). Files: ``<name>.safetensors`` (tensors) + ``<name>.json`` (card) +
+``<name>.md`` (readable card), written atomically; :func:`load_dictionary` takes a name under
+``models/features/`` or a path.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import io as vio
+from .sae import SAEConfig, TopKSAE, train_topk_sae
+
+__all__ = ["Dictionary", "FEATURES_DIR", "layer_samples", "train_dictionary", "save_dictionary", "load_dictionary"]
+
+FEATURES_DIR = Path(__file__).resolve().parents[2] / "models" / "features"
+FORMAT = "vision_interp.features/1"
+
+
+@dataclass
+class Dictionary:
+    """A sparse dictionary for one layer. ``module`` maps ``(N, C, H, W) -> (N, F, H, W)``."""
+
+    module: TopKSAE
+    layer: str  # source layer (module path)
+    card: dict = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return self.module.n_features
+
+    @property
+    def k(self) -> int:
+        return self.module.k
+
+    @property
+    def feature_layer(self) -> str:
+        """The name the features get when attached with the default suffix."""
+        return self.card.get("feature_layer") or f"{self.layer}/sae"
+
+    @property
+    def directions(self) -> torch.Tensor:
+        """Decoder directions ``(F, C)``: feature f adds ``z_f * directions[f]`` to the layer."""
+        return self.module.directions
+
+    @property
+    def encoder(self) -> torch.Tensor:
+        """Encoder rows ``(F, C)`` in the layer's units: pre-activation_f = encoder[f] . x + const."""
+        return self.module.W_enc.detach() / self.module.scale
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.module.decode(z)
+
+
+def _model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    p = next(model.parameters(), None)
+    return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+
+
+@torch.no_grad()
+def layer_activations(model: nn.Module, layer: str, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """The layer's output on ``images``, batched, detached, on the CPU: ``(N, C, H, W)`` or ``(N, C)``."""
+    from ..capture import capture
+    from ..units import resolve_layer
+
+    path = resolve_layer(model, layer)
+    dev, dtype = _model_device(model)
+    outs = [capture(model, images[i:i + batch_size].to(dev, dtype), [path], detach=True)[path].float().cpu()
+            for i in range(0, len(images), batch_size)]
+    return torch.cat(outs)
+
+
+def as_samples(acts: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` -> ``(N*H*W, C)`` (spatial positions as samples); ``(N, C)`` unchanged."""
+    if acts.ndim == 2:
+        return acts
+    if acts.ndim != 4:
+        raise ValueError(f"expected (N, C, H, W) or (N, C) activations, got {tuple(acts.shape)}")
+    return acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1])
+
+
+def layer_samples(model: nn.Module, layer: str, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """A layer's activations on ``images`` as samples ``(M, C)``, one per image and position."""
+    return as_samples(layer_activations(model, layer, images, batch_size))
+
+
+def train_dictionary(model: nn.Module, layer: str, images: torch.Tensor, config: SAEConfig = SAEConfig(), *,
+                     data: str = "", progress: bool = True) -> Dictionary:
+    """Train a TopK SAE on ``layer``'s activations over ``images`` (positions as samples)."""
+    from ..units import resolve_layer
+
+    path = resolve_layer(model, layer)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+    config.validate(1)
+    x = layer_samples(model, path, images)
+    t0 = time.perf_counter()
+    sae = train_topk_sae(x, config, progress=progress)
+    seconds = time.perf_counter() - t0
+    card = {
+        "format": FORMAT,
+        "kind": "topk_sae",
+        "layer": path,
+        "feature_layer": f"{path}/sae",
+        "n_features": config.n_features,
+        "d_in": int(x.shape[1]),
+        "k": config.k,
+        "config": asdict(config),
+        "data": data or f"{len(images)} images",
+        "samples": int(x.shape[0]),
+        "training_seconds": round(seconds, 2),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+    }
+    return Dictionary(sae, path, card)
+
+
+def _path_for(name_or_path: str | os.PathLike) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".safetensors", ".json"):
+        return p.with_suffix("")
+    if p.parent != Path(".") or p.exists() or Path(f"{p}.safetensors").is_file():
+        return p
+    return FEATURES_DIR / p.name
+
+
+def save_dictionary(dictionary: Dictionary, out: str | os.PathLike) -> Path:
+    """Write ``out.safetensors`` + ``out.json`` + ``out.md`` (``out`` without suffix, or a bare name
+    for ``models/features/<name>``). Returns the safetensors path."""
+    base = _path_for(out)
+    m = dictionary.module
+    meta = {"format": FORMAT, "layer": dictionary.layer, "n_features": str(m.n_features), "k": str(m.k), "d_in": str(m.d_in)}
+    weights = vio.save_state_dict(base.with_suffix(".safetensors"), m.state_dict(), metadata=meta)
+    card = dict(dictionary.card)
+    card["weights_sha256"] = vio.sha256_file(weights)
+    vio.save_json(base.with_suffix(".json"), card)
+    vio.atomic_write_text(base.with_suffix(".md"), _card_markdown(base.name, card))
+    return weights
+
+
+def _card_markdown(name: str, card: dict) -> str:
+    import json
+
+    lines = [f"# Dictionary card: {name}", "", "A TopK sparse autoencoder on one layer (vision_interp.features).", "",
+             "| field | value |", "| --- | --- |"]
+    for key, value in card.items():
+        if key == "metrics":
+            continue
+        lines.append(f"| {key} | {value if isinstance(value, str) else json.dumps(value)} |")
+    metrics = card.get("metrics") or {}
+    if metrics:
+        lines += ["", "## Metrics (held-out data)", "", "| metric | value |", "| --- | --- |"]
+        for key, value in metrics.items():
+            if isinstance(value, (int, float, str)):
+                lines.append(f"| {key} | {value} |")
+    return "\n".join(lines) + "\n"
+
+
+def load_dictionary(name_or_path: str | os.PathLike) -> Dictionary:
+    """A dictionary by name (``models/features/<name>``) or path (with or without ``.safetensors``)."""
+    base = _path_for(name_or_path)
+    weights, card_path = base.with_suffix(".safetensors"), base.with_suffix(".json")
+    if not weights.is_file():
+        known = sorted(p.stem for p in FEATURES_DIR.glob("*.safetensors")) if FEATURES_DIR.is_dir() else []
+        raise FileNotFoundError(f"no dictionary at {weights}; known names: {', '.join(known) or 'none'}")
+    if not card_path.is_file():
+        raise FileNotFoundError(f"dictionary card {card_path} is missing")
+    card = vio.load_json(card_path)
+    if card.get("format") != FORMAT:
+        raise ValueError(f"{card_path}: not a vision_interp dictionary card (format {card.get('format')!r}, expected {FORMAT!r})")
+    sd = vio.load_state_dict(weights)
+    n_features, d_in = sd["W_enc"].shape
+    sae = TopKSAE(int(d_in), int(n_features), int(card["k"]))
+    sae.load_state_dict(sd, strict=True)
+    sae.eval()
+    for p in sae.parameters():
+        p.requires_grad_(False)
+    return Dictionary(sae, card["layer"], card)
+
+
+def dictionary_from_directions(directions: torch.Tensor, layer: str, k: int, *, encoder: torch.Tensor | None = None,
+                               bias: torch.Tensor | None = None) -> Dictionary:
+    """A dictionary with given unit directions (tests, planted cases): encoder = decoder unless given."""
+    f, c = directions.shape
+    sae = TopKSAE(c, f, k)
+    with torch.no_grad():
+        sae.W_dec.copy_(directions / directions.norm(dim=1, keepdim=True))
+        sae.W_enc.copy_(encoder if encoder is not None else sae.W_dec)
+        if bias is not None:
+            sae.b_enc.copy_(bias)
+    sae.eval()
+    for p in sae.parameters():
+        p.requires_grad_(False)
+    return Dictionary(sae, layer, {"format": FORMAT, "kind": "given", "layer": layer, "n_features": f, "k": k})
+
+

@@ -1,0 +1,198 @@
+"""Sparse dictionaries on a layer's activations: a TopK sparse autoencoder, trained deterministically.
+
+A conv layer's output ``(N, C, H, W)`` is read as ``N*H*W`` samples of ``C`` numbers (spatial
+positions as samples). The TopK SAE (Gao et al. 2024, "Scaling and evaluating sparse
+autoencoders") writes each sample as a sparse non-negative combination of ``F`` learned unit-norm
+decoder directions, keeping exactly the ``k`` largest pre-activations::
+
+    z = TopK(ReLU(W_enc (x / scale - b_dec) + b_enc))        (F codes, at most k non-zero)
+    x_hat = scale * (z @ W_dec + b_dec)
+
+``scale`` (the mean sample norm of the training data) makes learning rates independent of the
+layer's units. As an ``nn.Module`` the dictionary maps ``(N, C, H, W)`` to codes ``(N, F, H, W)``,
+so once attached to a model (:func:`vision_interp.features.attach`) its features are channels of
+an ordinary layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["TopKSAE", "SAEConfig", "train_topk_sae", "fvu"]
+
+
+class TopKSAE(nn.Module):
+    """A TopK sparse autoencoder over ``d_in`` channels with ``n_features`` features."""
+
+    def __init__(self, d_in: int, n_features: int, k: int, scale: float = 1.0):
+        super().__init__()
+        if not 1 <= k <= n_features:
+            raise ValueError(f"k must be in 1..n_features ({n_features}), got {k}")
+        self.d_in, self.n_features, self.k = d_in, n_features, k
+        self.W_enc = nn.Parameter(torch.zeros(n_features, d_in))
+        self.b_enc = nn.Parameter(torch.zeros(n_features))
+        self.W_dec = nn.Parameter(torch.zeros(n_features, d_in))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.gradient = "exact"  # or "relu": see encode_flat (attach() sets it)
+
+    # -- flat (samples, channels) interface: training and metrics
+    def linear_pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        return (x / self.scale - self.b_dec) @ self.W_enc.T + self.b_enc
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.linear_pre_activations(x))
+
+    def encode_flat(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes ``(M, F)`` for samples ``(M, C)``: the k largest ReLU pre-activations, others zero.
+
+        Values are always exact. Gradients: with ``gradient == "exact"`` an inactive feature has zero
+        gradient; with ``"linear"`` (straight-through) every feature gets the gradient of its linear
+        pre-activation, so feature visualization can grow a feature that is not active anywhere yet
+        (with exact gradients it starts, and stays, at zero on most images). Where a feature is
+        active, both gradients are the same.
+        """
+        lin = self.linear_pre_activations(x)
+        pre = F.relu(lin)
+        vals, idx = pre.topk(self.k, dim=-1)
+        z = torch.zeros_like(pre).scatter(-1, idx, vals)
+        if self.gradient == "linear" and lin.requires_grad:
+            z = lin + (z - lin).detach()
+        return z
+
+    def decode_flat(self, z: torch.Tensor) -> torch.Tensor:
+        return (z @ self.W_dec + self.b_dec) * self.scale
+
+    # -- spatial (N, C, H, W) interface: the dictionary as a layer
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature activations ``(N, F, H, W)`` of a conv activation ``(N, C, H, W)`` (or ``(N, F)`` of ``(N, C)``)."""
+        if x.ndim == 2:
+            return self.encode_flat(x)
+        if x.ndim != 4 or x.shape[1] != self.d_in:
+            raise ValueError(f"dictionary expects (N, {self.d_in}, H, W) activations, got {tuple(x.shape)}")
+        n, c, h, w = x.shape
+        z = self.encode_flat(x.permute(0, 2, 3, 1).reshape(-1, c))
+        return z.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The reconstruction ``(N, C, H, W)`` of codes ``(N, F, H, W)`` (or ``(N, C)`` of ``(N, F)``)."""
+        if z.ndim == 2:
+            return self.decode_flat(z)
+        n, f, h, w = z.shape
+        return self.decode_flat(z.permute(0, 2, 3, 1).reshape(-1, f)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+    @property
+    def directions(self) -> torch.Tensor:
+        """Decoder directions ``(F, C)`` in the layer's units (unit norm times ``scale``)."""
+        return self.W_dec.detach() * self.scale
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    n_features: int = 64
+    k: int = 4
+    steps: int = 3000
+    batch_size: int = 2048
+    lr: float = 2e-3
+    seed: int = 0
+    aux_k: int = 16  # AuxK: dead features learn to explain the residual (Gao et al.)
+    aux_coef: float = 1 / 32
+    dead_after: int = 200  # steps without firing before a feature counts as dead for AuxK
+
+    def validate(self, d_in: int) -> None:
+        if self.n_features < 1 or not 1 <= self.k <= self.n_features:
+            raise ValueError(f"need n_features >= 1 and 1 <= k <= n_features, got n_features={self.n_features}, k={self.k}")
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if d_in < 1:
+            raise ValueError("the activations have no channels")
+
+
+def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """Fraction of variance unexplained: ``sum |x - x_hat|^2 / sum |x - mean(x)|^2`` over samples ``(M, C)``."""
+    x, x_hat = x.double(), x_hat.double()
+    return float(((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum().clamp_min(1e-30))
+
+
+def _init(sae: TopKSAE, x: torch.Tensor, gen: torch.Generator) -> None:
+    """Decoder: random unit directions; encoder: its transpose; b_dec: the data mean (in scaled units)."""
+    with torch.no_grad():
+        w = torch.randn(sae.n_features, sae.d_in, generator=gen)
+        sae.W_dec.copy_(w / w.norm(dim=1, keepdim=True))
+        sae.W_enc.copy_(sae.W_dec)
+        sae.b_dec.copy_(x.mean(0) / sae.scale)
+
+
+def train_topk_sae(x: torch.Tensor, config: SAEConfig = SAEConfig(), *, progress: bool = True,
+                   on_step: Callable[[int, float], None] | None = None) -> TopKSAE:
+    """Train a TopK SAE on samples ``x (M, C)``; same data, config and threads give the same weights."""
+    from tqdm.auto import tqdm
+
+    if x.ndim != 2:
+        raise ValueError(f"train_topk_sae needs samples (M, C), got shape {tuple(x.shape)}; see features.layer_samples")
+    config.validate(x.shape[1])
+    x = x.float()
+    gen = torch.Generator().manual_seed(config.seed)
+    scale = float(x.norm(dim=1).mean().clamp_min(1e-8))
+    sae = TopKSAE(x.shape[1], config.n_features, config.k, scale)
+    _init(sae, x, gen)
+    opt = torch.optim.Adam(sae.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, 5 * (1 - s / config.steps)))  # linear decay over the last 20%
+    last_fired = torch.zeros(config.n_features, dtype=torch.long)
+    bar = tqdm(range(config.steps), desc="train sae", disable=not progress, unit="step")
+    for step in bar:
+        idx = torch.randint(0, len(x), (min(config.batch_size, len(x)),), generator=gen)
+        xb = x[idx]
+        pre = sae.pre_activations(xb)
+        vals, top = pre.topk(sae.k, dim=-1)
+        z = torch.zeros_like(pre).scatter(-1, top, vals)
+        rec = sae.decode_flat(z)
+        err = xb - rec
+        var = ((xb - xb.mean(0)) ** 2).sum().clamp_min(1e-12)
+        loss = (err ** 2).sum() / var
+        fired = torch.zeros(config.n_features, dtype=torch.bool)
+        fired[top[vals > 0].unique()] = True
+        last_fired = torch.where(fired, torch.zeros_like(last_fired), last_fired + 1)
+        dead = last_fired > config.dead_after
+        if config.aux_coef > 0 and bool(dead.any()):
+            k_aux = min(config.aux_k, int(dead.sum()))
+            aux_pre = pre.masked_fill(~dead, 0.0)
+            a_vals, a_idx = aux_pre.topk(k_aux, dim=-1)
+            z_aux = torch.zeros_like(pre).scatter(-1, a_idx, a_vals)
+            aux_rec = (z_aux @ sae.W_dec) * sae.scale
+            aux = ((err.detach() - aux_rec) ** 2).sum() / ((err.detach() ** 2).sum().clamp_min(1e-12))
+            loss = loss + config.aux_coef * aux
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        _remove_parallel_grad(sae)
+        opt.step()
+        sched.step()
+        sae.normalize_decoder()
+        if on_step:
+            on_step(step, float(loss.detach()))
+        if step % 100 == 0:
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", dead=int(dead.sum()))
+    bar.close()
+    sae.eval()
+    for p in sae.parameters():
+        p.requires_grad_(False)
+    return sae
+
+
+def _remove_parallel_grad(sae: TopKSAE) -> None:
+    """Keep decoder rows on the unit sphere: drop the gradient component along each row."""
+    g, w = sae.W_dec.grad, sae.W_dec.data
+    if g is not None:
+        g.sub_((g * w).sum(1, keepdim=True) * w)

@@ -1,0 +1,221 @@
+"""The universality report: per layer, best-match distributions against controls, the fraction of
+units matched in every other model, and "the same unit in N models" side by side.
+
+Every sentence is generated from the numbers in ``report.json``; the verdict per layer follows one
+rule, stated on the page (:data:`RULE`).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import torch
+
+from .. import io as vio
+from ..images import make_grid, save_figure, save_png
+from .study import UniversalityResult
+
+__all__ = ["layer_summary", "write_report", "RULE", "MARGIN"]
+
+MARGIN = 0.1
+RULE = (f"a layer is called universal above chance when the median best-match correlation between seed models "
+        f"exceeds the median best-match correlation of the same units in every control model by at least {MARGIN}")
+
+
+def _q(v: torch.Tensor) -> dict:
+    v = v.double()
+    if len(v) == 0:
+        return {"n": 0}
+    qs = torch.quantile(v, torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64)).tolist()
+    return {"n": len(v), "mean": round(float(v.mean()), 4), "p10": round(qs[0], 4), "p25": round(qs[1], 4),
+            "median": round(qs[2], 4), "p75": round(qs[3], 4), "p90": round(qs[4], 4)}
+
+
+def layer_summary(result: UniversalityResult, layer: str) -> dict:
+    """The numbers of one layer's section (all from the matches)."""
+    lm = result.layers[layer]
+    t = result.config.threshold
+    s = {
+        "layer": layer,
+        "units_per_model": int(next(iter(lm.pairs.values())).corr.shape[0]),
+        "samples": lm.n_samples,
+        "threshold": t,
+        "best_match": _q(lm.best_match_values()),
+        "one_to_one": _q(lm.assigned_values()),
+        "fraction_matched_in_all_other_models": round(lm.fraction_universal(t), 4),
+        "fraction_matched_per_pair": round(float((lm.best_match_values() >= t).double().mean()), 4),
+        "controls": {},
+    }
+    for c in lm.control_names():
+        pairs = [p for (m, cc), p in lm.controls.items() if cc == c]
+        assigned = torch.cat([p.assigned_corr for p in pairs])
+        s["controls"][c] = {
+            "best_match": _q(lm.control_best_values(c)),
+            "one_to_one": _q(assigned[~torch.isnan(assigned)]),
+            "fraction_matched": round(lm.fraction_matched_in_control(c, t), 4),
+        }
+    ctrl_medians = [v["best_match"]["median"] for v in s["controls"].values()]
+    s["universal_above_chance"] = bool(ctrl_medians) and all(s["best_match"]["median"] - m >= MARGIN for m in ctrl_medians)
+    return s
+
+
+def _histogram(result: UniversalityResult, layer: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lm = result.layers[layer]
+    fig, ax = plt.subplots(figsize=(5.2, 2.8))
+    bins = torch.linspace(-0.2, 1.0, 49).tolist()
+    ax.hist(lm.best_match_values().tolist(), bins=bins, alpha=0.75, label="seed model vs seed model", density=True)
+    for c in lm.control_names():
+        ax.hist(lm.control_best_values(c).tolist(), bins=bins, alpha=0.5, label=f"seed model vs {c}", density=True, histtype="stepfilled")
+    ax.axvline(result.config.threshold, color="k", lw=1, ls="--")
+    ax.set_xlabel("best-match correlation")
+    ax.set_ylabel("density")
+    ax.set_title(f"{layer}: each unit's best match in another model")
+    ax.legend(fontsize=7)
+    return save_figure(fig, path, dpi=110)
+
+
+def _unit_name(layer: str, c: int) -> str:
+    return f"{layer}:{c}"
+
+
+def _render_unit(model, unit: str, steps: int) -> torch.Tensor:
+    from ..featvis import visualize
+
+    return visualize(model, unit, steps=steps, progress=False).images[0].detach().cpu()
+
+
+def _matched_groups(result: UniversalityResult, layer: str, n_groups: int) -> list[dict]:
+    """The anchor model's units with the highest worst-case best match, and their matches everywhere."""
+    lm = result.layers[layer]
+    anchor = lm.models[0]
+    score = lm.best_in_all_others(anchor)
+    order = torch.sort(score, descending=True, stable=True).indices[:n_groups].tolist()
+    groups = []
+    for c in order:
+        row = {"anchor": anchor, "unit": c, "worst_best_match": round(float(score[c]), 4), "matches": {anchor: [c, 1.0]}}
+        for o in lm.models[1:]:
+            p = lm.pairs[(anchor, o)]
+            row["matches"][o] = [int(p.best_index[c]), round(float(p.best[c]), 4)]
+        for ctrl in lm.control_names():
+            p = lm.controls[(anchor, ctrl)]
+            row["matches"][ctrl] = [int(p.best_index[c]), round(float(p.best[c]), 4)]
+        groups.append(row)
+    return groups
+
+
+def _group_pictures(result: UniversalityResult, layer: str, groups: list[dict], images: torch.Tensor, out: Path,
+                    steps: int, examples: int) -> None:
+    """Feature visualization + top test images of every matched unit, written beside the report."""
+    from ..data.examples import top_activating
+    from ..features.attach import attached
+
+    every = {**result.models, **result.controls}
+    slug = layer.replace("/", "_")
+    for g_i, g in enumerate(groups):
+        for name, (c, _) in g["matches"].items():
+            model = every[name]
+            d = result.dictionaries.get(name)
+            if "/" in layer and d is not None:
+                with attached(model, d, check=False) as a:
+                    vis = _render_unit(model, _unit_name(a.name, c), steps)
+                    top = top_activating(model, a.name, images, k=examples, channels=[c])
+            else:
+                vis = _render_unit(model, _unit_name(layer, c), steps)
+                top = top_activating(model, layer, images, k=examples, channels=[c])
+            save_png(vis, out / f"img/{slug}/g{g_i}-{name}-vis.png", scale=3)
+            idx = [e["index"] for e in top.for_channel(c)]
+            save_png(make_grid(images[idx], ncols=len(idx)), out / f"img/{slug}/g{g_i}-{name}-top.png", scale=2)
+            g.setdefault("top_indices", {})[name] = idx
+
+
+def _fmt_q(q: dict) -> str:
+    return f"median {q['median']:.3f} (p10 {q['p10']:.3f}, p90 {q['p90']:.3f}, n = {q['n']})" if q.get("n") else "no values"
+
+
+def _section_text(s: dict) -> list[str]:
+    t = s["threshold"]
+    lines = [f"Each of the {s['units_per_model']} units per model, {s['samples']} shared (image, position) samples.",
+             f"Best match in another seed model: {_fmt_q(s['best_match'])}.",
+             f"Optimal one-to-one matching (Hungarian): {_fmt_q(s['one_to_one'])}.",
+             f"Units with a match >= {t} in another seed model (per pair of models): {100 * s['fraction_matched_per_pair']:.1f}%; "
+             f"in every other seed model: {100 * s['fraction_matched_in_all_other_models']:.1f}%."]
+    for c, v in s["controls"].items():
+        lines.append(f"Against control '{c}': best match {_fmt_q(v['best_match'])}; one-to-one {_fmt_q(v['one_to_one'])}; "
+                     f"{100 * v['fraction_matched']:.1f}% of units have a match >= {t} in it (compare with the per-pair figure).")
+    ctrl = ", ".join(f"{v['best_match']['median']:.3f} ({c})" for c, v in s["controls"].items())
+    lines.append(f"Verdict: median {s['best_match']['median']:.3f} vs control medians {ctrl}: "
+                 f"{'universal above chance' if s['universal_above_chance'] else 'NOT universal above chance'} by the rule.")
+    return lines
+
+
+def write_report(result: UniversalityResult, out_dir: str | os.PathLike, images: torch.Tensor, *, groups: int = 4,
+                 steps: int = 64, examples: int = 4, cards: dict | None = None) -> Path:
+    """Write ``index.html``, ``report.md``, ``report.json`` and pictures into ``out_dir``."""
+    out = Path(out_dir)
+    summaries, all_groups = {}, {}
+    for layer in result.layers:
+        summaries[layer] = layer_summary(result, layer)
+        slug = layer.replace("/", "_")
+        _histogram(result, layer, out / f"img/{slug}/best_match_hist.png")
+        all_groups[layer] = _matched_groups(result, layer, groups)
+        if steps > 0:
+            _group_pictures(result, layer, all_groups[layer], images, out, steps, examples)
+    data = {"rule": RULE, "config": result.config.__dict__, "models": list(result.models), "controls": list(result.controls),
+            "model_cards": cards or {}, "layers": summaries, "groups": all_groups}
+    vio.save_json(out / "report.json", data)
+    md = ["# Universality across independently trained MNIST CNNs", "",
+          f"Models: {', '.join(result.models)} (identical configuration, only the seed differs); "
+          f"controls: {', '.join(result.controls)}.", f"Rule: {RULE}.", ""]
+    if cards:
+        md += ["| model | labels | test accuracy |", "| --- | --- | --- |"]
+        md += [f"| {n} | {c.get('labels', '-')} | {c.get('test_accuracy', '-')} |" for n, c in cards.items()]
+        md.append("")
+    for layer, s in summaries.items():
+        md += [f"## {layer}", ""] + [f"- {line}" for line in _section_text(s)] + [""]
+        md += ["| anchor unit | worst best match | matches (unit, corr) |", "| --- | --- | --- |"]
+        for g in all_groups[layer]:
+            md.append(f"| {layer}:{g['unit']} | {g['worst_best_match']:.3f} | " +
+                      ", ".join(f"{n}: {c} ({r:.3f})" for n, (c, r) in g["matches"].items()) + " |")
+        md.append("")
+    vio.atomic_write_text(out / "report.md", "\n".join(md) + "\n")
+    vio.atomic_write_text(out / "index.html", _html(result, summaries, all_groups, cards or {}, steps > 0))
+    return out / "index.html"
+
+
+def _html(result: UniversalityResult, summaries: dict, groups: dict, cards: dict, pictures: bool) -> str:
+    e = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Universality</title><style>",
+             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}img{image-rendering:pixelated}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;vertical-align:top}"
+             ".ctrl{background:#f6f0e8}</style></head><body>",
+             "<h1>Universality across independently trained MNIST CNNs</h1>",
+             f"<p>Models: {e(', '.join(result.models))} (identical configuration, only the seed differs). "
+             f"Controls: {e(', '.join(result.controls))}.</p><p><b>Rule:</b> {e(RULE)}.</p>"]
+    if cards:
+        parts.append("<table><tr><th>model</th><th>labels</th><th>test accuracy</th></tr>")
+        parts += [f"<tr><td>{e(n)}</td><td>{e(str(c.get('labels', '-')))}</td><td>{c.get('test_accuracy', '-')}</td></tr>" for n, c in cards.items()]
+        parts.append("</table>")
+    for layer, s in summaries.items():
+        slug = layer.replace("/", "_")
+        parts.append(f"<h2>{e(layer)}</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in _section_text(s)) + "</ul>")
+        parts.append(f"<img src='img/{slug}/best_match_hist.png' alt='best-match histogram'>")
+        parts.append("<h3>The same unit in every model (anchor: the first model's units with the highest worst-case match)</h3>")
+        for g_i, g in enumerate(groups[layer]):
+            parts.append(f"<p>{e(layer)}:{g['unit']} of {e(g['anchor'])}, worst best match {g['worst_best_match']:.3f}</p><table><tr>")
+            for name, (c, r) in g["matches"].items():
+                cls = " class='ctrl'" if name in result.controls else ""
+                cell = f"<td{cls}><b>{e(name)}</b><br>{e(layer)}:{c}<br>corr {r:.3f}"
+                if pictures:
+                    cell += (f"<br><img src='img/{slug}/g{g_i}-{e(name)}-vis.png' width='84'>"
+                             f"<br><img src='img/{slug}/g{g_i}-{e(name)}-top.png'>")
+                parts.append(cell + "</td>")
+            parts.append("</tr></table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
