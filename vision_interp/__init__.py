@@ -42,6 +42,16 @@ _LAZY = {
     "ablation_scan": "vision_interp.transformer",
     "train_induction_model": "vision_interp.transformer",
     "top_activating": "vision_interp.data.examples",
+    "attribution_patching": "vision_interp.transformer",
+    "joint_ablations": "vision_interp.transformer",
+    "fast_pattern_scores": "vision_interp.transformer",
+    "composition_baseline": "vision_interp.transformer",
+    "GalleryLockedError": "vision_interp.gallery",
+    "load_labels": "vision_interp.gallery",
+    "attach_features": ("vision_interp.features", "attach"),
+    "detach_features": ("vision_interp.features", "detach"),
+    "load_dictionary": "vision_interp.features",
+    "train_dictionary": "vision_interp.features",
 }
 
 
@@ -52,7 +62,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(module), attr)
         globals()[name] = value
         return value
-    if name in ("gallery", "exercises", "transformer", "data", "zoo"):
+    if name in ("gallery", "exercises", "transformer", "data", "zoo", "features", "universality"):
         return import_module(f"vision_interp.{name}")
     raise AttributeError(f"module 'vision_interp' has no attribute {name!r}")
 

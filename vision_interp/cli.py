@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "vision_interp.gallery.commands",
     "vision_interp.exercises.commands",
     "vision_interp.transformer.commands",
+    "vision_interp.features.commands",
+    "vision_interp.universality.commands",
 )
 
 EPILOG = """\

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, check_output_dir, float_arg, int_arg,
+                          load_model_from_args, names_arg, text_arg)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import Formatter, add_data_dir, add_model
-
     p = sub.add_parser("features", help="train a TopK sparse dictionary on a layer; features become units LAYER/sae:F",
                        description="Train a TopK sparse autoencoder on a layer's activations over MNIST training images "
                                    "(spatial positions as samples), measure it on held-out test images (FVU, L0, dead "
@@ -16,20 +17,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=Formatter)
     add_model(p)
     add_data_dir(p)
-    p.add_argument("--layer", default="conv2", help="source layer (module path)")
-    p.add_argument("--out", default="mnist_cnn_conv2_sae", help="name under models/features/ or a path (no suffix)")
-    p.add_argument("--features", type=int, default=64, help="dictionary size F")
-    p.add_argument("--k", type=int, default=4, help="active features per position (TopK)")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=2048)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-images", type=int, default=5000)
-    p.add_argument("--test-images", type=int, default=10000)
+    p.add_argument("--layer", type=names_arg, default="conv2", help="source layer (module path)")
+    p.add_argument("--out", type=text_arg(1000), default="mnist_cnn_conv2_sae", help="name under models/features/ or a path (no suffix)")
+    p.add_argument("--features", type=int_arg(1, 65_536), default=64, help="dictionary size F")
+    p.add_argument("--k", type=int_arg(1, 65_536), default=4, help="active features per position (TopK; at most --features)")
+    p.add_argument("--steps", type=int_arg(1, 10_000_000), default=3000)
+    p.add_argument("--batch-size", type=int_arg(1, 1_000_000), default=2048)
+    p.add_argument("--lr", type=float_arg(0, 10, lo_open=True), default=2e-3)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--train-images", type=int_arg(1, 60_000), default=5000)
+    p.add_argument("--test-images", type=int_arg(1, 10_000), default=10000)
     p.add_argument("--show", action="store_true", help="print the card of OUT instead of training")
-    p.add_argument("--gallery", default=None, metavar="DIR",
+    p.add_argument("--gallery", type=text_arg(1000), default=None, metavar="DIR",
                    help="also write the feature gallery (DIR/gallery) and the generated write-up (DIR/README.md, index.html)")
-    p.add_argument("--gallery-steps", type=int, default=64, help="feature-visualization steps per unit in the gallery")
+    p.add_argument("--gallery-steps", type=int_arg(1, 100_000), default=64, help="feature-visualization steps per unit in the gallery")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_features)
 
@@ -39,8 +40,10 @@ def _features(args: argparse.Namespace) -> int:
     from .metrics import more_monosemantic_verdict
     from .sae import SAEConfig
 
-    if args.gallery_steps < 1:
-        raise ValueError(f"--gallery-steps must be at least 1, got {args.gallery_steps}")
+    if args.k > args.features:
+        raise UsageError(f"--k {args.k}: at most --features ({args.features}) features can be active per position")
+    if args.gallery:
+        check_output_dir(args.gallery, "--gallery")
     if args.show:
         d = load_dictionary(args.out)
         _print_card(d.card)
@@ -49,7 +52,6 @@ def _features(args: argparse.Namespace) -> int:
         return 0
     config = SAEConfig(n_features=args.features, k=args.k, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     config.validate(1)
-    from ..cli import load_model_from_args
     from .build import build_dictionary
 
     model = load_model_from_args(args)
@@ -63,7 +65,6 @@ def _features(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace, d) -> None:
-    from ..cli import load_model_from_args
     from .build import publish_dictionary
 
     path = publish_dictionary(load_model_from_args(args), d, args.gallery, steps=args.gallery_steps, data_dir=args.data_dir,
