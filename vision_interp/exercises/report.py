@@ -25,16 +25,17 @@ def digit_paragraph(dd: dict) -> str:
     """'A 0 is: ...' with the numbers behind every clause."""
     parts = []
     for c in dd["clauses"]:
+        nm = c["name"] if c["name"] != "unclear" else "an unnamed feature"
         ma, za = c["mean_ablation"], c["zero_ablation"]
         if c["sign"] == "present":
-            what = (f"**{c['name']}** (conv2:{c['channel']}) at the {c['region']} (mean activation {_f(c['mean_activation_on_digit'])} on "
+            what = (f"**{nm}** (conv2:{c['channel']}) at the {c['region']} (mean activation {_f(c['mean_activation_on_digit'])} on "
                     f"{dd['digit']}s vs {_f(c['mean_activation_on_others'])} on other digits; direct logit {c['direct_logit_on_digit']:+.2f} vs "
                     f"{c['direct_logit_on_others']:+.2f})")
         else:
-            what = (f"**no {c['name']}** (conv2:{c['channel']}) at the {c['region']}, where its classifier weights are inhibitory (sum "
+            what = (f"**no {nm}** (conv2:{c['channel']}) at the {c['region']}, where its classifier weights are inhibitory (sum "
                     f"{c['weight_sum']:+.2f}): it is quieter there on {dd['digit']}s ({_f(c['mean_activation_on_digit'])} vs "
                     f"{_f(c['mean_activation_on_others'])}; direct logit {c['direct_logit_on_digit']:+.2f} vs {c['direct_logit_on_others']:+.2f})")
-        test = (f"mean-ablating it costs {_f(ma['margin_drop'])} margin (accuracy -{100 * ma['accuracy_drop']:.1f} pts), above "
+        test = (f"mean-ablating it costs {_f(ma['margin_drop'])} margin (accuracy {-100 * ma['accuracy_drop']:+.1f} pts), above "
                 f"{_f(c['percentile'], 0)}% of {c['controls']['n']} controls (control mean {_f(c['controls']['mean'])}), specificity "
                 f"{_spec(ma['specificity'])}: **{c['verdict']}**")
         parts.append(f"{what}; {test}")
