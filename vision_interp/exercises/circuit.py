@@ -155,9 +155,12 @@ def random_controls(W: torch.Tensor, acts: torch.Tensor, labels: torch.Tensor, c
 
     target = size(clause.channel, clause.positions)
     cands = []
-    for _ in range(pool_factor * n):
+    for i in range(pool_factor * n):
         c = allowed[int(torch.randint(len(allowed), (1,), generator=gen))]
-        pos = sorted(torch.randperm(a.shape[2], generator=gen)[:k].tolist())
+        if i % 2:  # half the candidates favour cells that move a lot, so large named sets find matches
+            pos = sorted(torch.multinomial(per_cell[c] + 1e-6, k, replacement=False, generator=gen).tolist())
+        else:
+            pos = sorted(torch.randperm(a.shape[2], generator=gen)[:k].tolist())
         cands.append((abs(np.log(max(size(c, pos), 1e-6) / max(target, 1e-6))), c, pos))
     cands.sort(key=lambda t: t[0])
     chosen = cands[:n]

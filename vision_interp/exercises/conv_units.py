@@ -259,10 +259,10 @@ def stroke_stimuli(size: int = 28, centre: tuple[float, float] = (14.0, 14.0), w
         out.append({"family": "stroke", "name": f"{_orientation_word(a)} stroke ({a} deg)", "param": a,
                     "image": _segment(size, cy, cx, a, 10, width)})
     for o in (0, 90, 180, 270):
-        for r in (3.0, 4.5):
+        for r in (3.0, 4.5, 6.0):
+            # the arc's middle (opposite its gap) sits at the centre: circle centre = centre + r * opening direction
             out.append({"family": "arc", "name": f"arc {_OPEN_WORD[o]}, radius {r:g}", "param": o,
-                        "image": _arc(size, cy + (r * math.sin(math.radians(o)) if o in (90, 270) else 0),
-                                      cx - (r * math.cos(math.radians(o)) if o in (0, 180) else 0), r, o, width)})
+                        "image": _arc(size, cy - r * math.sin(math.radians(o)), cx + r * math.cos(math.radians(o)), r, o, width)})
     for r in (2.5, 3.5, 5.0):
         out.append({"family": "loop", "name": f"closed loop, radius {r:g}", "param": r, "image": _arc(size, cy, cx, r, 0, width, span=360)})
     for d in (0, 90, 180, 270, 45, 135, 225, 315):
@@ -276,8 +276,8 @@ def conv2_stimulus_tuning(model: nn.Module, offsets: tuple[int, ...] = (-3, 0, 3
     """Pre-ReLU response of every conv2 channel's centre unit to each stimulus of :func:`stroke_stimuli`,
     placed at each (dy, dx) offset in ``offsets`` around the unit's receptive-field centre.
 
-    Returns ``stimuli`` (list of dicts without images), ``images`` (S, H, W) at the best offset per
-    channel is not stored; ``response`` (C, S, n_offsets^2) and ``offsets``.
+    Returns ``stimuli`` (list of dicts without images), ``images`` (n_offsets^2, S, H, W), ``response``
+    (C, S, n_offsets^2), ``best_shift`` (C, S): the offset index where each channel responds most, and ``offsets``.
     """
     from ..units import layer_shape
 
@@ -293,9 +293,9 @@ def conv2_stimulus_tuning(model: nn.Module, offsets: tuple[int, ...] = (-3, 0, 3
     r = _centre_response(model, "conv2", np.stack(imgs))  # (C, shifts * S)
     n = len(stims)
     resp = r.reshape(r.shape[0], len(shifts), n).transpose(0, 2, 1)  # (C, S, shifts)
-    centred = np.stack([st["image"] for st in stroke_stimuli(size, (cy_in, cx_in))])
-    return {"stimuli": [{k: v for k, v in st.items() if k != "image"} for st in stims], "images": centred,
-            "response": resp, "offsets": shifts}
+    all_images = np.stack(imgs).reshape(len(shifts), n, size, size)
+    return {"stimuli": [{k: v for k, v in st.items() if k != "image"} for st in stims], "images": all_images,
+            "response": resp, "best_shift": resp.argmax(2), "offsets": shifts}
 
 
 # =============================================================================== class evidence

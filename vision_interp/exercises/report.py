@@ -140,7 +140,8 @@ def render_markdown(r: dict) -> str:
     L += ["## conv2, named from evidence", "",
           f"Each unit's name is the synthetic stimulus (strokes at 12 angles, arcs opening four ways, loops, stroke ends; each at 9 positions "
           f"around the receptive field) that drives it most, accepted only when it reaches at least 0.4x the unit's best test activation AND "
-          f"its picture correlates with the unit's top test patches (r >= 0.25); otherwise the unit is 'unclear'. "
+          f"its picture (at the position where it drives the unit most) correlates with the mean of the unit's 9 top test patches "
+          f"(r >= 0.25), and no other stimulus family comes within 5% of it; otherwise the unit is 'unclear'. "
           f"{c2['n_named']} of 16 are named. Polysemanticity is the effective number of digits among the top {c2['top_n']} activations "
           f"(exp of the entropy of the base-rate-corrected histogram: 1 = one digit, 10 = no preference).", ""]
     L += [_table(["unit", "name", "best synthetic / best test", "stimulus vs top patches r", "featvis vs top patches r", "polysemanticity", "evidence"],

@@ -156,10 +156,17 @@ def stage_featvis(ex) -> None:
 
 # =============================================================================== 3. conv2, named
 
-def _unit_name(stim: dict, q: float, r_syn: float, hist: np.ndarray) -> tuple[str, str]:
+AMBIGUOUS = 0.95  # a second stimulus family within 5% of the best one: the stimuli do not decide
+
+
+def _unit_name(stim: dict, q: float, r_syn: float, hist: np.ndarray, family_best: dict[str, float]) -> tuple[str, str]:
     """(name, evidence note) from the best synthetic stimulus and its agreement with the real top patches."""
     classes = [str(d) for d in np.argsort(-hist) if hist[d] >= 0.2]
     cls = f"top activations mostly on {', '.join(classes)}" if classes else "top activations spread over many digits"
+    rivals = [f for f, v in family_best.items() if f != stim["family"] and v >= AMBIGUOUS * q]
+    if rivals and q >= 0.4:
+        return "unclear", (f"{cls}; the best {stim['family']} ({stim['name']}, {q:.2f}x) and the best "
+                           f"{', '.join(rivals)} ({', '.join(f'{family_best[f]:.2f}x' for f in rivals)}) drive it almost equally")
     if q >= 0.4 and r_syn >= 0.25:
         return stim["name"], f"{cls}; best synthetic stimulus reaches {q:.2f}x the best test activation, its image matches the top patches (r={r_syn:.2f})"
     why = []
@@ -197,13 +204,14 @@ def stage_conv2(ex) -> None:
         lpos = torch.stack([lpos_flat // a.shape[-1], lpos_flat % a.shape[-1]], 1)
         lpatches = crop_patches(ex.x[low], lpos, rf)
         h, w = a.shape[-2:]
-        stim_patch = crop_patches(torch.as_tensor(st["images"][s_idx], dtype=torch.float32)[None, None], torch.tensor([[h // 2, w // 2]]), rf)
+        stim_img = st["images"][st["best_shift"][c, s_idx], s_idx]  # at the offset where it drives the unit most
+        stim_patch = crop_patches(torch.as_tensor(stim_img, dtype=torch.float32)[None, None], torch.tensor([[h // 2, w // 2]]), rf)
         r_syn = _pearson(stim_patch, patches.mean(0))
         fv_patch = crop_patches(ex.fv_images[("conv2", c)][None], torch.tensor([[h // 2, w // 2]]), rf)
         r_fv = _pearson(fv_patch, patches.mean(0))
-        name, note = _unit_name(st["stimuli"][s_idx], q, r_syn, hist)
         fam_best = {f: _r(max(R[c, i] for i, s in enumerate(st["stimuli"]) if s["family"] == f) / best)
                     for f in ("stroke", "arc", "loop", "end")}
+        name, note = _unit_name(st["stimuli"][s_idx], q, r_syn, hist, fam_best)
         units.append({"channel": c, "name": name, "note": note, "best_stimulus": st["stimuli"][s_idx]["name"], "stimulus_over_best_test": _r(q),
                       "stimulus_vs_top_patches_r": _r(r_syn), "featvis_vs_top_patches_r": _r(r_fv), "class_histogram": [_r(v) for v in hist],
                       "polysemanticity": _r(poly), "family_best_over_test": fam_best, "best_test": _r(best)})
