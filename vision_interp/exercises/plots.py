@@ -140,3 +140,26 @@ def strip_plot(labels: Sequence[str], named: Sequence[float], controls: Sequence
     ax.legend(fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path, colors=None)
+
+
+def annotated_heatmap(values: np.ndarray, path: str | os.PathLike, *, row_labels: Sequence[str], col_labels: Sequence[str],
+                      title: str, xlabel: str, ylabel: str, fmt: str = "{:+.1f}") -> Path:
+    """A signed matrix with its numbers written in the cells and a symmetric colourbar."""
+    plt = _plt()
+    v = np.asarray(values, float)
+    vmax = max(float(np.abs(v).max()), 1e-9)
+    fig, ax = plt.subplots(figsize=(0.75 * v.shape[1] + 2.5, 0.6 * v.shape[0] + 1.8), dpi=DPI)
+    im = ax.imshow(v, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    for i in range(v.shape[0]):
+        for j in range(v.shape[1]):
+            ax.text(j, i, fmt.format(v[i, j]), ha="center", va="center", fontsize=8, color="white" if abs(v[i, j]) > 0.6 * vmax else "black")
+    ax.set_xticks(range(v.shape[1]))
+    ax.set_xticklabels(col_labels, rotation=60, fontsize=9)
+    ax.set_yticks(range(v.shape[0]))
+    ax.set_yticklabels(row_labels, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
+    fig.tight_layout()
+    return save_figure(fig, path, colors=None)

@@ -188,6 +188,11 @@ def render_markdown(r: dict) -> str:
     L += _figs(r, "attribution")
     # confusions
     L += ["## Confusions", "", f"Pairs with at least {cf['tie_cut']} errors on the full test set (pairs with equal counts are listed together, as ties):", ""]
+    counts = [p["count"] for p in cf["pairs"]]
+    for n in sorted(set(counts), reverse=True):
+        tied = [f"{p['true']}->{p['predicted']}" for p in cf["pairs"] if p["count"] == n]
+        if len(tied) > 1:
+            L += [f"- Tied at {n} errors each: {', '.join(tied)}."]
     for p in cf["pairs"]:
         ww = "; ".join(f"conv2:{w['channel']} ({w['name']}) at the {w['region']} adds {w['push']:+.2f} towards {p['predicted']} more than on correctly read {p['true']}s"
                        for w in p["wrong_way"])
@@ -206,6 +211,7 @@ def render_markdown(r: dict) -> str:
           f"{dd['threshold']}: the re-implementation {verdict}. Dropping each block costs: "
           + ", ".join(f"{k} {v:+.3f}" for k, v in dd["r_lost_without_term"].items()) + " in r.", ""]
     L += _figs(r, "deepdive")
+    L += ["## Appendix: every channel's classifier map, per digit", ""] + _figs(r, "appendix")
     L += ["## Model and evaluation", "",
           f"Test accuracy {100 * ev['accuracy']:.2f}% (weakest digit {min(range(10), key=lambda d: ev['per_class_accuracy'][d])} at "
           f"{100 * min(ev['per_class_accuracy']):.2f}%). Checkpoint `{mdl.get('checkpoint')}`, file sha256 `{(mdl.get('sha256') or '')[:16]}`, "
