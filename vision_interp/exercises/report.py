@@ -208,7 +208,8 @@ def render_markdown(r: dict) -> str:
           "by conv1:1 (blank paper) on the second column. Written as five constant blocks by hand "
           f"({desc}), this kernel applied to the real pooled conv1 maps correlates with the real conv2:4 at r = {dd['r']:.3f} over "
           f"{dd['positions']} test positions (r = {dd['r_after_relu']:.3f} after ReLU); the threshold set before measuring is r >= "
-          f"{dd['threshold']}: the re-implementation {verdict}. Dropping each block costs: "
+          f"{dd['threshold']}: the re-implementation {verdict}. On synthetic strokes the two tuning curves correlate at r = {dd['tuning_r']:.2f} "
+          f"and peak at {dd['real_peak_angle']} deg (real) and {dd['hand_peak_angle']} deg (hand-written). Dropping each block costs: "
           + ", ".join(f"{k} {v:+.3f}" for k, v in dd["r_lost_without_term"].items()) + " in r.", ""]
     L += _figs(r, "deepdive")
     L += ["## Appendix: every channel's classifier map, per digit", ""] + _figs(r, "appendix")

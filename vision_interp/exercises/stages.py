@@ -491,14 +491,18 @@ def stage_deep_dive(ex) -> None:
         k = hand_kernel(m.c1)
         k[0, ch, rs, cs] = 0.0
         terms[f"conv1:{ch} {'+' if v > 0 else '-'}"] = _r(r - _pearson(F.conv2d(acts["pool1"], k, padding=2)[:, 0], real))
+    from ..circuits import expanded_weights
+
     w = m.conv2.weight.detach()[DEEP_UNIT]
     vmax = float(w.abs().max())
     hk = hand_kernel(m.c1)[0]
-    rows = [[{"img": w[i], "signed": True, "vmax": vmax, "title": f"real: from conv1:{i}"} for i in range(m.c1)],
-            [{"img": hk[i], "signed": True, "vmax": vmax, "title": f"hand: from conv1:{i}"} for i in range(m.c1)]]
-    p = P.panel_grid(rows, ex.fig_dir / "deep_dive_weights.png", row_labels=["real conv2:4", "hand-written"], cell_size=1.8)
+    exp = expanded_weights(m, "normalize", "conv2", dst_channels=[DEEP_UNIT])[0, 0]  # pixels -> conv2:4, ReLU/pool linearised
+    rows = [[{"img": exp, "signed": True, "title": "expanded: pixels -> conv2:4"}] + [None] * (m.c1 - 1),
+            [{"img": w[i], "signed": True, "vmax": vmax, "title": f"real: from pool1:{i}"} for i in range(m.c1)],
+            [{"img": hk[i], "signed": True, "vmax": vmax, "title": f"hand: from pool1:{i}"} for i in range(m.c1)]]
+    p = P.panel_grid(rows, ex.fig_dir / "deep_dive_weights.png", row_labels=["expanded\n(pixel space)", "real conv2:4", "hand-written"], cell_size=1.8)
     ex.add_figure(p, "deepdive", "conv2:4 from its conv1 inputs: real weights vs hand-written",
-                  "Top: the 5x5 weights from each conv1 channel (after ReLU and pooling) into conv2:4, on one symmetric scale. Bottom: the kernel "
+                  "Top: the linearised pixel-space template of conv2:4 (ReLU and max-pool replaced by their linear stand-ins), a near-vertical stroke. Middle: the 5x5 weights from each conv1 channel (after ReLU and pooling) into conv2:4, on one symmetric scale. Bottom: the kernel "
                   "written by hand from the one-sentence description in the text (five constant blocks). Look at conv1:3's column pair and conv1:0/6's "
                   "negative blocks.")
     plt = P._plt()
@@ -512,6 +516,26 @@ def stage_deep_dive(ex) -> None:
 
     p = save_figure(fig, ex.fig_dir / "deep_dive_scatter.png", colors=None)
     ex.add_figure(p, "deepdive", "Hand-written vs real conv2:4", "Each dot is one position of one test image (6000 of them drawn at random).")
-    ex.results["deep_dive"] = {"unit": f"conv2:{DEEP_UNIT}", "r": _r(r), "r_after_relu": _r(r_relu), "threshold": HAND_R_THRESHOLD,
+    # tuning: real vs hand-written centre unit on synthetic strokes (best of 9 positions), every angle
+    st = CU.stroke_stimuli(28, (14.5, 14.5))
+    strokes = [k for k, s_ in enumerate(st) if s_["family"] == "stroke"]
+    shifts = [(dy, dx) for dy in (-3, 0, 3) for dx in (-3, 0, 3)]
+    imgs = torch.tensor(np.stack([CU.stroke_stimuli(28, (14.5 + dy, 14.5 + dx))[k]["image"] for dy, dx in shifts for k in strokes]),
+                        dtype=torch.float32)[:, None]
+    from ..capture import capture
+
+    with torch.no_grad():
+        sa = capture(m, imgs, ["pool1", "conv2"], detach=True)
+    real_t = sa["conv2"][:, DEEP_UNIT, 7, 7].view(len(shifts), -1).max(0).values
+    hand_t = F.conv2d(sa["pool1"], hand_kernel(m.c1), padding=2)[:, 0, 7, 7].view(len(shifts), -1).max(0).values
+    angles = [st[k]["param"] for k in strokes]
+    p = P.lines({}, ex.fig_dir / "deep_dive_tuning.png", title="", xlabel="stroke angle (deg)", ylabel="pre-ReLU response",
+                panels={"conv2:4 vs the hand-written unit: stroke orientation tuning": {"real conv2:4": (angles, real_t.tolist()),
+                                                                                         "hand-written": (angles, hand_t.tolist())}})
+    ex.add_figure(p, "deepdive", "Orientation tuning, real vs hand-written",
+                  "Response of the centre unit to a 10px stroke at each angle (best of 9 positions); compare the peak angles (given in the text). The hand-written "
+                  "unit's scale differs because its weights are rounded constants.")
+    tuning_r = _pearson(real_t, hand_t)
+    ex.results["deep_dive"] = {"tuning_r": _r(tuning_r), "real_peak_angle": angles[int(real_t.argmax())], "hand_peak_angle": angles[int(hand_t.argmax())],"unit": f"conv2:{DEEP_UNIT}", "r": _r(r), "r_after_relu": _r(r_relu), "threshold": HAND_R_THRESHOLD,
                                "positions": int(real.numel()), "r_lost_without_term": terms,
                                "description": [{"conv1": ch, "rows": [rs.start, rs.stop], "cols": [cs.start, cs.stop], "weight": v} for ch, rs, cs, v in HAND_DESCRIPTION]}
