@@ -502,7 +502,7 @@ def stage_deep_dive(ex) -> None:
             [{"img": hk[i], "signed": True, "vmax": vmax, "title": f"hand: from pool1:{i}"} for i in range(m.c1)]]
     p = P.panel_grid(rows, ex.fig_dir / "deep_dive_weights.png", row_labels=["expanded\n(pixel space)", "real conv2:4", "hand-written"], cell_size=1.8)
     ex.add_figure(p, "deepdive", "conv2:4 from its conv1 inputs: real weights vs hand-written",
-                  "Top: the linearised pixel-space template of conv2:4 (ReLU and max-pool replaced by their linear stand-ins), a near-vertical stroke. Middle: the 5x5 weights from each conv1 channel (after ReLU and pooling) into conv2:4, on one symmetric scale. Bottom: the kernel "
+                  "Top: the linearised pixel-space template of conv2:4 (ReLU and max-pool replaced by their linear stand-ins): an excitatory stroke (red) between inhibitory flanks (blue), slanted like the tuning peak reported in the text. Middle: the 5x5 weights from each conv1 channel (after ReLU and pooling) into conv2:4, on one symmetric scale. Bottom: the kernel "
                   "written by hand from the one-sentence description in the text (five constant blocks). Look at conv1:3's column pair and conv1:0/6's "
                   "negative blocks.")
     plt = P._plt()
