@@ -172,7 +172,7 @@ def _check_unit(unit: Unit, require_channel: bool) -> CheckFn:
 
 
 def _unit_from(unit_or_layer: UnitSpec, c: int | None) -> "tuple[str, int | None, tuple[int, int] | None]":
-    unit = parse_unit(unit_or_layer)
+    unit = unit_or_layer if isinstance(unit_or_layer, Unit) else parse_unit(unit_or_layer)
     if c is not None:
         if unit.channel is not None and unit.channel != c:
             raise ValueError(f"channel given twice: {unit_or_layer!r} and c={c}")
