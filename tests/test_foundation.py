@@ -102,14 +102,14 @@ def test_inception_shapes_at_every_named_layer(inception):
 
 
 def test_inception_preprocessing_and_lrn_follow_tensorflow():
-    """x*255-117 happens inside; LRN is x / (1 + 1e-4 * sum of 9 neighbouring squares)^0.5."""
+    """x*255-117 happens inside; LRN is x / (2 + 1e-4 * sum of 11 neighbouring squares)^0.5 (inception5h)."""
     from vision_interp.zoo.inceptionv1 import LocalResponseNorm
 
     x = torch.randn(1, 12, 3, 3) * 30
     ref = torch.empty_like(x)
     for c in range(12):
-        lo, hi = max(0, c - 4), min(12, c + 5)
-        ref[:, c] = x[:, c] / (1 + 1e-4 * (x[:, lo:hi] ** 2).sum(1)) ** 0.5
+        lo, hi = max(0, c - 5), min(12, c + 6)
+        ref[:, c] = x[:, c] / (2 + 1e-4 * (x[:, lo:hi] ** 2).sum(1)) ** 0.5
     torch.testing.assert_close(LocalResponseNorm()(x), ref)
 
     m = inceptionv1()

@@ -11,9 +11,12 @@ Layer names: every module path (``conv2d0_pre_relu_conv``, ``mixed4a``, ``mixed4
 Lucid's names for pre-ReLU tensors (``conv2d0_pre_relu``, ``mixed4a_3x3_pre_relu``, ...) and
 ``softmax2_pre_activation`` for the logits.
 
-Local response normalisation follows TensorFlow's definition (``x / (1 + a * sum_{|d|<=4} x_d^2)^0.5``
-with a = 1e-4). ``torch.nn.functional.local_response_norm`` divides alpha by the window size, so it
-is called with ``alpha = 9e-4``; some earlier PyTorch ports passed 1e-4 and so normalise 9x less.
+Local response normalisation follows TensorFlow's definition with the graph's own attributes
+(``depth_radius=5, bias=2, alpha=1e-4, beta=0.5``): ``x / (2 + 1e-4 * sum_{|d|<=5} x_d^2)^0.5``.
+``torch.nn.functional.local_response_norm`` divides alpha by the window size, so the equivalent torch
+call is ``(size=11, alpha=1.1e-3, beta=0.5, k=2)``. Padding is TF "SAME" computed from each input's
+shape at run time (it depends on the parity of the size for stride 2), so every input size gives
+TF's output shapes: 224 -> mixed4a 14x14, 236 -> mixed4a 15x15. See ``docs/inceptionv1.md``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from torch import nn
 
 from .. import io as vio
 
-__all__ = ["InceptionV1", "inceptionv1", "INCEPTION5H_URL", "MIXED_BLOCKS", "load_class_names"]
+__all__ = ["InceptionV1", "inceptionv1", "INCEPTION5H_URL", "MIXED_BLOCKS", "MIN_CLASSIFIER_INPUT", "load_class_names", "tf_same_pads"]
 
 INCEPTION5H_URL = "https://github.com/ProGamerGov/pytorch-lucid-models/releases/download/v1.0/inception5h.pth"
 WEIGHTS_ENV = "VISION_INTERP_INCEPTIONV1_WEIGHTS"
@@ -46,43 +49,80 @@ MIXED_BLOCKS: dict[str, tuple[int, int, int, int, int, int, int]] = {
     "mixed5a": (832, 256, 160, 320, 48, 128, 128),
     "mixed5b": (832, 384, 192, 384, 48, 128, 128),
 }
+# Smallest input side whose mixed5b is >= 7x7: conv2d0 and four stride-2 pools each give ceil(n / 2),
+# so mixed5b is ceil(n / 32) and the 7x7 classifier pool needs n > 6 * 32.
+MIN_CLASSIFIER_INPUT = 6 * 32 + 1
 BRANCHES = ("1x1", "3x3", "5x5", "pool_reduce")  # concatenation order of a mixed block
 
 
-class LocalResponseNorm(nn.Module):
-    """TensorFlow-style LRN (depth radius 4, bias 1, alpha 1e-4, beta 0.5)."""
+def tf_same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF "SAME" padding (before, after) of one axis: output ceil(size / stride), extra pad after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
 
-    def __init__(self, depth_radius: int = 4, bias: float = 1.0, alpha: float = 1e-4, beta: float = 0.5):
+
+class LocalResponseNorm(nn.Module):
+    """TensorFlow LRN: ``x / (bias + alpha * sum_{|d|<=depth_radius} x_d^2) ** beta``.
+
+    Defaults are inception5h's attributes (depth radius 5, bias 2, alpha 1e-4 *not* divided by the
+    window, beta 0.5). Computed as a banded 1x1 convolution over squared activations, several times
+    faster on CPU than ``F.local_response_norm``'s avg_pool3d.
+    """
+
+    def __init__(self, depth_radius: int = 5, bias: float = 2.0, alpha: float = 1e-4, beta: float = 0.5):
         super().__init__()
+        self.depth_radius = depth_radius
         self.size = 2 * depth_radius + 1
         self.bias, self.alpha, self.beta = bias, alpha, beta
 
     def _band(self, x: torch.Tensor) -> torch.Tensor:
         """(C, C, 1, 1) 0/1 matrix summing each channel's 2r+1 neighbours, cached per shape/device/dtype."""
-        key = (x.shape[1], x.device, x.dtype)
+        key = (x.shape[1], x.device, x.dtype, self.depth_radius)
         if getattr(self, "_band_key", None) != key:
             idx = torch.arange(x.shape[1], device=x.device)
-            band = ((idx[:, None] - idx[None, :]).abs() <= self.size // 2).to(x.dtype)
+            band = ((idx[:, None] - idx[None, :]).abs() <= self.depth_radius).to(x.dtype)
             self._band_cache, self._band_key = band[:, :, None, None], key
         return self._band_cache
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Same maths as F.local_response_norm(x, size, alpha * size, beta, bias), written as a 1x1
-        # convolution over squared activations: several times faster on CPU than its avg_pool3d.
         return x * (self.bias + self.alpha * F.conv2d(x * x, self._band(x))) ** -self.beta
+
+    def linearized(self, x: torch.Tensor) -> torch.Tensor:
+        """Circuits' linear stand-in: the identity (LRN only rescales; expanded weights skip it)."""
+        return x
 
 
 class MaxPoolSame(nn.Module):
-    """Max pool 3x3 with TF 'SAME' padding written out (pads filled with -inf)."""
+    """Max pool with TF "SAME" padding computed from the input's shape (pads filled with -inf)."""
 
-    def __init__(self, stride: int):
+    def __init__(self, stride: int, kernel_size: int = 3):
         super().__init__()
         self.stride = stride
-        self.kernel_size = 3
-        self.pad = (0, 1, 0, 1) if stride == 2 else (1, 1, 1, 1)
+        self.kernel_size = kernel_size
+
+    def pad_amounts(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) TF "SAME" pads for an ``h x w`` input."""
+        return (*tf_same_pads(h, self.kernel_size, self.stride), *tf_same_pads(w, self.kernel_size, self.stride))
+
+    def _torch_pad(self, x: torch.Tensor) -> tuple[int, int, int, int]:
+        top, bottom, left, right = self.pad_amounts(x.shape[-2], x.shape[-1])
+        return (left, right, top, bottom)  # F.pad order: last axis first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(F.pad(x, self.pad, value=float("-inf")), 3, stride=self.stride)
+        pad = self._torch_pad(x)
+        if any(pad):
+            x = F.pad(x, pad, value=float("-inf"))
+        return F.max_pool2d(x, self.kernel_size, stride=self.stride)
+
+    def linearized(self, x: torch.Tensor) -> torch.Tensor:
+        """Circuits' linear stand-in: average over the same window, SAME pads as zeros and counted.
+
+        Every output is then the mean of ``kernel_size**2`` entries, a fixed linear map of ``x``
+        with the same output shape and window positions as the max pool.
+        """
+        pad = self._torch_pad(x)
+        return F.avg_pool2d(F.pad(x, pad) if any(pad) else x, self.kernel_size, stride=self.stride)
 
 
 class Concat(nn.Module):
@@ -93,18 +133,21 @@ class Concat(nn.Module):
 
 
 class SamePadConv(nn.Conv2d):
-    """Conv2d with explicit TF 'SAME' padding (asymmetric for the stride-2 7x7 stem)."""
+    """Conv2d with TF "SAME" padding computed from the input's shape (zeros, extra pad after)."""
 
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1):
         super().__init__(cin, cout, k, stride=stride)
-        if k == 7:
-            self.same_pad = (2, 3, 2, 3)
-        else:
-            p = (k - 1) // 2
-            self.same_pad = (p, p, p, p)
+
+    def pad_amounts(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) TF "SAME" pads for an ``h x w`` input."""
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        return (*tf_same_pads(h, kh, sh), *tf_same_pads(w, kw, sw))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self.same_pad) if any(self.same_pad) else x)
+        top, bottom, left, right = self.pad_amounts(x.shape[-2], x.shape[-1])
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        return super().forward(x)
 
 
 class InceptionV1(nn.Module):
@@ -175,7 +218,8 @@ class InceptionV1(nn.Module):
         if x.shape[-1] < 7 or x.shape[-2] < 7:
             raise ValueError(
                 f"input too small for the classifier head: mixed5b is {x.shape[-2]}x{x.shape[-1]}, needs >= 7x7 "
-                "(input >= 193x193); capture an earlier layer instead"
+                f"(input >= {MIN_CLASSIFIER_INPUT}x{MIN_CLASSIFIER_INPUT}: every axis is divided by 32, rounding up); "
+                "capture an earlier layer instead"
             )
         x = self.avgpool0(x).mean(dim=(2, 3))  # 7x7 average, then global mean for inputs > 224
         return self.softmax2_pre_activation_matmul(x)
