@@ -1,17 +1,16 @@
 """The MNIST exercise, end to end: evaluate a small CNN, then try to understand it and test the story.
 
-Stages (each prints its progress and time):
+Stages (each prints its progress and time; the mechanism stages live in :mod:`.stages`):
 
 1. model: the committed checkpoint, or a fresh one trained from ``seed`` (``retrain``);
 2. evaluation: accuracy, per-class accuracy, confusion matrix;
-3. first-layer filters: weights as pictures and measured tuning (orientation, width, polarity);
-4. feature visualization of every conv channel and class logit, side by side with the channel's
-   top-activating test images, and a measured verdict on how much the two agree;
-5. attribution: per-class mean integrated gradients, examples (correct and misclassified), a
-   pixel-deletion check, and layer attribution naming the last-layer channels behind each class;
-6. circuits: for a few classes, the path input strokes -> conv1 channels -> conv2 channels -> logit
-   from weights (classifier view, expanded weights) and visualizations;
-7. causal checks: ablating the channels the analysis names versus seeded random channel sets.
+3. conv1 exactly: the exact optimal stimulus of each unit, tuning to synthetic strokes, checked labels;
+4. feature visualization of every conv1/conv2 centre neuron (vs the best test image) and every logit;
+5. conv2 named from evidence (top/bottom patches, class histogram, synthetic parts at 9 positions);
+6. a circuit for every digit from the classifier weights, each clause ablated against 100 controls;
+7. attribution with four IG baselines and occlusion, deletion/insertion faithfulness;
+8. the most frequent confusions and the channels that push the wrong way;
+9. a deep dive: conv2:4 rewritten by hand from a written description.
 
 Everything measured goes into ``results.json``; :mod:`.report` turns it into report.md/report.html
 with findings written from the numbers.
@@ -31,8 +30,6 @@ import numpy as np
 import torch
 
 from .. import io as vio
-from . import analysis as A
-from . import figures as fig
 
 __all__ = ["ExerciseConfig", "run_mnist_exercise"]
 
@@ -192,25 +189,15 @@ class _Exercise:
             "top_confusions": [{"true": i, "predicted": j, "count": c} for c, i, j in pairs],
             "eval_subset": {"images": len(self.y), "accuracy": _r(sub_acc, 5)},
         }
-        p = fig.heatmap(conf, self.fig_dir / "confusion.png", row_labels=[str(d) for d in range(10)], col_labels=[str(d) for d in range(10)],
-                        title=f"Confusion matrix on {len(self.test_y)} test images (accuracy {100 * ev['accuracy']:.2f}%)",
-                        xlabel="predicted", ylabel="true", signed=False, fmt="{:.0f}")
+        from .plots import annotated_heatmap
+
+        p = annotated_heatmap(conf, self.fig_dir / "confusion.png", row_labels=[str(d) for d in range(10)], col_labels=[str(d) for d in range(10)],
+                              title=f"Confusion matrix on {len(self.test_y)} test images (accuracy {100 * ev['accuracy']:.2f}%)",
+                              xlabel="predicted", ylabel="true", fmt="{:.0f}", counts=True)
         self.add_figure(p, "evaluation", "Confusion matrix", "Rows: true digit; columns: predicted digit; counts on the full test set (log grey scale).")
 
 
 # =============================================================================== small helpers
-
-def _overlay(image: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
-    from ..images import overlay
-
-    return overlay(image, heat[0] if heat.ndim == 3 else heat, alpha=0.75)
-
-
-def _short_kind(kind: str) -> str:
-    """'oriented edge detector at 34 deg' -> 'edge 34 deg' (figure titles have little room)."""
-    k = kind.split(":")[0].replace("oriented ", "").replace(" detector", "").replace("bar/stroke", "bar")
-    return k.split(",")[0]
-
 
 def _display_path(path: Path) -> str:
     """A path relative to the working directory when it lies below it (reports stay portable)."""
@@ -218,19 +205,6 @@ def _display_path(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
-
-
-def _capture_one(model, x: torch.Tensor, layer: str) -> torch.Tensor:
-    from ..capture import capture
-
-    return capture(model, x, [layer], detach=True)[layer]
-
-
-def _layer_hw(model, layer: str) -> tuple[int, int]:
-    from ..units import layer_shape
-
-    s = layer_shape(model, layer)
-    return int(s[-2]), int(s[-1])
 
 
 # =============================================================================== entry point

@@ -143,13 +143,19 @@ def strip_plot(labels: Sequence[str], named: Sequence[float], controls: Sequence
 
 
 def annotated_heatmap(values: np.ndarray, path: str | os.PathLike, *, row_labels: Sequence[str], col_labels: Sequence[str],
-                      title: str, xlabel: str, ylabel: str, fmt: str = "{:+.1f}") -> Path:
-    """A signed matrix with its numbers written in the cells and a symmetric colourbar."""
+                      title: str, xlabel: str, ylabel: str, fmt: str = "{:+.1f}", counts: bool = False) -> Path:
+    """A signed matrix with its numbers written in the cells and a symmetric colourbar (``counts``: a
+    non-negative matrix on a log grey scale instead)."""
     plt = _plt()
     v = np.asarray(values, float)
     vmax = max(float(np.abs(v).max()), 1e-9)
-    fig, ax = plt.subplots(figsize=(0.75 * v.shape[1] + 2.5, 0.6 * v.shape[0] + 1.8), dpi=DPI)
-    im = ax.imshow(v, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    fig, ax = plt.subplots(figsize=(max(0.75 * v.shape[1] + 2.5, 7), max(0.6 * v.shape[0] + 1.8, 6)), dpi=DPI)
+    if counts:
+        from matplotlib.colors import LogNorm
+
+        im = ax.imshow(v + 1, cmap="Greys", norm=LogNorm(vmin=1, vmax=vmax + 1))
+    else:
+        im = ax.imshow(v, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
     for i in range(v.shape[0]):
         for j in range(v.shape[1]):
             ax.text(j, i, fmt.format(v[i, j]), ha="center", va="center", fontsize=8, color="white" if abs(v[i, j]) > 0.6 * vmax else "black")

@@ -160,6 +160,16 @@ def render_markdown(r: dict) -> str:
             rows.append([d["digit"], f"{'+' if c['sign'] == 'present' else '-'}conv2:{c['channel']}", c["region"], len(c["positions"]),
                          _f(c["mean_ablation"]["margin_drop"]), _f(c["zero_ablation"]["margin_drop"]), _f(c["controls"]["mean"]),
                          _f(c["controls"]["p95"]), _f(c["controls"]["size_ratio_max"]), _f(c["percentile"], 0), _spec(c["mean_ablation"]["specificity"]), c["verdict"]])
+    use: dict[int, list[str]] = {}
+    for d in ci["digits"]:
+        for c in d["clauses"]:
+            use.setdefault(c["channel"], []).append(f"{d['digit']}{'+' if c['sign'] == 'present' else '-'}")
+    most = sorted(use.items(), key=lambda kv: -len(kv[1]))
+    L += [f"{len(use)} of 16 channels appear in some clause. The most reused is conv2:{most[0][0]} ({len(most[0][1])} clauses: "
+          f"{', '.join(most[0][1])}; '+' present, '-' absent)"
+          + (f", then conv2:{most[1][0]} ({', '.join(most[1][1])})" if len(most) > 1 else "")
+          + ". A channel named as *absent* for one digit and *present* for another is reused because where it fires separates digits, "
+          "not because it is generally active: contrastive selection gives a channel with the same activation on every digit a score of 0.", ""]
     L += [_table(["digit", "clause", "where", "cells", "mean-abl.", "zero-abl.", "ctrl mean", "ctrl 95th", "size match (max ratio)", "percentile", "specificity", "verdict"], rows), ""]
     zm = [s for d in ci["digits"] for s in _zero_vs_mean(d)]
     if zm:
