@@ -100,7 +100,7 @@ def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str 
     n = len(panels)
     cols = min(n, 4)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, dpi=DPI)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.2 * cols, 7.5), max(3.4 * rows, 5.0)), squeeze=False, dpi=DPI)
     for k, (pt, ser) in enumerate(panels.items()):
         ax = axes[k // cols, k % cols]
         for lab, (xs, ys) in ser.items():

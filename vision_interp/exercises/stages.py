@@ -506,7 +506,7 @@ def stage_deep_dive(ex) -> None:
                   "written by hand from the one-sentence description in the text (five constant blocks). Look at conv1:3's column pair and conv1:0/6's "
                   "negative blocks.")
     plt = P._plt()
-    fig, ax = plt.subplots(figsize=(6, 5.5), dpi=P.DPI)
+    fig, ax = plt.subplots(figsize=(7, 6.2), dpi=P.DPI)
     sel = torch.randperm(real.numel(), generator=torch.Generator().manual_seed(0))[:6000]
     ax.scatter(hand.flatten()[sel], real.flatten()[sel], s=2, alpha=0.3)
     ax.set_xlabel("hand-written unit")
