@@ -81,6 +81,8 @@ class ExerciseConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be a positive number, got {v}")
+        if self.random_draws is not None and self.random_draws < 100:
+            raise ValueError(f"random_draws (random controls per clause) must be at least 100 for a percentile verdict, got {self.random_draws}")
         if self.eval_images is not None and self.eval_images < 100:
             raise ValueError(f"eval_images must be at least 100 for meaningful per-class numbers, got {self.eval_images}")
 
