@@ -161,3 +161,27 @@ def test_hand_written_conv2_4_correlates_with_the_real_unit(model, test_set):
     assert r >= S.HAND_R_THRESHOLD, r
     # the hand kernel is a handful of constants, not a copy of the weights
     assert len(torch.unique(S.hand_kernel(model.c1))) <= 6
+
+
+def test_clause_tests_are_deterministic(model, test_set, tmp_path):
+    """Two runs of the circuit stage with the same seed give identical numbers (controls are seeded)."""
+    from types import SimpleNamespace
+
+    x, y = test_set[0][:1000], test_set[1][:1000]
+    with torch.no_grad():
+        clean = model(x)
+
+    def run() -> dict:
+        ex = SimpleNamespace(model=model, x=x, y=y, clean_logits=clean, conv2_names={}, results={},
+                             cfg=SimpleNamespace(seed=0, circuit_classes=(4,), k_channels=2, random_draws=100),
+                             fig_dir=tmp_path, add_figure=lambda *a, **k: None)
+        S.stage_circuits(ex)
+        return ex.results["circuits"]
+
+    a, b = run(), run()
+    assert a == b
+    for c in a["digits"][0]["clauses"]:
+        assert c["controls"]["n"] == 100
+        named = {k["channel"] for k in a["digits"][0]["clauses"]}
+        assert set(c["controls"]["excluded_channels"]) == named
+        assert c["controls"]["channels_used"] and not set(c["controls"]["channels_used"]) & named

@@ -273,6 +273,7 @@ def stage_circuits(ex) -> None:
                      "mean_ablation": {k: _r(v) for k, v in em.items()}, "zero_ablation": {k: _r(v) for k, v in ez.items()},
                      "controls": {"n": rc["n"], "mean": _r(np.mean(rc["margin_drops"])), "p95": _r(np.percentile(rc["margin_drops"], 95)),
                                   "max": _r(max(rc["margin_drops"])), "size_ratio_max": _r(rc["size_ratio_max"]), "excluded_channels": sorted(exclude),
+                                  "channels_used": rc["channels_used"],
                                   "drops": [_r(v) for v in rc["margin_drops"]]},
                      "percentile": _r(pct, 1), "verdict": verdict}
             cl_out.append(entry)
