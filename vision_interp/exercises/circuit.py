@@ -141,7 +141,7 @@ def clause_effects(clean: torch.Tensor, labels: torch.Tensor, delta: torch.Tenso
 
 
 def random_controls(W: torch.Tensor, acts: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor, clause: Clause,
-                    exclude: set[int], value: torch.Tensor, n: int, gen: torch.Generator, pool_factor: int = 4) -> dict:
+                    exclude: set[int], value: torch.Tensor, n: int, gen: torch.Generator, pool_factor: int = 3) -> dict:
     """``n`` random controls for a clause: same number of positions, a channel not in ``exclude``, and
     activation-matched: from ``pool_factor * n`` candidates, the ``n`` whose mean-ablation perturbation
     on the digit's images (mean |v - a| summed over positions) is closest to the clause's."""

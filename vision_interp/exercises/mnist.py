@@ -52,7 +52,7 @@ class ExerciseConfig:
     eval_images: int | None = None  # seeded test subset for all analyses; default 10000 = the whole test set (quick 2000)
     featvis_steps: int | None = None  # default 128 (quick 24)
     ig_per_class: int | None = None  # images per class for attribution; default 40 (quick 6)
-    ig_steps: int | None = None  # integrated-gradients steps; default 32 (quick 8)
+    ig_steps: int | None = None  # integrated-gradients steps; default 16 (quick 8)
     top_k: int = 8  # top-activating examples per channel
     retrain_epochs: int | None = None  # default 6 (quick 1)
     threads: int | None = None  # torch CPU threads during the run (restored afterwards); default: torch's
@@ -67,7 +67,7 @@ class ExerciseConfig:
         c.eval_images = self.eval_images or (2000 if q else 10000)
         c.featvis_steps = self.featvis_steps or (24 if q else 128)
         c.ig_per_class = self.ig_per_class or (6 if q else 40)
-        c.ig_steps = self.ig_steps or (8 if q else 32)
+        c.ig_steps = self.ig_steps or (8 if q else 16)
         c.retrain_epochs = self.retrain_epochs or (1 if q else 6)
         return c
 

@@ -64,6 +64,9 @@ def panel_grid(cells: Sequence[Sequence[dict | None]], path: str | os.PathLike, 
     if title:
         fig.suptitle(title, fontsize=13)
     fig.tight_layout()
+    if getattr(fig, "_shared_im", None) is not None:  # cells on one scale share one symmetric colourbar
+        cb = fig.colorbar(fig._shared_im, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
+        cb.ax.tick_params(labelsize=9)
     return save_figure(fig, path, colors=None)
 
 
@@ -79,8 +82,11 @@ def _draw(ax, fig, cell: dict) -> None:
     if cell.get("signed"):
         vmax = cell.get("vmax") or max(float(np.abs(img).max()), 1e-9)
         im = ax.imshow(img, cmap="RdBu_r", vmin=-vmax, vmax=vmax, extent=ext, alpha=0.6 if ext else 1.0, interpolation="nearest")
-        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-        cb.ax.tick_params(labelsize=8)
+        if cell.get("colorbar", True):
+            cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+            cb.ax.tick_params(labelsize=8)
+        else:
+            fig._shared_im = im
     elif img.ndim == 3:
         ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
     else:

@@ -152,7 +152,8 @@ def render_markdown(r: dict) -> str:
     L += ["## Causal tests, in detail", "",
           f"Channels and positions are selected by {ci['selection']}. Each clause is ablated at exactly its channel and positions (pool2, "
           f"where the classifier reads; the logit change is exact), by its dataset mean and by zero. Controls: {ci['controls_per_clause']} per clause, "
-          "same number of positions, channels not named for that digit, and matched in perturbation size (the 100 closest of 400 draws; "
+          f"same number of positions, channels not named for that digit, and matched in perturbation size (the {ci['controls_per_clause']} closest "
+          f"of {3 * ci['controls_per_clause']} draws, half of them drawn favouring cells that move a lot; "
           "the worst match ratio is in the table). Specificity = margin drop on the digit / mean margin drop on the other digits' own images.", ""]
     rows = []
     for d in ci["digits"]:

@@ -314,13 +314,13 @@ def stage_circuits(ex) -> None:
         wd = W[d].view(a.shape[1], -1)
         vmax = float(wd.abs().max())
         named = {c["channel"]: c for c in dd["clauses"]}
-        cells = [{"img": wd[c].view(7, 7), "signed": True, "vmax": vmax, "under": mean_img,
+        cells = [{"img": wd[c].view(7, 7), "signed": True, "vmax": vmax, "under": mean_img, "colorbar": False,
                   "outline": [(q // 7, q % 7) for q in named[c]["positions"]] if c in named else [],
                   "title": f"conv2:{c}{' (clause)' if c in named else ''}\n{_short(ex.conv2_names.get(c, 'unclear'), 20)}"}
                  for c in range(a.shape[1])]
         p = P.panel_grid([cells[:8], cells[8:]], ex.fig_dir / f"classifier_maps_{d}.png", cell_size=1.9)
         ex.add_figure(p, "appendix", f"Digit {d}: classifier weights of all 16 channels",
-                      f"The 7x7 weights from each conv2 channel to logit {d}, over the mean {d}, on one symmetric scale for the digit "
+                      f"The 7x7 weights from each conv2 channel to logit {d}, over the mean {d}, on one symmetric scale for the digit (one colourbar) "
                       "(red = evidence for the digit where the channel fires). Green boxes: positions named by a clause.")
     labels = [f"{c['digit']}:{'+' if c['sign'] == 'present' else '-'}{c['channel']}" for c in all_clauses]
     p = P.strip_plot(labels, [c["mean_ablation"]["margin_drop"] for c in all_clauses], [c["controls"]["drops"] for c in all_clauses],
