@@ -114,10 +114,15 @@ def render_markdown(r: dict) -> str:
           f"{max(u['optimum_over_best_test'] for u in c1['units']):.2f}x). Labels come from synthetic bright strokes (angle x width x "
           f"perpendicular offset); a separate check refuses a label whose claimed stimulus does not drive the unit "
           f"({sum(1 for u in c1['units'] if u['label_check'])} refused).", ""]
-    L += [_table(["unit", "label (checked)", "optimum", "best test", "blank", "best stroke", "worst stroke", "dark line on white", "orientation selectivity"],
+    L += [_table(["unit", "label (checked)", "optimum", "best test", "blank", "best stroke", "worst stroke", "orientation selectivity"],
                  [[f"conv1:{u['channel']}", u["label"], _f(u["exact_optimum_value"]), _f(u["best_test_value"]), f"{u['blank_response']:+.2f}",
-                   f"{u['best_stroke_response']:+.2f}", f"{u['worst_stroke_response']:+.2f}", f"{u['dark_line_response']:+.2f}", _f(u["selectivity"])]
+                   f"{u['best_stroke_response']:+.2f}", f"{u['worst_stroke_response']:+.2f}", _f(u["selectivity"])]
                   for u in c1["units"]]), ""]
+    lin = max(abs(u["dark_line_response"] + u["worst_stroke_response"]) for u in c1["units"])
+    L += [f"Polarity: stroke responses are relative to blank paper, so a positive 'best stroke' means ink excites the unit somewhere and "
+          f"a negative 'worst stroke' means ink elsewhere suppresses it. A dark line on white gives exactly the negative of the worst bright "
+          f"stroke (largest deviation {lin:.3f}), as it must for a unit that is linear in its pixels; off units are the ones whose every "
+          "stroke through the centre is negative.", ""]
     L += _figs(r, "conv1")
     # featvis
     L += ["## Feature visualization", ""]
