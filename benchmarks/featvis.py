@@ -1,89 +1,290 @@
-"""Feature visualization speed: seconds per optimisation step per image.
+"""Feature visualization: the Lucid recipe (preset "lucid", 512 steps) vs the defaults, as curves.
 
-InceptionV1 (random weights: speed does not depend on them) at 224x224 with Lucid's standard
-transforms (the model sees 236x236), for one mixed4a channel and for a batch of 16 mixed4a
-channels; and all 24 conv channels of the MNIST CNN in one batch.
+For InceptionV1 (He-init random weights, seed 0; 8 channel units across mixed3b, mixed4a, mixed4d,
+mixed5b, rendered as one batch of 8 at 224 px) and the trained MNIST CNN (all 24 conv units,
+centre neurons, one batch), each configuration is run once with the clean (untransformed)
+activation of every unit measured every ``--every`` steps, and the wall time of every step
+recorded. Curves are cached as JSON under ``benchmarks/results/`` (keyed by the whole
+``RenderSettings.to_dict()``, the units and the seed), so the expensive 512-step reference runs once.
 
-Configurations:
-  baseline   fp32, contiguous (NCHW) tensors
-  default    channels_last (render's default)
-  bf16       channels_last + bfloat16 autocast for the model
-(The model's LocalResponseNorm is a banded 1x1 convolution, several times faster on CPU than
-``F.local_response_norm``'s avg_pool3d; it was 23% of a step before that change.)
+Printed per configuration:
+  (a) s/step/image, measured interleaved in one process (``--timing-steps`` steps per config per
+      round, alternating configs, median over rounds) so that machine load affects all alike;
+  (b) activation reached (mean over units of act/act_ref512, and the minimum over units);
+  (c) wall time to reach the reference's 512-step activation (first checkpoint where the mean
+      ratio >= 1.0), as a ratio of the reference's 512 steps: steps_needed * s/step(config) /
+      (512 * s/step(reference));
+  the frequency measure: share of spectral power above half Nyquist of the final images (mean
+  over images; lower = smoother);
+  and the curve: mean activation ratio at each checkpoint, with the time ratio of that checkpoint.
 
-``--quality-steps N`` also compares the final activations reached by baseline and bf16
-after N steps (same seed), and ``--profile`` prints torch.profiler's top ops for one step.
-
-Usage: python benchmarks/featvis.py [--steps 3] [--threads 2] [--quality-steps 0] [--profile]
+Usage:
+  python benchmarks/featvis.py --run inceptionv1:lucid      # compute one curve (cached)
+  python benchmarks/featvis.py --report [--images docs/img]  # tables from cached curves (+ timing)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+from torch import nn
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "benchmarks" / "results"
 
-def time_render(model, objectives, steps: int, **kw) -> tuple[float, torch.Tensor]:
-    from vision_interp.featvis import render
+from vision_interp.capture import capture  # noqa: E402
+from vision_interp.featvis import RenderSettings, neuron, channel, preset, render  # noqa: E402
 
-    render(model, objectives, steps=1, progress=False, **kw)  # warm-up (oneDNN kernel selection, shape checks)
-    t = time.perf_counter()
-    res = render(model, objectives, steps=steps, progress=False, **kw)
-    dt = time.perf_counter() - t
-    return dt / steps / len(objectives), res.values
+INCEPTION_UNITS = [("mixed3b", 30), ("mixed3b", 300), ("mixed4a", 97), ("mixed4a", 476),
+                   ("mixed4d", 100), ("mixed4d", 400), ("mixed5b", 200), ("mixed5b", 900)]
 
-
-CONFIGS = {
-    "baseline": dict(precision="fp32", channels_last=False),
-    "default": dict(precision="fp32", channels_last=True),
-    "bf16": dict(precision="bf16", channels_last=True),
+# name -> settings (for InceptionV1; MNIST gets the same changes on its own base, see configs_for)
+INCEPTION_CONFIGS: dict[str, RenderSettings] = {
+    "lucid": preset("lucid"),
+    "lucid-128": preset("lucid", steps=128),
+    "lr0.2-cos-128": preset("lucid", lr=0.2, schedule="cosine", steps=128),
+    "lr0.4-cos-128": preset("lucid", lr=0.4, schedule="cosine", steps=128),
+    "lr0.1-128": preset("lucid", lr=0.1, steps=128),
+    "fast": preset("fast"),
 }
+MNIST_CONFIGS: dict[str, RenderSettings] = {
+    # the Lucid recipe at the only size the MNIST CNN accepts: no size-changing transforms
+    "lucid": preset("lucid", transforms="none", decorrelate=False),
+    "lucid+shift2": preset("lucid", transforms="small", decorrelate=False),
+    "pixel-sigmoid-small-lr0.2-128": preset("exact", valid="sigmoid", transforms="small", steps=128),  # the old default
+    "pixel-sigmoid-lr0.2-64": preset("exact", valid="sigmoid"),
+    "exact": preset("exact"),
+}
+
+
+def he_init(model: nn.Module, seed: int = 0) -> nn.Module:
+    """He (Kaiming normal, fan-in, ReLU gain) weights and zero biases for every conv, from one seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    for mod in model.modules():
+        if isinstance(mod, nn.Conv2d):
+            fan_in = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+            mod.weight.data = torch.randn(mod.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5
+            if mod.bias is not None:
+                mod.bias.data.zero_()
+    return model
+
+
+def load(model_name: str):
+    """(model, objectives, unit names, configs, input_shape)."""
+    if model_name == "inceptionv1":
+        from vision_interp.zoo import inceptionv1
+
+        m = he_init(inceptionv1(pretrained=False))
+        units = [f"{l}:{c}" for l, c in INCEPTION_UNITS]
+        return m, [channel(u) for u in units], units, INCEPTION_CONFIGS, (3, 224, 224)
+    from vision_interp.zoo import mnist_cnn
+
+    m = mnist_cnn()
+    units = [f"conv1:{c}" for c in range(8)] + [f"conv2:{c}" for c in range(16)]
+    return m, [neuron(u) for u in units], units, MNIST_CONFIGS, (1, 28, 28)
+
+
+def clean_values(model: nn.Module, objectives, images: torch.Tensor) -> list[float]:
+    """Objective i on image i, without transforms, in fp32."""
+    from vision_interp.featvis import evaluate_objective
+
+    return [float(evaluate_objective(model, o, images[i : i + 1])[0]) for i, o in enumerate(objectives)]
+
+
+def high_frequency_share(images: torch.Tensor) -> float:
+    """Share of spectral power (mean removed) above half the Nyquist frequency, mean over images and channels.
+
+    Frequencies in cycles/pixel: Nyquist is 0.5, so the cut is at radial frequency 0.25.
+    """
+    x = images.float() - images.float().mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.rfft2(x).abs() ** 2
+    fy = torch.fft.fftfreq(x.shape[-2])[:, None]
+    fx = torch.fft.rfftfreq(x.shape[-1])[None, :]
+    high = (fx ** 2 + fy ** 2).sqrt() > 0.25
+    share = (power * high).sum(dim=(-2, -1)) / power.sum(dim=(-2, -1)).clamp_min(1e-12)
+    return float(share.mean())
+
+
+def _cache_path(model_name: str, name: str) -> Path:
+    return RESULTS / f"featvis_{model_name}_{name}.json"
+
+
+def _computation_key(settings: RenderSettings, units: list[str], seed: int, every: int) -> dict:
+    """What decides a curve: the settings without the preset label, the units, the seed, the checkpoint spacing."""
+    d = settings.to_dict()
+    d.pop("preset")
+    return {"settings": d, "units": units, "seed": seed, "every": every}
+
+
+def _cached(model_name: str, key: dict) -> dict | None:
+    """A cached curve with the same computation key (under any configuration name)."""
+    for path in sorted(RESULTS.glob(f"featvis_{model_name}_*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        stored = dict(data.get("key") or {})
+        stored["settings"] = {k: v for k, v in (stored.get("settings") or {}).items() if k != "preset"}
+        if stored == key:
+            return data
+    return None
+
+
+def run_curve(model_name: str, name: str, *, every: int = 16, seed: int = 0, force: bool = False) -> dict:
+    """One configuration's curve (cached)."""
+    model, objs, units, configs, shape = load(model_name)
+    s = configs[name].replace(input_shape=shape)
+    key = _computation_key(s, units, seed, every)
+    path = _cache_path(model_name, name)
+    cached = None if force else _cached(model_name, key)
+    if cached is not None:
+        return cached
+    checkpoints = list(range(every, s.steps + 1, every))
+    if s.steps not in checkpoints:
+        checkpoints.append(s.steps)
+    times: list[float] = []
+    t0 = time.perf_counter()
+    res = render(model, objs, s, seed=seed, thresholds=[0] + checkpoints, progress=False,
+                 on_step=lambda step, v: times.append(time.perf_counter() - t0))
+    curve = {step: clean_values(model, objs, res.snapshots[step]) for step in [0] + checkpoints}
+    out = {
+        "key": key, "model": model_name, "config": name, "units": units,
+        "step_seconds": times, "curve": {str(k): v for k, v in curve.items()},
+        "final": res.values.tolist(), "hf_share": high_frequency_share(res.images),
+        "images": res.images.mul(255).round().to(torch.uint8).tolist() if model_name == "mnist" else None,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    from vision_interp.io import save_json
+
+    save_json(path, out, indent=None)
+    if model_name == "inceptionv1":  # keep the final images small on disk: uint8 PNG-ready tensor
+        torch.save(res.images.mul(255).round().to(torch.uint8), path.with_suffix(".images.pt"))
+    print(f"{model_name} {name}: {s.steps} steps in {times[-1] if times else 0:.0f} s; mean final {statistics.mean(out['final']):.3f}", flush=True)
+    return out
+
+
+def per_step_signature(s: RenderSettings) -> tuple:
+    """What a step costs depends on these only (not on lr, schedule or step count)."""
+    d = s.to_dict()
+    return tuple((k, str(d[k])) for k in ("param", "decorrelate", "valid", "transforms", "precision", "channels_last", "batch_size", "input_shape"))
+
+
+def time_per_step(model_name: str, names: list[str], steps: int, rounds: int) -> dict[str, float]:
+    """s/step/image per configuration, interleaved: each round renders every per-step signature for
+    ``steps`` steps in turn (after one warm-up), median over rounds. Configurations with the same
+    signature share the figure."""
+    model, objs, _units, configs, shape = load(model_name)
+    sigs: dict[tuple, str] = {}
+    for n in names:
+        sigs.setdefault(per_step_signature(configs[n].replace(input_shape=shape)), n)
+    samples: dict[tuple, list[float]] = {sig: [] for sig in sigs}
+    for sig, n in sigs.items():
+        render(model, objs, configs[n].replace(input_shape=shape, steps=1), progress=False)  # warm-up
+    for _ in range(rounds):
+        for sig, n in sigs.items():
+            t = time.perf_counter()
+            render(model, objs, configs[n].replace(input_shape=shape, steps=steps), progress=False)
+            samples[sig].append((time.perf_counter() - t) / steps / len(objs))
+    return {n: statistics.median(samples[per_step_signature(configs[n].replace(input_shape=shape))]) for n in names}
+
+
+def ratios(curve: dict, reference: dict) -> dict[int, tuple[float, float]]:
+    """Per checkpoint: (mean over units of act / act_ref512, min over units)."""
+    ref_final = reference["curve"][str(max(int(k) for k in reference["curve"]))]
+    out = {}
+    for k, vals in curve["curve"].items():
+        r = [v / f for v, f in zip(vals, ref_final)]
+        out[int(k)] = (statistics.mean(r), min(r))
+    return dict(sorted(out.items()))
+
+
+def summarise(model_name: str, names: list[str], reference: str, default: str, timing_steps: int, rounds: int,
+              images_dir: str | None) -> list[dict]:
+    curves = {n: run_curve(model_name, n) for n in names}
+    sps = time_per_step(model_name, names, timing_steps, rounds)
+    ref = curves[reference]
+    ref_steps = max(int(k) for k in ref["curve"])
+    ref_cost = ref_steps * sps[reference]
+    rows = []
+    print(f"\n== {model_name}: {len(ref['units'])} units ({', '.join(ref['units'][:8])}{', ...' if len(ref['units']) > 8 else ''}); "
+          f"reference = {reference!r} ({ref_steps} steps) ==")
+    print(f"{'configuration':34s} {'s/step/img':>10s} {'steps':>5s} {'act/ref (mean)':>14s} {'(min unit)':>10s} "
+          f"{'steps to 1.0x':>13s} {'time to 1.0x / ref':>18s} {'HF share':>8s}")
+    for n in names:
+        c = curves[n]
+        rs = ratios(c, ref)
+        last = max(rs)
+        reach = next((k for k, (mean, _) in rs.items() if k > 0 and mean >= 1.0), None)
+        t_ratio = reach * sps[n] / ref_cost if reach is not None else None
+        rows.append(dict(config=n, s_per_step_image=sps[n], steps=last, ratio_mean=rs[last][0], ratio_min=rs[last][1],
+                         steps_to_ref=reach, time_to_ref_ratio=t_ratio, hf_share=c["hf_share"], curve=rs,
+                         settings=c["key"]["settings"]))
+        print(f"{n:34s} {sps[n]:10.4f} {last:5d} {rs[last][0]:14.3f} {rs[last][1]:10.3f} "
+              f"{(str(reach) if reach else 'never'):>13s} {(f'{t_ratio:.3f}' if t_ratio is not None else '-'):>18s} {c['hf_share']:8.4f}")
+    print("curves (mean act/ref512 at checkpoint step; time as a fraction of the reference's 512-step time):")
+    for row in rows:
+        pts = "  ".join(f"{k}:{m:.2f}@{k * row['s_per_step_image'] / ref_cost:.3f}" for k, (m, _) in row["curve"].items() if k)
+        print(f"  {row['config']:32s} {pts}")
+    if images_dir:
+        save_side_by_side(model_name, curves[reference], curves[default], reference, default, Path(images_dir))
+    return rows
+
+
+def _final_images(curve: dict) -> torch.Tensor:
+    if curve.get("images") is not None:
+        return torch.tensor(curve["images"], dtype=torch.float32) / 255
+    path = _cache_path(curve["model"], curve["config"]).with_suffix(".images.pt")
+    return torch.load(path, weights_only=True).float() / 255
+
+
+def save_side_by_side(model_name: str, ref: dict, new: dict, ref_name: str, new_name: str, out: Path) -> None:
+    """Two rows (reference, default), one column per unit, small enough for the docs."""
+    import torch.nn.functional as F
+
+    from vision_interp.images import make_grid, save_png
+
+    a, b = _final_images(ref), _final_images(new)
+    if a.shape[-1] > 96:
+        a, b = (F.interpolate(t, size=(112, 112), mode="area") for t in (a, b))
+    grid = make_grid(torch.cat([a, b]), ncols=len(a))
+    path = save_png(grid, out / f"featvis_{model_name}_{ref_name}_vs_{new_name}.png", scale=1 if a.shape[-1] > 96 else 3)
+    print(f"wrote {path} (top row: {ref_name}, bottom row: {new_name}; units {', '.join(ref['units'])})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per configuration (after 1 warm-up step)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--batch", type=int, default=16, help="mixed4a channels in the batched run")
-    ap.add_argument("--configs", default="baseline,default,bf16")
-    ap.add_argument("--quality-steps", type=int, default=0, help="also compare final activations after N steps (batch 4)")
-    ap.add_argument("--profile", action="store_true", help="print the top ops of one step of each config")
+    ap.add_argument("--run", action="append", default=[], help="MODEL:CONFIG to compute (cached); repeatable")
+    ap.add_argument("--force", action="store_true", help="recompute even when cached")
+    ap.add_argument("--report", action="store_true", help="print tables from the cached curves (computing missing ones)")
+    ap.add_argument("--models", default="inceptionv1,mnist")
+    ap.add_argument("--timing-steps", type=int, default=2)
+    ap.add_argument("--timing-rounds", type=int, default=3)
+    ap.add_argument("--images", default=None, help="folder for reference-vs-default PNGs (e.g. docs/img)")
+    ap.add_argument("--json", default=None, help="also write the summary rows here")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from vision_interp.featvis import channel, render
-    from vision_interp.zoo import inceptionv1, mnist_cnn
+    torch.set_num_threads(args.threads)
+    for spec in args.run:
+        model_name, name = spec.split(":", 1)
+        run_curve(model_name, name, force=args.force)
+    if args.report:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+        summary = {}
+        for model_name in args.models.split(","):
+            configs = INCEPTION_CONFIGS if model_name == "inceptionv1" else MNIST_CONFIGS
+            default = "fast" if model_name == "inceptionv1" else "exact"
+            summary[model_name] = summarise(model_name, list(configs), "lucid", default, args.timing_steps, args.timing_rounds, args.images)
+        if args.json:
+            from vision_interp.io import save_json
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; s/step/image at 224x224 (236 after transforms)")
-    plain = inceptionv1(pretrained=False)
-    one = [channel("mixed4a", 476)]
-    many = [channel("mixed4a", c) for c in range(0, 508, 508 // args.batch)][: args.batch]
-    for name in args.configs.split(","):
-        model, kw = plain, CONFIGS[name]
-        s1, _ = time_render(model, one, args.steps, **kw)
-        sb, _ = time_render(model, many, args.steps, **kw)
-        print(f"inceptionv1 mixed4a  {name:18s} 1 channel: {s1:.4f}   batch {len(many)}: {sb:.4f} s/step/image", flush=True)
-        if args.profile:
-            from torch.profiler import ProfilerActivity, profile
-
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                render(model, many[:4], steps=1, progress=False, **kw)
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
-    try:
-        mn = mnist_cnn()
-    except FileNotFoundError:
-        mn = mnist_cnn(pretrained=False)
-    objs = [channel("conv1", c) for c in range(8)] + [channel("conv2", c) for c in range(16)]
-    s, _ = time_render(mn, objs, max(args.steps, 10), transforms="small", param="pixel", lr=0.2)
-    print(f"mnist_cnn all 24 conv channels, one batch: {s:.5f} s/step/image", flush=True)
-    if args.quality_steps:
-        q = [channel("mixed4a", c) for c in (0, 97, 200, 476)]
-        ref = render(plain, q, steps=args.quality_steps, progress=False, **CONFIGS["baseline"]).values
-        for name in ("default", "bf16"):
-            v = render(plain, q, steps=args.quality_steps, progress=False, **CONFIGS[name]).values
-            print(f"final activation after {args.quality_steps} steps (fp32 eval) baseline {ref.numpy().round(3)} vs {name} {v.numpy().round(3)}")
+            save_json(args.json, summary)
 
 
 if __name__ == "__main__":

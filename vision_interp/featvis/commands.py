@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diversity", type=float_arg(0, 1e6), default=0.0, help="with --layer: weight of a diversity term (renders --per-unit images per channel)")
     p.add_argument("--per-unit", type=int_arg(1, 64), default=None, help="with --diversity: images per channel (default 4)")
     p.add_argument("--batch-size", type=int_arg(1, 1024), default=None, help="with --layer: images per optimisation batch")
+    p.add_argument("--preset", choices=["lucid", "fast", "exact"], default=None,
+                   help="render settings preset (default: per model, 'fast' for large inputs, 'exact' for small); "
+                        "'lucid' = Lucid's 512-step recipe, the reference")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model (faster on CPUs with bf16 support)")
     p.add_argument("--scale", type=int_arg(1, 64), default=None, help="enlarge PNGs by this factor (default: 8 for images under 64 px)")
     p.add_argument("--out", default=None, help="with --unit: output PNG (default: <unit>.png)")
@@ -86,7 +89,7 @@ def _visualize(args: argparse.Namespace) -> int:
         kw["transforms"] = args.transforms
     if args.bf16:
         kw["precision"] = "bf16"
-    common = dict(steps=args.steps, size=args.size, seed=args.seed, progress=not args.no_progress, **kw)
+    common = dict(settings=args.preset, steps=args.steps, size=args.size, seed=args.seed, progress=not args.no_progress, **kw)
     if args.unit:
         from .objectives import as_objective
 

@@ -14,12 +14,13 @@ channels and positions before the first optimisation step.
 from __future__ import annotations
 
 import operator
+import weakref
 from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ..units import UnitRangeError, UnitSpec, layer_shape, parse_unit, resolve_layer, resolve_unit
+from ..units import Unit, UnitRangeError, UnitSpec, layer_shape, parse_unit, resolve_layer, resolve_unit
 
 __all__ = [
     "Objective",
@@ -31,6 +32,7 @@ __all__ = [
     "direction",
     "class_logit",
     "diversity",
+    "bound_layer",
 ]
 
 Acts = Mapping[str, torch.Tensor]
@@ -45,11 +47,16 @@ class Objective:
     (unknown layer, channel or position out of range, batch index too large).
     """
 
-    def __init__(self, fn: ValueFn, layers: Iterable[str], description: str, checks: Sequence[CheckFn] = ()):
+    def __init__(self, fn: ValueFn, layers: Iterable[str], description: str, checks: Sequence[CheckFn] = (),
+                 unit_objective: "Objective | None" = None):
         self.fn = fn
         self.layers = tuple(dict.fromkeys(layers))
         self.description = description
         self.checks = tuple(checks)
+        self.unit_objective = unit_objective
+        """The raw activation of the one unit this objective is built on (kept through negation and
+        scalar arithmetic, None for combinations of several units); ``RenderResult.activations``
+        reports it, so ``-channel(u)`` still reports u's activation with its own sign."""
 
     def __call__(self, acts: Acts) -> torch.Tensor:
         return self.fn(acts)
@@ -76,9 +83,10 @@ class Objective:
             )
         if isinstance(other, (int, float)) or (isinstance(other, torch.Tensor) and other.numel() == 1):
             k = float(other)
+            u = self.unit_objective
             if reverse:
-                return Objective(lambda acts: op(k, self(acts)), self.layers, f"{k:g} {symbol} {self.description}", self.checks)
-            return Objective(lambda acts: op(self(acts), k), self.layers, f"{self.description} {symbol} {k:g}", self.checks)
+                return Objective(lambda acts: op(k, self(acts)), self.layers, f"{k:g} {symbol} {self.description}", self.checks, u)
+            return Objective(lambda acts: op(self(acts), k), self.layers, f"{self.description} {symbol} {k:g}", self.checks, u)
         return NotImplemented
 
     def __add__(self, other):
@@ -108,7 +116,7 @@ class Objective:
         return self._combine(other, operator.truediv, "/", reverse=True)
 
     def __neg__(self):
-        return Objective(lambda acts: -self(acts), self.layers, f"-{self.description}", self.checks)
+        return Objective(lambda acts: -self(acts), self.layers, f"-{self.description}", self.checks, self.unit_objective)
 
 
 def as_objective(obj: "Objective | UnitSpec") -> Objective:
@@ -143,16 +151,28 @@ def _check_batch(batch: int | None, what: str) -> CheckFn:
     return check
 
 
-def _check_unit(spec: UnitSpec, require_channel: bool) -> CheckFn:
+_BOUND: "weakref.WeakKeyDictionary[nn.Module, dict[str, str]]" = weakref.WeakKeyDictionary()
+
+
+def bound_layer(model: nn.Module, name: str) -> str:
+    """``name``'s canonical module path in ``model``, resolved once per (model, name) and cached."""
+    per_model = _BOUND.setdefault(model, {})
+    if name not in per_model:
+        per_model[name] = resolve_layer(model, name)
+    return per_model[name]
+
+
+def _check_unit(unit: Unit, require_channel: bool) -> CheckFn:
+    """Range check of an already parsed unit against the model (its layer resolved once, via :func:`bound_layer`)."""
+
     def check(model: nn.Module, shape: tuple, _n: int) -> None:
-        resolve_unit(model, spec, shape, require_channel=require_channel)
-        layer_shape(model, parse_unit(spec).layer, shape)  # runs the layer: "never reached" fails here
+        resolve_unit(model, unit.with_layer(bound_layer(model, unit.layer)), shape, require_channel=require_channel)
 
     return check
 
 
 def _unit_from(unit_or_layer: UnitSpec, c: int | None) -> "tuple[str, int | None, tuple[int, int] | None]":
-    unit = parse_unit(unit_or_layer)
+    unit = unit_or_layer if isinstance(unit_or_layer, Unit) else parse_unit(unit_or_layer)
     if c is not None:
         if unit.channel is not None and unit.channel != c:
             raise ValueError(f"channel given twice: {unit_or_layer!r} and c={c}")
@@ -184,7 +204,9 @@ def channel(unit_or_layer: UnitSpec, c: int | None = None, batch: int | None = N
         v = a.flatten(1).mean(1) if a.ndim > 1 else a
         return _batch_mask(v, batch)
 
-    return Objective(fn, [layer], desc, [_check_unit((layer, ch), True), _check_batch(batch, desc)])
+    obj = Objective(fn, [layer], desc, [_check_unit(Unit(layer, ch), True), _check_batch(batch, desc)])
+    obj.unit_objective = obj if batch is None else None
+    return obj
 
 
 def neuron(unit_or_layer: UnitSpec, c: int | None = None, y: int | None = None, x: int | None = None,
@@ -207,8 +229,9 @@ def neuron(unit_or_layer: UnitSpec, c: int | None = None, y: int | None = None, 
             a = a[:, py, px]
         return _batch_mask(a, batch)
 
-    spec = (layer, ch, pos) if pos is not None else (layer, ch)
-    return Objective(fn, [layer], desc, [_check_unit(spec, True), _check_batch(batch, desc)])
+    obj = Objective(fn, [layer], desc, [_check_unit(Unit(layer, ch, pos), True), _check_batch(batch, desc)])
+    obj.unit_objective = obj if batch is None else None
+    return obj
 
 
 def layer_l2(layer: str, batch: int | None = None) -> Objective:
@@ -218,7 +241,7 @@ def layer_l2(layer: str, batch: int | None = None) -> Objective:
     def fn(acts: Acts) -> torch.Tensor:
         return _batch_mask(_float_act(acts, layer).pow(2).flatten(1).mean(1), batch)
 
-    return Objective(fn, [layer], desc, [_check_unit(layer, False), _check_batch(batch, desc)])
+    return Objective(fn, [layer], desc, [_check_unit(Unit(layer), False), _check_batch(batch, desc)])
 
 
 deepdream = layer_l2
@@ -247,7 +270,7 @@ def direction(layer: str, vec: torch.Tensor | Sequence[float], batch: int | None
             dot = dot * cos.clamp_min(1e-1) ** cossim_pow
         return _batch_mask(dot.flatten(1).mean(1) if dot.ndim > 1 else dot, batch)
 
-    return Objective(fn, [layer], desc, [_check_unit(layer, False), check_len, _check_batch(batch, desc)])
+    return Objective(fn, [layer], desc, [_check_unit(Unit(layer), False), check_len, _check_batch(batch, desc)])
 
 
 def class_logit(c: int | str, layer: str = "logits", batch: int | None = None) -> Objective:
@@ -308,4 +331,4 @@ def diversity(layer: str, weight: float = 1.0, group_size: int | None = None) ->
         if group_size is not None and (group_size < 1 or n % group_size):
             raise ValueError(f"diversity: batch of {n} images is not a whole number of groups of {group_size}")
 
-    return Objective(fn, [layer], desc, [_check_unit(layer, False), check_groups])
+    return Objective(fn, [layer], desc, [_check_unit(Unit(layer), False), check_groups])

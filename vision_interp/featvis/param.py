@@ -77,7 +77,7 @@ class ImageParam(nn.Module):
         x = t + 0.5
         return x + (x.clamp(0, 1) - x).detach()  # straight-through: clamp forward, identity gradient
 
-    def describe(self) -> str:
+    def __repr__(self) -> str:
         return f"{type(self).__name__}{self.shape}"
 
 

@@ -19,16 +19,19 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from .. import images as vimages
+from .. import io as vio
 from ..capture import LayerNotReachedError, capture
-from ..units import UnitRangeError, UnknownLayerError, default_input_shape, layer_shape, resolve_layer
-from .objectives import Objective, as_objective
+from ..units import UnitRangeError, UnknownLayerError, default_input_shape, layer_shape
+from ..zoo.spec import model_spec
+from .objectives import Objective, as_objective, bound_layer
 from .param import ImageParam, image_param
+from .settings import RenderSettings, default_settings, pick_device, preset
 from .transform import Compose, make_transforms
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "visualize_layer",
     "model_defaults",
     "parse_channels",
+    "resolve_settings",
 ]
 
 
@@ -57,6 +61,8 @@ class RenderResult:
     also when the objective was negated or had a diversity term; None for plain render().
     ``units``: the unit string of each image for visualize/visualize_layer (repeated
     ``images_per_unit`` times, unit-major: image ``u * images_per_unit + j``).
+    ``settings``: the whole :class:`RenderSettings` used, as a dict (``RenderSettings.to_dict()``,
+    including the preset name); ``seed``: the seed. :meth:`to_dict` records all of it.
     """
 
     images: torch.Tensor
@@ -69,6 +75,8 @@ class RenderResult:
     images_per_unit: int = 1
     seconds: float = 0.0
     steps: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -89,6 +97,20 @@ class RenderResult:
         names = list(names) if names is not None else [f"{i:03d}_{_slug(desc)}.png" for i, desc in enumerate(self.descriptions)]
         return [vimages.save_png(img, d / (n if n.endswith(".png") else n + ".png"), scale=scale) for img, n in zip(self.images, names)]
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record: settings (whole), seed, steps, seconds, and per image its unit/description, value and activation."""
+        acts = self.activations.tolist() if self.activations is not None else [None] * len(self)
+        units = self.units or [None] * len(self)
+        return {
+            "settings": dict(self.settings), "seed": self.seed, "steps": self.steps, "seconds": round(self.seconds, 3),
+            "images": [{"description": d, "unit": u, "value": float(v), "activation": a}
+                       for d, u, v, a in zip(self.descriptions, units, self.values.tolist(), acts)],
+        }
+
+    def save_json(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` atomically."""
+        return vio.save_json(path, self.to_dict())
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:-]+", "_", text).replace(":", "-").strip("_")[:80] or "image"
@@ -97,51 +119,12 @@ def _slug(text: str) -> str:
 # --- per-model defaults ----------------------------------------------------------------------------
 
 
-def _bf16_is_fast() -> bool:
-    """bf16 autocast pays off on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX) oneDNN kernels."""
-    if torch.cuda.is_available():
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def model_defaults(model: nn.Module) -> dict:
-    """Rendering defaults for a model, from its input size (a model may override via ``featvis_defaults``).
-
-    Large inputs (>= 96 px, e.g. InceptionV1 at 224): Fourier parameterization, colour
-    decorrelation for RGB, Lucid's standard transforms, 256 steps, and bf16 autocast where the
-    hardware supports it (on this project's CPU: ~1.6x faster per step, same final activation
-    measured in fp32; see benchmarks/featvis.py). Small inputs (MNIST 28x28):
-    a pixel parameterization with lr 0.2 and random shifts of +-2 px that keep the native size
-    (the model only accepts 28x28, and scaling/rotating a 28 px image mostly blurs it), 128 steps.
-    Measured on the MNIST CNN: after 32 steps, pixel/lr 0.2 beats the strongest test image on
-    all 24 conv channels; lr 0.05 (pixel or Fourier) or Fourier/lr 0.2 still missed some.
-    """
-    shape = default_input_shape(model)
-    c, h, w = shape
-    if min(h, w) >= 96:
-        d = dict(param="fft", decorrelate=(c == 3), transforms="standard", input_shape=(c, h, w), steps=256, batch_size=16,
-                 precision="bf16" if _bf16_is_fast() else "fp32", objective="channel")
-    else:
-        d = dict(param="pixel", decorrelate=(c == 3), transforms="small", input_shape=(c, h, w), steps=128, batch_size=64, lr=0.2,
-                 objective="neuron")
-    d.update(getattr(model, "featvis_defaults", None) or {})
-    return d
+    """The model's default :class:`RenderSettings` as a dict (see :func:`default_settings`)."""
+    return default_settings(model).to_dict()
 
 
-# --- render ------------------------------------------------------------------------------------------
-
-
-def _pick_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    try:
-        model_device = next(model.parameters()).device
-    except StopIteration:
-        model_device = torch.device("cpu")
-    if device is None or device == "auto":
-        return torch.device("cuda") if torch.cuda.is_available() else model_device
-    return torch.device(device)
+# --- render: small steps, each one idea ---------------------------------------------------------------
 
 
 def _per_element(objectives: Sequence[Objective]) -> Objective:
@@ -169,192 +152,272 @@ def _is_objective_list(objective) -> bool:
     return False
 
 
-def _check_input_size(model: nn.Module, layers: Sequence[str], shape: tuple, what: str) -> None:
-    """Run the model once (early exit) at ``shape``; turn the model's complaint into a clear error."""
-    for layer in layers:
-        resolve_layer(model, layer)  # unknown names first, with suggestions
-    for layer in layers:
+def _as_batch_objective(objective) -> tuple[Objective, list[str] | None]:
+    """One objective over the batch, plus per-image descriptions when a list was given."""
+    if _is_objective_list(objective):
+        items = [as_objective(o) for o in objective]
+        return _per_element(items), [o.description for o in items]
+    return as_objective(objective), None
+
+
+def _check_input_size(model: nn.Module, paths: Sequence[str], shape: tuple, what: str) -> None:
+    """Run the model once (early exit, cached by units.layer_shape) at ``shape``; a rejected size is a clear error."""
+    for path in paths:
         try:
-            layer_shape(model, layer, shape)
+            layer_shape(model, path, shape)
         except (UnknownLayerError, UnitRangeError, LayerNotReachedError):
             raise
         except (ValueError, RuntimeError) as e:
-            raise ValueError(
-                f"{type(model).__name__} cannot take images of shape {shape} ({what}) up to layer {layer!r}: {e}"
-            ) from e
+            raise ValueError(f"{type(model).__name__} cannot take images of shape {shape} ({what}) up to layer {path!r}: {e}") from e
+
+
+def _build_param(model: nn.Module, settings: RenderSettings, param: ImageParam | None, n: int | None, seed: int) -> ImageParam:
+    """The given parameterization, or one built from the settings for ``n`` images."""
+    if param is not None:
+        if n is not None and n != param.shape[0]:
+            raise ValueError(f"batch={n} but the given parameterization has {param.shape[0]} images")
+        return param
+    shape = settings.input_shape or default_input_shape(model)
+    c = int(shape[0])
+    return image_param(settings.param, (n or 1, *shape), seed=seed, sd=settings.sd, decorrelate=settings.decorrelate and c == 3,
+                       valid=settings.valid, decay_power=settings.decay_power)
+
+
+def _descriptions(obj: Objective, per_image: list[str] | None, given: Sequence[str] | None, n: int) -> list[str]:
+    if per_image is not None and len(per_image) != n:
+        raise ValueError(f"{len(per_image)} objectives for a batch of {n} images")
+    if given is not None:
+        if len(given) != n:
+            raise ValueError(f"{len(given)} descriptions for {n} images")
+        return list(given)
+    return per_image or [obj.description] * n
+
+
+def _validate(model: nn.Module, obj: Objective, paths: Sequence[str], tf: Compose, shape: tuple, steps: int,
+              thresholds: Iterable[int] | None) -> tuple[bool, list[int]]:
+    """Everything checkable before the first step. Returns (final images can be judged without
+    transforms, sorted snapshot steps)."""
+    _, c, h, w = shape
+    try:
+        out_h, out_w = tf.out_size((h, w))
+    except ValueError:
+        out_h, out_w = h, w  # custom callables: checked at the parameterization's size
+    eff = (c, out_h, out_w)
+    _check_input_size(model, paths, eff, f"{h}x{w} image, {out_h}x{out_w} after transforms")
+    obj.check(model, eff, shape[0])
+    clean_ok = True
+    if (out_h, out_w) != (h, w):
+        try:
+            _check_input_size(model, paths, (c, h, w), "without transforms")
+        except ValueError:
+            clean_ok = False
+    snaps = sorted({int(t) for t in (thresholds or [])})
+    bad = [t for t in snaps if not 0 <= t <= steps]
+    if bad:
+        raise ValueError(f"thresholds {bad} are outside 0..{steps}")
+    return clean_ok, snaps
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Eval mode, parameters without gradients, on ``device``; all restored afterwards (also on errors)."""
+    p0 = next(model.parameters(), None)
+    orig_device = p0.device if p0 is not None else device
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    try:
+        for p, _ in frozen:
+            p.requires_grad_(False)
+        model.eval()
+        if device != orig_device:
+            model.to(device)
+        yield
+    finally:
+        for p, req in frozen:
+            p.requires_grad_(req)
+        model.train(was_training)
+        if device != orig_device:
+            model.to(orig_device)
+
+
+class _Evaluator:
+    """images -> (transforms) -> model up to the objective's layers -> objective values (N,).
+
+    Layer names are resolved once (``paths``); each step hands the objective a plain dict keyed
+    by the names it asked for, so nothing is parsed or resolved per step in featvis.
+    """
+
+    def __init__(self, model: nn.Module, obj: Objective, paths: Sequence[str], tf: Compose, settings: RenderSettings,
+                 device: torch.device, gen: torch.Generator):
+        self.model, self.obj, self.tf, self.gen = model, obj, tf, gen
+        self.names = list(obj.layers)
+        self.paths = list(paths)
+        self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
+
+    def __call__(self, images: torch.Tensor, *, train: bool, transform: bool = True, objective: Objective | None = None) -> torch.Tensor:
+        x = self.tf(images, self.gen) if transform else images
+        x = x.contiguous(memory_format=self.memory_format)
+        # judged values are always computed in fp32, so bf16 runs are measured like fp32 ones
+        with torch.set_grad_enabled(train), (self.autocast if train else contextlib.nullcontext()):
+            cache = capture(self.model, x, self.paths, stop_early=True)
+            raw = _tensors_by_path(cache, self.paths)
+            acts = {name: raw[path] for name, path in zip(self.names, self.paths)}
+            return (objective or self.obj)(acts).float()
+
+
+def _tensors_by_path(cache, paths: Sequence[str]) -> dict:
+    """The captured tensors keyed by module path, without the cache's per-lookup name resolution."""
+    by_path = getattr(cache, "_acts", None)
+    if isinstance(by_path, dict) and all(p in by_path for p in paths):
+        return by_path
+    return {p: cache[p] for p in paths}
+
+
+def _optimizer(settings: RenderSettings, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam with the settings' learning-rate schedule (lr_at(step) / lr as a multiplier)."""
+    opt = torch.optim.Adam(params, lr=settings.lr)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda i: settings.lr_at(i) / settings.lr)
+
+
+def _optimise(img_param: ImageParam, evaluate: _Evaluator, settings: RenderSettings, snaps: list[int], desc: str,
+              progress: bool, on_step: Callable[[int, torch.Tensor], None] | None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """The gradient-ascent loop; returns the objective history (steps, N) and the snapshots."""
+    from tqdm.auto import tqdm
+
+    steps, n = settings.steps, img_param.shape[0]
+    opt, sched = _optimizer(settings, img_param.parameters())
+    history = torch.zeros(steps, n)
+    snapshots: dict[int, torch.Tensor] = {}
+    if 0 in snaps:
+        snapshots[0] = img_param().detach().cpu()
+    bar = tqdm(range(1, steps + 1), desc=f"render {desc[:40]}" + (f" (+{n - 1})" if n > 1 else ""), disable=not progress, leave=False)
+    for step in bar:
+        opt.zero_grad(set_to_none=True)
+        values = evaluate(img_param(), train=True)
+        loss = -values.sum()
+        if not torch.isfinite(loss):
+            raise NonFiniteObjectiveError(
+                f"objective {evaluate.obj.description!r} became {loss.item()} at step {step} of {steps}; "
+                "try a smaller lr, a sigmoid parameterization, or an objective that is finite for all images"
+            )
+        loss.backward()
+        opt.step()
+        sched.step()
+        history[step - 1] = values.detach().cpu()
+        if step in snaps:
+            snapshots[step] = img_param().detach().cpu()
+        if on_step is not None:
+            on_step(step, values.detach())
+        if progress and (step % 10 == 0 or step == steps):
+            bar.set_postfix(objective=f"{float(values.detach().mean()):.3g}")
+    bar.close()
+    return history, snapshots
+
+
+def _judge(evaluate: _Evaluator, images: torch.Tensor, clean_ok: bool, objective: Objective | None = None) -> torch.Tensor:
+    """Objective values of the final images: without transforms when the model takes that size."""
+    with torch.no_grad():
+        values = evaluate(images, train=False, transform=not clean_ok, objective=objective).cpu()
+    if not torch.isfinite(values).all():
+        raise NonFiniteObjectiveError(f"objective {evaluate.obj.description!r} is not finite on the final images")
+    return values
+
+
+_SETTING_KWARGS = {f for f in RenderSettings.__dataclass_fields__} - {"preset"}
+
+
+def resolve_settings(model: nn.Module, settings: RenderSettings | str | None, overrides: dict) -> RenderSettings:
+    """``settings`` (a value, a preset name, or None = the model's default) with keyword ``overrides``.
+
+    ``param``/``transforms`` given as strings override the settings; objects (an ImageParam, a
+    transform list) are passed to :func:`render` separately.
+    """
+    if isinstance(settings, str):
+        base = preset(settings)
+        shape = model_spec(model).input_shape
+        if shape is not None and base.input_shape is None:
+            base = base.replace(input_shape=tuple(int(v) for v in shape), decorrelate=base.decorrelate and int(shape[0]) == 3)
+    elif settings is None:
+        base = default_settings(model)
+    elif isinstance(settings, RenderSettings):
+        base = settings
+    else:
+        raise TypeError(f"settings must be a RenderSettings, a preset name or None, got {type(settings).__name__}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if "transforms" in changes and changes["transforms"] is None:
+        changes["transforms"] = "none"
+    unknown = set(changes) - _SETTING_KWARGS
+    if unknown:
+        raise TypeError(f"unknown render option(s) {sorted(unknown)}; valid: {sorted(_SETTING_KWARGS)}")
+    if "input_shape" in changes:
+        changes["input_shape"] = tuple(int(v) for v in changes["input_shape"])
+    return base.replace(**changes) if changes else base
 
 
 def render(
     model: nn.Module,
     objective: Objective | str | Sequence[Objective | str],
+    settings: RenderSettings | str | None = None,
     *,
-    param: ImageParam | str | None = None,
-    transforms: str | Sequence | Compose | None = "standard",
-    steps: int = 256,
-    lr: float = 0.05,
     seed: int = 0,
+    batch: int | None = None,
     thresholds: Iterable[int] | None = None,
     progress: bool = True,
-    device: str | torch.device | None = None,
-    input_shape: Sequence[int] | None = None,
     save_dir: str | os.PathLike | None = None,
-    batch: int | None = None,
-    decorrelate: bool | None = None,
-    precision: str = "fp32",
-    channels_last: bool = True,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     descriptions: Sequence[str] | None = None,
+    **options,
 ) -> RenderResult:
     """Optimise images to maximise ``objective``; returns a :class:`RenderResult`.
 
     ``objective``: an :class:`Objective` (values per batch element), a unit string
     (``"mixed4a:476"`` -> channel objective), or a list with one objective per batch element.
-    ``param``: an :class:`ImageParam`, or ``"fft"``/``"pixel"`` (built at ``input_shape`` (C, H, W),
-    default the model's, for ``batch`` images). ``transforms``: ``"standard"`` (Lucid's set),
-    ``"small"``, ``"none"`` or a list. ``thresholds``: steps at which to keep snapshots.
-    ``precision``: ``"fp32"`` or ``"bf16"`` (autocast; the image, transforms and objective stay fp32).
-    ``channels_last`` feeds the model NHWC tensors (on CPU it makes max pooling ~10x faster).
-    ``on_step(step, values)`` is called after every step. Everything is validated before the first step.
+    ``settings``: a :class:`RenderSettings`, a preset name (``"lucid"``, ``"fast"``, ``"exact"``) or
+    None for the model's default; keyword ``options`` override single fields (``steps=``, ``lr=``,
+    ``precision=``, ``input_shape=``, ...). ``param=`` may also be an :class:`ImageParam` and
+    ``transforms=`` a list of transforms or a :class:`Compose` (recorded by their repr).
+    ``thresholds``: steps at which to keep snapshots. ``on_step(step, values)`` is called after
+    every step. Everything is validated before the first step.
     """
     t_start = time.perf_counter()
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    if _is_objective_list(objective):
-        items = [as_objective(o) for o in objective]
-        descs = [o.description for o in items]
-        obj = _per_element(items)
-        n_from_objective = len(items)
-    else:
-        obj = as_objective(objective)
-        descs = None
-        n_from_objective = None
+    param_obj = options.pop("param", None)
+    tf_obj = options.pop("transforms", "")
+    if isinstance(param_obj, str):
+        options["param"] = param_obj
+        param_obj = None
+    if tf_obj is None or (isinstance(tf_obj, str) and tf_obj):
+        options["transforms"] = (tf_obj or "none").lower()
+    settings = resolve_settings(model, settings, options)
+    if param_obj is not None and not isinstance(param_obj, ImageParam):
+        raise TypeError(f"param must be 'fft', 'pixel' or an ImageParam, got {type(param_obj).__name__}")
+    custom_tf = None if (isinstance(tf_obj, str) or tf_obj is None) else tf_obj
+    tf = make_transforms(custom_tf if custom_tf is not None else settings.transforms)
+    obj, per_image = _as_batch_objective(objective)
     if not obj.layers:
         raise ValueError(f"objective {obj.description!r} reads no layer")
-
-    # --- the image parameterization ----------------------------------------------------------
-    if isinstance(param, ImageParam):
-        n = param.shape[0]
-        if batch is not None and batch != n:
-            raise ValueError(f"batch={batch} but the given parameterization has {n} images")
-        img_param = param
-    else:
-        if input_shape is None:
-            input_shape = default_input_shape(model)
-        if len(input_shape) != 3:
-            raise ValueError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
-        n = batch or n_from_objective or 1
-        kind = param or "fft"
-        c = int(input_shape[0])
-        img_param = image_param(kind, (n, *input_shape), seed=seed, decorrelate=(c == 3) if decorrelate is None else decorrelate)
-    if n_from_objective is not None and n_from_objective != n:
-        raise ValueError(f"{n_from_objective} objectives for a batch of {n} images")
-    if descriptions is not None:
-        if len(descriptions) != n:
-            raise ValueError(f"{len(descriptions)} descriptions for {n} images")
-        descs = list(descriptions)
-    if descs is None:
-        descs = [obj.description] * n
-
-    # --- validate before any work --------------------------------------------------------------
-    tf = make_transforms(transforms)
-    _, c, h, w = img_param.shape
-    try:
-        out_h, out_w = tf.out_size((h, w))
-    except ValueError:
-        out_h, out_w = h, w  # custom callables: the check below uses the param size
-    eff_shape = (c, out_h, out_w)
-    _check_input_size(model, obj.layers, eff_shape, f"{h}x{w} image, {out_h}x{out_w} after transforms")
-    obj.check(model, eff_shape, n)
-    clean_ok = True
-    if (out_h, out_w) != (h, w):
-        try:
-            _check_input_size(model, obj.layers, (c, h, w), "without transforms")
-        except ValueError:
-            clean_ok = False
-    thresholds = sorted({int(t) for t in (thresholds or [])})
-    bad = [t for t in thresholds if not 0 <= t <= steps]
-    if bad:
-        raise ValueError(f"thresholds {bad} are outside 0..{steps}")
-
-    dev = _pick_device(model, device)
-    try:
-        orig_device = next(model.parameters()).device
-    except StopIteration:
-        orig_device = dev
-    frozen = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    layers = list(obj.layers)
+    if batch is not None and batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    img_param = _build_param(model, settings, param_obj, batch or (len(per_image) if per_image else None), seed)
+    n = img_param.shape[0]
+    descs = _descriptions(obj, per_image, descriptions, n)
+    paths = [bound_layer(model, name) for name in obj.layers]
+    clean_ok, snaps = _validate(model, obj, paths, tf, img_param.shape, settings.steps, thresholds)
+    device = pick_device(model, settings)
     gen = torch.Generator().manual_seed(int(seed))
-    snapshots: dict[int, torch.Tensor] = {}
-    history = torch.zeros(steps, n)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=(precision == "bf16"))
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    from tqdm.auto import tqdm
-
-    try:
-        for p, _ in frozen:
-            p.requires_grad_(False)
-        model.eval()
-        if dev != orig_device:
-            model.to(dev)
-        img_param.to(dev)
-        opt = torch.optim.Adam(img_param.parameters(), lr=lr)
-
-        def evaluate(images: torch.Tensor, with_grad: bool, transform: bool) -> torch.Tensor:
-            x = tf(images, gen) if transform else images
-            x = x.contiguous(memory_format=memory_format)
-            # final values are always measured in fp32, so bf16 runs are judged like fp32 ones
-            with torch.set_grad_enabled(with_grad), (autocast if with_grad else contextlib.nullcontext()):
-                acts = capture(model, x, layers, stop_early=True)
-                return obj(acts).float()
-
-        if 0 in thresholds:
-            snapshots[0] = img_param().detach().cpu()
-        bar = tqdm(range(1, steps + 1), desc=f"render {descs[0][:40]}" + (f" (+{n - 1})" if n > 1 else ""), disable=not progress, leave=False)
-        for step in bar:
-            opt.zero_grad(set_to_none=True)
-            values = evaluate(img_param(), True, True)
-            loss = -values.sum()
-            if not torch.isfinite(loss):
-                raise NonFiniteObjectiveError(
-                    f"objective {obj.description!r} became {loss.item()} at step {step} of {steps}; "
-                    "try a smaller lr, a sigmoid parameterization, or an objective that is finite for all images"
-                )
-            loss.backward()
-            opt.step()
-            history[step - 1] = values.detach().cpu()
-            if step in thresholds:
-                snapshots[step] = img_param().detach().cpu()
-            if on_step is not None:
-                on_step(step, values.detach())
-            if progress and (step % 10 == 0 or step == steps):
-                bar.set_postfix(objective=f"{float(values.detach().mean()):.3g}")
-        bar.close()
-        with torch.no_grad():
-            final = img_param().detach()
-            if clean_ok:
-                final_values = evaluate(final, False, False).cpu()
-            else:
-                final_values = evaluate(final, False, True).cpu()
-        if not torch.isfinite(final_values).all():
-            raise NonFiniteObjectiveError(f"objective {obj.description!r} is not finite on the final images (after {steps} steps)")
-    finally:
-        for p, req in frozen:
-            p.requires_grad_(req)
-        model.train(was_training)
-        if dev != orig_device:
-            model.to(orig_device)
-    result = RenderResult(
-        images=final.cpu().float(),
-        values=final_values,
-        descriptions=descs,
-        snapshots=snapshots,
-        history=history,
-        seconds=time.perf_counter() - t_start,
-        steps=steps,
-    )
+    with _frozen(model, device):
+        img_param.to(device)
+        evaluate = _Evaluator(model, obj, paths, tf, settings, device, gen)
+        history, snapshots = _optimise(img_param, evaluate, settings, snaps, descs[0], progress, on_step)
+        final = img_param().detach()
+        values = _judge(evaluate, final, clean_ok)
+    record = settings.to_dict()
+    if custom_tf is not None:
+        record["transforms"] = repr(tf)
+    if param_obj is not None:
+        record["param"] = repr(param_obj)
+    result = RenderResult(images=final.cpu().float(), values=values, descriptions=descs, snapshots=snapshots, history=history,
+                          seconds=time.perf_counter() - t_start, steps=settings.steps, settings=record, seed=int(seed))
     if save_dir is not None:
         result.save(save_dir)
     return result
@@ -394,16 +457,14 @@ def parse_channels(spec: str | Iterable[int] | None, n_channels: int) -> list[in
     return chans
 
 
-def _channels_per_element(
-    layer: str, chans: Sequence[int], sign: float, unit_desc: Sequence[str], position: tuple[int, int] | None = None
-) -> Objective:
-    """Element i maximises (or, with sign -1, minimises) channel ``chans[i]``: one gather, not N objectives.
+def _channels_per_element(layer: str, chans: Sequence[int], position: tuple[int, int] | None = None) -> Objective:
+    """Element i's value is channel ``chans[i]`` of image i: one gather, not N objectives.
 
-    The channel's spatial mean, or with ``position=(y, x)`` the single neuron there.
+    The channel's spatial mean, or with ``position=(y, x)`` the single neuron there. Negate it to minimise.
     """
     idx = torch.as_tensor(list(chans))
     kind = "channels" if position is None else f"neurons@{position[0]},{position[1]}"
-    desc = f"{'-' if sign < 0 else ''}{kind} {layer}:[{len(chans)}]"
+    desc = f"{kind} {layer}:[{len(chans)}]"
 
     def fn(acts) -> torch.Tensor:
         a = acts[layer].float()
@@ -412,59 +473,66 @@ def _channels_per_element(
             v = sel[:, position[0], position[1]]
         else:
             v = sel.flatten(1).mean(1) if sel.ndim > 1 else sel
-        return sign * v
+        return v
 
-    return Objective(fn, [layer], desc)
-
-
-def _raw_activations(
-    model: nn.Module, layer: str, chans: Sequence[int], images: torch.Tensor, position: tuple[int, int] | None = None
-) -> torch.Tensor | None:
-    """Channel means (or neurons at ``position``) of ``chans[i]`` on image i, in eval mode without
-    gradients (None if the size is not accepted)."""
-    was_training = model.training
-    model.eval()
-    try:
-        p = next(model.parameters(), None)
-        x = images.to(p.device) if p is not None else images
-        with torch.no_grad():
-            return _channels_per_element(layer, chans, 1.0, [], position)(capture(model, x, [layer], stop_early=True)).cpu()
-    except (ValueError, RuntimeError):
-        return None
-    finally:
-        model.train(was_training)
+    obj = Objective(fn, [layer], desc)
+    obj.unit_objective = obj
+    return obj
 
 
-def _render_kwargs(model: nn.Module, size: int | Sequence[int] | None, steps: int | None, kw: dict) -> dict:
-    d = model_defaults(model)
-    shape = tuple(kw.pop("input_shape", None) or d["input_shape"])
+def evaluate_objective(model: nn.Module, objective: Objective, images: torch.Tensor) -> torch.Tensor | None:
+    """``objective`` on ``images`` as they are (eval mode, no gradients, fp32); None when the model
+    rejects their size."""
+    p = next(model.parameters(), None)
+    x = images.to(p.device) if p is not None else images
+    paths = [bound_layer(model, name) for name in objective.layers]
+    with _frozen(model, x.device), torch.no_grad():
+        try:
+            raw = _tensors_by_path(capture(model, x, paths, stop_early=True), paths)
+        except (ValueError, RuntimeError):
+            return None
+        return objective({name: raw[path] for name, path in zip(objective.layers, paths)}).float().cpu()
+
+
+def _with_size(model: nn.Module, settings: RenderSettings | str | None, size: int | Sequence[int] | None,
+               steps: int | None, kw: dict) -> RenderSettings:
+    """Settings for visualize/visualize_layer: the given or default ones, with ``size``, ``steps`` and keyword overrides."""
+    opts = dict(kw)
+    if steps is not None:
+        opts["steps"] = steps
+    s = resolve_settings(model, settings, {k: v for k, v in opts.items() if k in RenderSettings.__dataclass_fields__})
     if size is not None:
         hw = (size, size) if isinstance(size, int) else tuple(size)
-        shape = (shape[0], *hw)
-    out = dict(input_shape=shape, steps=steps if steps is not None else d["steps"])
-    if "lr" in d and "lr" not in kw:
-        out["lr"] = d["lr"]
-    if "param" not in kw:
-        out["param"] = d["param"]
-    if "transforms" not in kw:
-        out["transforms"] = d["transforms"]
-    if "decorrelate" not in kw:
-        out["decorrelate"] = d["decorrelate"]
-    if "precision" in d and "precision" not in kw:
-        out["precision"] = d["precision"]
-    out.update(kw)
-    return out
+        c = (s.input_shape or default_input_shape(model))[0]
+        s = s.replace(input_shape=(int(c), int(hw[0]), int(hw[1])))
+    return s
 
 
-def visualize(model: nn.Module, unit: str | Objective | Sequence, *, steps: int | None = None, size: int | None = None,
-              seed: int = 0, progress: bool = True, **kw) -> RenderResult:
-    """Render one unit (``"mixed4a:476"``, ``"conv2:5@3,3"``, ``"conv2"`` = DeepDream) with the model's defaults.
+def _unit_activations(model: nn.Module, obj: Objective, res: RenderResult) -> torch.Tensor | None:
+    """The raw activation of the objective's unit on the final images: the values themselves when the
+    objective is the unit, else one extra evaluation (e.g. for ``-channel(u)``: +activation, not -)."""
+    unit = obj.unit_objective
+    if unit is obj:
+        return res.values.clone()
+    if unit is None:
+        return None
+    return evaluate_objective(model, unit, res.images)
 
-    ``.activations`` holds the unit's raw activation (channel mean, or the neuron) on the final image.
+
+def visualize(model: nn.Module, unit: str | Objective | Sequence, settings: RenderSettings | str | None = None, *,
+              steps: int | None = None, size: int | None = None, seed: int = 0, progress: bool = True, **kw) -> RenderResult:
+    """Render one unit (``"mixed4a:476"``, ``"conv2:5@3,3"``, ``"conv2"`` = DeepDream) with the model's default settings
+    (or ``settings``: a :class:`RenderSettings` or a preset name; keyword options override fields).
+
+    ``.activations`` holds the unit's raw activation (channel mean, or the neuron) on the final image,
+    with the unit's own sign also when the objective was negated or scaled; None when the objective
+    combines several units.
     """
     obj = as_objective(unit)
-    res = render(model, obj, seed=seed, progress=progress, **_render_kwargs(model, size, steps, kw))
-    res.activations = res.values.clone()
+    s = _with_size(model, settings, size, steps, kw)
+    extra = {k: v for k, v in kw.items() if k not in RenderSettings.__dataclass_fields__}
+    res = render(model, obj, s, seed=seed, progress=progress, **extra)
+    res.activations = _unit_activations(model, obj, res)
     res.units = [str(unit) if not isinstance(unit, Objective) else unit.description]
     return res
 
@@ -473,6 +541,7 @@ def visualize_layer(
     model: nn.Module,
     layer: str,
     channels: str | Iterable[int] | None = None,
+    settings: RenderSettings | str | None = None,
     *,
     negative: bool = False,
     diversity: float = 0.0,
@@ -494,76 +563,80 @@ def visualize_layer(
     Result order is unit-major: image ``u * images_per_unit + j`` is copy ``j`` of channel
     ``channels[u]``; ``.units`` names each image's unit, ``.values`` is the optimised objective
     (``-activation`` when negative, plus the diversity term), ``.activations`` the raw value of the
-    optimised quantity. ``objective`` is ``"channel"`` (spatial mean) or ``"neuron"`` (the centre
-    position of the layer's output); the default comes from :func:`model_defaults`: ``"neuron"`` for
-    small inputs, where a channel mean of a linear early filter is maximised by a nearly uniform
-    image (uninformative), ``"channel"`` for large ones, as in Lucid and OpenAI Microscope.
+    unit. ``objective`` is ``"channel"`` (spatial mean) or ``"neuron"`` (the centre position of the
+    layer's output); the default comes from the settings: ``"neuron"`` for small inputs, where a
+    channel mean of a linear early filter is maximised by a nearly uniform image (uninformative),
+    ``"channel"`` for large ones, as in Lucid and OpenAI Microscope.
     Each chunk is seeded ``seed + chunk index``, so results do not depend on the chunking of
     other chunks; a channel's image does depend on its position within its chunk.
     """
     from .objectives import diversity as diversity_objective
 
-    path = resolve_layer(model, layer)
-    rk = _render_kwargs(model, size, steps, kw)
-    try:
-        eff_hw = make_transforms(rk["transforms"]).out_size(tuple(rk["input_shape"][1:]))
-    except ValueError:  # custom callables in the chain: render() checks the size
-        eff_hw = tuple(rk["input_shape"][1:])
-    eff = (rk["input_shape"][0], *eff_hw)
+    if objective is not None:
+        kw["objective"] = objective
+    if batch_size is not None:
+        kw["batch_size"] = batch_size
+    s = _with_size(model, settings, size, steps, kw)
+    path = bound_layer(model, layer)
+    eff = _effective_shape(s, model)
     _check_input_size(model, [path], eff, "after transforms")
     out_shape = layer_shape(model, path, eff)
-    n_ch = out_shape[0]
-    chans = parse_channels(channels, n_ch)
-    objective = objective or model_defaults(model).get("objective", "channel")
-    if objective not in ("channel", "neuron"):
-        raise ValueError(f"objective must be 'channel' or 'neuron', got {objective!r}")
-    position = (out_shape[1] // 2, out_shape[2] // 2) if objective == "neuron" and len(out_shape) == 3 else None
+    chans = parse_channels(channels, out_shape[0])
+    position = (out_shape[1] // 2, out_shape[2] // 2) if s.objective == "neuron" and len(out_shape) == 3 else None
     k = images_per_unit or (4 if diversity > 0 else 1)
     if k < 1:
         raise ValueError(f"images_per_unit must be >= 1, got {k}")
     if diversity > 0 and k < 2:
         raise ValueError("diversity needs at least 2 images per unit (images_per_unit >= 2)")
     if diversity > 0 and diversity_layer is not None:
-        resolve_layer(model, diversity_layer)
-    d = model_defaults(model)
-    bs = max(batch_size or d["batch_size"], k)
-    units_per_chunk = max(1, bs // k)
+        bound_layer(model, diversity_layer)
+    units_per_chunk = max(1, max(s.batch_size, k) // k)
     sign = -1.0 if negative else 1.0
-    all_images, all_values, all_acts, all_desc, all_units, all_hist = [], [], [], [], [], []
-    seconds = 0.0
+    extra = {key: v for key, v in kw.items() if key not in RenderSettings.__dataclass_fields__}
+    parts: list[RenderResult] = []
     for ci, start in enumerate(range(0, len(chans), units_per_chunk)):
-        chunk = chans[start : start + units_per_chunk]
-        per_image = [c for c in chunk for _ in range(k)]
-        unit_names = [f"{layer}:{c}" for c in per_image]
-        what = "channel" if position is None else "neuron"
-        at = "" if position is None else f"@{position[0]},{position[1]}"
-        descs = [("negative " if negative else "") + f"{what} {u}{at}" + (f" #{j}" if k > 1 else "") for u, j in zip(unit_names, [j for _ in chunk for j in range(k)])]
-        obj = _channels_per_element(path, per_image, sign, descs, position)
+        per_image = [c for c in chans[start : start + units_per_chunk] for _ in range(k)]
+        descs = _unit_descriptions(layer, per_image, k, negative, position)
+        unit_obj = _channels_per_element(path, per_image, position)
+        obj = unit_obj if sign > 0 else -unit_obj
         if diversity > 0:
             obj = obj + diversity_objective(diversity_layer or path, diversity, group_size=k)
-        res = render(model, obj, batch=len(per_image), seed=seed + ci, progress=progress, descriptions=descs, **rk)
-        if sign > 0 and diversity <= 0:
-            raw = res.values.clone()  # the objective is the raw activation
-        else:
-            raw = _raw_activations(model, path, per_image, res.images, position)
-            if raw is None:  # model does not take the untransformed size
-                raw = sign * res.values
-        all_images.append(res.images)
-        all_values.append(res.values)
-        all_acts.append(raw)
-        all_desc += descs
-        all_units += unit_names
-        all_hist.append(res.history)
-        seconds += res.seconds
-    result = RenderResult(
-        images=torch.cat(all_images),
-        values=torch.cat(all_values),
-        descriptions=all_desc,
-        history=torch.cat(all_hist, dim=1) if all_hist and all(h.shape[0] == all_hist[0].shape[0] for h in all_hist) else None,
-        activations=torch.cat(all_acts),
-        units=all_units,
+        res = render(model, obj, s, batch=len(per_image), seed=seed + ci, progress=progress, descriptions=descs, **extra)
+        res.activations = res.values.clone() if obj is unit_obj else evaluate_objective(model, unit_obj, res.images)
+        if res.activations is None:  # the model does not take the untransformed size
+            res.activations = sign * res.values
+        res.units = [f"{layer}:{c}" for c in per_image]
+        parts.append(res)
+    return _concat(parts, k)
+
+
+def _effective_shape(s: RenderSettings, model: nn.Module) -> tuple[int, int, int]:
+    """(C, H, W) the model sees after the settings' transforms."""
+    shape = tuple(s.input_shape or default_input_shape(model))
+    hw = make_transforms(s.transforms).out_size(tuple(shape[1:]))
+    return (int(shape[0]), int(hw[0]), int(hw[1]))
+
+
+def _unit_descriptions(layer: str, per_image: Sequence[int], k: int, negative: bool, position: tuple[int, int] | None) -> list[str]:
+    what = "channel" if position is None else "neuron"
+    at = "" if position is None else f"@{position[0]},{position[1]}"
+    return [("negative " if negative else "") + f"{what} {layer}:{c}{at}" + (f" #{i % k}" if k > 1 else "") for i, c in enumerate(per_image)]
+
+
+def _concat(parts: Sequence[RenderResult], k: int) -> RenderResult:
+    """One result from the chunks of visualize_layer (unit-major order kept)."""
+    hists = [p.history for p in parts]
+    same_len = all(h is not None and h.shape[0] == hists[0].shape[0] for h in hists)
+    return RenderResult(
+        images=torch.cat([p.images for p in parts]),
+        values=torch.cat([p.values for p in parts]),
+        descriptions=[d for p in parts for d in p.descriptions],
+        history=torch.cat(hists, dim=1) if hists and same_len else None,
+        activations=torch.cat([p.activations for p in parts]),
+        units=[u for p in parts for u in (p.units or [])],
         images_per_unit=k,
-        seconds=seconds,
-        steps=rk["steps"],
+        seconds=sum(p.seconds for p in parts),
+        steps=parts[0].steps,
+        settings=parts[0].settings,
+        seed=parts[0].seed,
     )
-    return result

@@ -1,0 +1,180 @@
+"""Render settings as one value: how an image is parameterized, transformed and optimised.
+
+A :class:`RenderSettings` holds everything that decides a rendered picture besides the objective
+and the seed (parameterization, transforms, optimiser, schedule, steps, precision, device, batch,
+input shape), so a gallery or a results JSON can record it whole with :meth:`RenderSettings.to_dict`
+and two runs with equal settings and seeds are the same run.
+
+Named presets (:data:`PRESETS`):
+
+* ``"lucid"``: Lucid's recipe, the reference every speed claim is measured against: Fourier
+  basis with 1/f scaling (``decay_power=1``, ``sd=0.01``), decorrelated colour, sigmoid, Lucid's
+  standard transforms, Adam at lr 0.05, 512 steps, fp32.
+* ``"fast"``: the default for large inputs (InceptionV1): the same picture model (Fourier,
+  decorrelated colour, standard transforms) reaching the reference's 512-step activation in a
+  fraction of its steps; the figures that chose it are in ``docs/featvis.md`` and are printed by
+  ``benchmarks/featvis.py``.
+* ``"exact"``: the default for small inputs (MNIST 28x28): pixel basis with a straight-through
+  clamp, no transforms, centre-neuron objective. A 5x5 first-layer unit is linear in its pixels,
+  so its optimum is a corner of the [0, 1] box; the clamp reaches it exactly, and any jitter of a
+  few pixels averages the optimum away (measured: +-2 px shifts left conv1:4 negative).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..zoo.spec import model_spec
+
+__all__ = ["RenderSettings", "PRESETS", "preset", "default_settings", "SMALL_INPUT_PX"]
+
+SMALL_INPUT_PX = 96  # inputs smaller than this on a side get the "exact" preset
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "param": ("fft", "pixel"),
+    "valid": ("sigmoid", "clamp"),
+    "transforms": ("standard", "small", "none"),
+    "optimizer": ("adam",),
+    "schedule": ("constant", "cosine"),
+    "precision": ("fp32", "bf16"),
+    "objective": ("channel", "neuron"),
+}
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Everything that fixes a rendering besides objective and seed. Immutable; use :meth:`replace`.
+
+    ``schedule="cosine"`` decays the learning rate from ``lr`` to ``lr * final_lr_fraction``
+    over ``steps``. ``objective`` is what :func:`visualize_layer` optimises per channel
+    (``"channel"``: spatial mean, ``"neuron"``: the centre position). ``device=None`` means the
+    model's device (CUDA when available). ``input_shape=None`` means the model's own (C, H, W).
+    """
+
+    preset: str | None = None
+    param: str = "fft"
+    decorrelate: bool = True
+    valid: str = "sigmoid"
+    sd: float = 0.01
+    decay_power: float = 1.0
+    transforms: str = "standard"
+    optimizer: str = "adam"
+    lr: float = 0.05
+    schedule: str = "constant"
+    final_lr_fraction: float = 0.0
+    steps: int = 512
+    batch_size: int = 16
+    precision: str = "fp32"
+    device: str | None = None
+    channels_last: bool = True
+    input_shape: tuple[int, int, int] | None = None
+    objective: str = "channel"
+
+    def __post_init__(self) -> None:
+        for name, valid in _CHOICES.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"RenderSettings.{name} must be one of {', '.join(map(repr, valid))}, got {getattr(self, name)!r}")
+        for name in ("steps", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "steps" else 1):
+                raise ValueError(f"RenderSettings.{name} must be an integer >= {0 if name == 'steps' else 1}, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"RenderSettings.lr must be > 0, got {self.lr!r}")
+        if not 0.0 <= self.final_lr_fraction <= 1.0:
+            raise ValueError(f"RenderSettings.final_lr_fraction must be in [0, 1], got {self.final_lr_fraction!r}")
+        if self.sd < 0:
+            raise ValueError(f"RenderSettings.sd must be >= 0, got {self.sd!r}")
+        if self.input_shape is not None:
+            shape = tuple(int(s) for s in self.input_shape)
+            if len(shape) != 3 or min(shape) < 1:
+                raise ValueError(f"RenderSettings.input_shape must be (C, H, W) with positive sizes, got {self.input_shape!r}")
+            object.__setattr__(self, "input_shape", shape)
+
+    def replace(self, **changes: Any) -> "RenderSettings":
+        """A copy with ``changes``; unknown names are an error that lists the valid ones."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown render setting(s) {sorted(unknown)}; valid: {sorted(f.name for f in dataclasses.fields(self))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (galleries fingerprint this; results JSONs record it whole)."""
+        d = dataclasses.asdict(self)
+        d["input_shape"] = list(self.input_shape) if self.input_shape is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RenderSettings":
+        return cls().replace(**dict(d))
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate for optimisation step ``step`` (0-based)."""
+        if self.schedule == "constant" or self.steps <= 1:
+            return self.lr
+        import math
+
+        low = self.lr * self.final_lr_fraction
+        return low + (self.lr - low) * 0.5 * (1.0 + math.cos(math.pi * step / self.steps))
+
+
+PRESETS: dict[str, RenderSettings] = {
+    "lucid": RenderSettings(preset="lucid"),
+    # chosen from benchmarks/featvis.py's measured curves; see docs/featvis.md
+    "fast": RenderSettings(preset="fast", lr=0.2, schedule="cosine", steps=128),
+    "exact": RenderSettings(preset="exact", param="pixel", valid="clamp", transforms="none", lr=0.2, steps=64,
+                            batch_size=64, objective="neuron"),
+}
+
+
+def preset(name: str, **changes: Any) -> RenderSettings:
+    """A named preset (``"lucid"``, ``"fast"``, ``"exact"``), optionally with ``changes``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(map(repr, PRESETS))}")
+    return PRESETS[name].replace(**changes)
+
+
+def default_settings(model: nn.Module) -> RenderSettings:
+    """The model's default: ``"exact"`` below 96 px, else ``"fast"``; then the model spec's ``featvis_defaults``.
+
+    Colour decorrelation only applies to RGB inputs. A model without a declared input shape gets
+    ``"fast"`` with ``input_shape=None`` (the caller must then give one).
+    """
+    shape = model_spec(model).input_shape
+    if shape is not None and len(shape) == 3 and min(shape[1:]) < SMALL_INPUT_PX:
+        s = PRESETS["exact"]
+    else:
+        s = PRESETS["fast"]
+    if shape is not None:
+        s = s.replace(input_shape=tuple(int(v) for v in shape), decorrelate=s.decorrelate and int(shape[0]) == 3)
+    if s.param == "fft" and _bf16_is_fast():
+        s = s.replace(precision="bf16")
+    overrides = dict(model_spec(model).featvis_defaults)
+    return s.replace(**overrides) if overrides else s
+
+
+def _bf16_is_fast() -> bool:
+    """bf16 autocast pays off on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX) oneDNN kernels.
+
+    Without them it is far slower (measured on this project's CPU: 12x slower per step than fp32).
+    """
+    if torch.cuda.is_available():
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def pick_device(model: nn.Module, settings: RenderSettings) -> torch.device:
+    """``settings.device``, else CUDA when available, else where the model's parameters are."""
+    if settings.device not in (None, "auto"):
+        return torch.device(settings.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
