@@ -269,16 +269,11 @@ def test_committed_conv2_dictionary_card_and_reconstruction(mnist_test, one_thre
     assert rec["mean_l0"] <= d.k
 
 
-def test_features_command_registers_and_checks_arguments():
-    import argparse
+def test_features_command_registers_and_checks_arguments(capsys):
+    from vision_interp.cli import main
 
-    from vision_interp.features import commands
-
-    parser = argparse.ArgumentParser()
-    commands.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["features", "--k", "9", "--features", "8"])
-    with pytest.raises(ValueError, match="1 <= k <= n_features"):
-        args.func(args)  # refused before loading data or training
-    args = parser.parse_args(["features", "--gallery-steps", "0"])
-    with pytest.raises(ValueError, match="--gallery-steps"):
-        args.func(args)
+    for argv, message in ((["--k", "9", "--features", "8"], "at most --features"),
+                          (["--gallery-steps", "0"], "--gallery-steps"), (["--lr", "nan"], "--lr")):
+        assert main(["features", *argv]) == 2  # refused before loading data or training
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err

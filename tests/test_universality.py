@@ -109,15 +109,12 @@ def test_committed_seed_models_differ_only_in_seed():
     load_control()  # the shuffled-label control exists
 
 
-def test_universality_command_registers_and_checks_arguments():
-    import argparse
+def test_universality_command_registers_and_checks_arguments(capsys, tmp_path):
+    from vision_interp.cli import main
 
-    from vision_interp.universality import commands
-
-    parser = argparse.ArgumentParser()
-    commands.register(parser.add_subparsers(dest="command"))
-    for argv, message in ((["--seeds", "0"], "at least two seeds"), (["--seeds", "a,b"], "comma-separated integers"),
-                          (["--threshold", "1.5"], "threshold"), (["--images", "3"], "images")):
-        args = parser.parse_args(["universality", *argv])
-        with pytest.raises(ValueError, match=message):
-            args.func(args)
+    for argv, message in ((["--seeds", "0"], "at least two different seeds"), (["--seeds", "a,b"], "comma-separated integers"),
+                          (["--threshold", "1.5"], "--threshold"), (["--images", "1"], "--images")):
+        assert main(["universality", "--out", str(tmp_path / "u"), *argv]) == 2  # before any model is trained or loaded
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not (tmp_path / "u").exists()

@@ -554,14 +554,18 @@ def _record(model: nn.Module, x: torch.Tensor) -> Trace:
     out = None
     was_training = model.training
     # the user's own hooks (ablations, counters, an enclosing capture) stay out of the trace: the
-    # trace records the model itself, and a trace taken in passing must not run anyone's hooks
+    # trace records the model itself, and a trace taken in passing must not run anyone's hooks.
+    # Hooks that *are* part of the model (``hook.part_of_model = True``, e.g. an attached feature
+    # dictionary whose module is called from its source layer's hook) stay.
     saved = [(m, {a: getattr(m, a) for a in _HOOK_DICTS if isinstance(getattr(m, a, None), dict)})
              for _, m in model.named_modules()]
     model.eval()
     try:
         for m, dicts in saved:
+            kept = {k for a in ("_forward_hooks", "_forward_pre_hooks")
+                    for k, h in dicts.get(a, {}).items() if getattr(h, "part_of_model", False)}
             for a, d in dicts.items():
-                setattr(m, a, type(d)())
+                setattr(m, a, type(d)((k, v) for k, v in d.items() if k in kept))
         for n, m in named:
             handles.append(m.register_forward_hook(hook_for(n, _is_leaf(m))))
         with torch.no_grad(), tracker:

@@ -41,7 +41,10 @@ GRADIENTS = ("linear", "exact")
 class FeatureHook:
     """The forward hook on the source layer. A plain object holding the dictionary (not a closure),
     so ``copy.deepcopy(model)`` -- used e.g. by attribution's model repairs -- maps it to the copy's
-    own dictionary module."""
+    own dictionary module. ``part_of_model``: the model's trace keeps this hook (the features are a
+    layer of the model), while it sets users' temporary hooks aside."""
+
+    part_of_model = True
 
     def __init__(self, dictionary: nn.Module, name: str, mode: str):
         self.dictionary, self.name, self.mode = dictionary, name, mode

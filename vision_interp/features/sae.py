@@ -57,10 +57,13 @@ class TopKSAE(nn.Module):
         (with exact gradients it starts, and stays, at zero on most images). Where a feature is
         active, both gradients are the same.
         """
-        lin = self.linear_pre_activations(x)
+        return self._codes(self.linear_pre_activations(x), dim=-1)
+
+    def _codes(self, lin: torch.Tensor, dim: int) -> torch.Tensor:
+        """TopK of the ReLU'd linear pre-activations along ``dim`` (the feature axis); see encode_flat."""
         pre = F.relu(lin)
-        vals, idx = pre.topk(self.k, dim=-1)
-        z = torch.zeros_like(pre).scatter(-1, idx, vals)
+        vals, idx = pre.topk(self.k, dim=dim)
+        z = torch.zeros_like(pre).scatter(dim, idx, vals)
         if self.gradient == "linear" and lin.requires_grad:
             z = lin + (z - lin).detach()
         return z
@@ -75,16 +78,16 @@ class TopKSAE(nn.Module):
             return self.encode_flat(x)
         if x.ndim != 4 or x.shape[1] != self.d_in:
             raise ValueError(f"dictionary expects (N, {self.d_in}, H, W) activations, got {tuple(x.shape)}")
-        n, c, h, w = x.shape
-        z = self.encode_flat(x.permute(0, 2, 3, 1).reshape(-1, c))
-        return z.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+        # written as 1x1 convolutions so the model's trace sees a per-position layer (receptive fields,
+        # data flow) exactly as for a conv layer; same maths as the flat interface
+        lin = F.conv2d(x / self.scale - self.b_dec[None, :, None, None], self.W_enc[:, :, None, None], self.b_enc)
+        return self._codes(lin, dim=1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The reconstruction ``(N, C, H, W)`` of codes ``(N, F, H, W)`` (or ``(N, C)`` of ``(N, F)``)."""
         if z.ndim == 2:
             return self.decode_flat(z)
-        n, f, h, w = z.shape
-        return self.decode_flat(z.permute(0, 2, 3, 1).reshape(-1, f)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
+        return F.conv2d(z, self.W_dec.T[:, :, None, None], self.b_dec) * self.scale
 
     @property
     def directions(self) -> torch.Tensor:

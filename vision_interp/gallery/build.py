@@ -208,25 +208,18 @@ def _class_label(model: nn.Module, path: str, channel: int) -> str | None:
 
 
 def render_fingerprint(model: nn.Module, settings: "GallerySettings") -> dict:
-    """What featvis will actually use to render (precision, device, param, transforms, lr...).
+    """What featvis will actually use to render: its ``RenderSettings`` for this model (preset,
+    precision, param, transforms, lr, schedule...) with the gallery's steps and objective, and the
+    device ``render`` resolves. A resumed build on another device or precision is refused, because
+    its pictures would differ."""
+    from ..featvis.settings import default_settings, pick_device
 
-    When featvis exposes ``RenderSettings`` (a value with ``to_dict()``), its dict is recorded;
-    until then, featvis's per-model defaults plus the precision and device that ``render``
-    resolves. Either way a resumed build on another device or precision is refused, because its
-    pictures would differ.
-    """
-    from .. import featvis
-
-    rs = getattr(featvis, "RenderSettings", None)
-    if rs is not None and hasattr(rs, "for_model"):  # the integrator's switch-over point
-        return rs.for_model(model, steps=settings.steps, objective=settings.objective).to_dict()
-    from ..featvis.render import _pick_device, model_defaults
-
-    d = dict(model_defaults(model))
-    d.update(steps=settings.steps, objective=settings.objective or d.get("objective"))
-    d["precision"] = d.get("precision", "fp32")
-    d["device"] = _pick_device(model, None).type
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(d.items()) if isinstance(v, (str, int, float, bool, tuple, list, type(None)))}
+    rs = default_settings(model)
+    changes = {k: v for k, v in (("steps", settings.steps), ("objective", settings.objective)) if v is not None}
+    rs = rs.replace(**changes) if changes else rs
+    d = rs.to_dict()
+    d["device"] = pick_device(model, rs).type
+    return d
 
 
 # --------------------------------------------------------------------------------------------

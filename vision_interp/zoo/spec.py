@@ -10,7 +10,9 @@ Modules inside a model take part in circuits' linearisation by duck typing, neve
 a module with a ``linearized(x)`` method is replaced by it when weights are expanded through
 linear paths (e.g. a max pool by an average pool over the same window, a local response norm by
 the identity), and a module with ``pad_amounts(h, w) -> (top, bottom, left, right)`` tells the
-geometry how it pads an ``h x w`` input. No consumer imports a zoo model class.
+geometry how it pads an ``h x w`` input. A forward hook object with ``part_of_model = True`` is part
+of the model's computation (an attached feature dictionary): the trace runs it, while it sets other
+hooks aside. No consumer imports a zoo model class.
 """
 
 from __future__ import annotations
