@@ -39,19 +39,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
 
-from vision_interp.capture import capture  # noqa: E402
-from vision_interp.featvis import RenderSettings, neuron, channel, preset, render  # noqa: E402
+from vision_interp.featvis import RenderSettings, channel, neuron, preset, render  # noqa: E402
 
 INCEPTION_UNITS = [("mixed3b", 30), ("mixed3b", 300), ("mixed4a", 97), ("mixed4a", 476),
                    ("mixed4d", 100), ("mixed4d", 400), ("mixed5b", 200), ("mixed5b", 900)]
 
-# name -> settings (for InceptionV1; MNIST gets the same changes on its own base, see configs_for)
+# name -> settings; "lucid" is the reference, "fast" the default (measured, see docs/featvis.md)
 INCEPTION_CONFIGS: dict[str, RenderSettings] = {
     "lucid": preset("lucid"),
-    "lucid-128": preset("lucid", steps=128),
     "lr0.2-cos-128": preset("lucid", lr=0.2, schedule="cosine", steps=128),
     "lr0.4-cos-128": preset("lucid", lr=0.4, schedule="cosine", steps=128),
-    "lr0.1-128": preset("lucid", lr=0.1, steps=128),
+    "lr0.4-cos-64": preset("lucid", lr=0.4, schedule="cosine", steps=64),
     "fast": preset("fast"),
 }
 MNIST_CONFIGS: dict[str, RenderSettings] = {
@@ -76,6 +74,9 @@ def he_init(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+INCEPTION_SIZE = 224  # --size changes it (the whole table is then measured at that size)
+
+
 def load(model_name: str):
     """(model, objectives, unit names, configs, input_shape)."""
     if model_name == "inceptionv1":
@@ -83,7 +84,7 @@ def load(model_name: str):
 
         m = he_init(inceptionv1(pretrained=False))
         units = [f"{l}:{c}" for l, c in INCEPTION_UNITS]
-        return m, [channel(u) for u in units], units, INCEPTION_CONFIGS, (3, 224, 224)
+        return m, [channel(u) for u in units], units, INCEPTION_CONFIGS, (3, INCEPTION_SIZE, INCEPTION_SIZE)
     from vision_interp.zoo import mnist_cnn
 
     m = mnist_cnn()
@@ -113,7 +114,8 @@ def high_frequency_share(images: torch.Tensor) -> float:
 
 
 def _cache_path(model_name: str, name: str) -> Path:
-    return RESULTS / f"featvis_{model_name}_{name}.json"
+    size = f"_{INCEPTION_SIZE}px" if model_name == "inceptionv1" else ""
+    return RESULTS / f"featvis_{model_name}{size}_{name}.json"
 
 
 def _computation_key(settings: RenderSettings, units: list[str], seed: int, every: int) -> dict:
@@ -125,7 +127,7 @@ def _computation_key(settings: RenderSettings, units: list[str], seed: int, ever
 
 def _cached(model_name: str, key: dict) -> dict | None:
     """A cached curve with the same computation key (under any configuration name)."""
-    for path in sorted(RESULTS.glob(f"featvis_{model_name}_*.json")):
+    for path in sorted(RESULTS.glob(f"featvis_{model_name}*.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -269,8 +271,11 @@ def main() -> None:
     ap.add_argument("--images", default=None, help="folder for reference-vs-default PNGs (e.g. docs/img)")
     ap.add_argument("--json", default=None, help="also write the summary rows here")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--size", type=int, default=224, help="InceptionV1 image size (the reference and all configurations)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    global INCEPTION_SIZE
+    INCEPTION_SIZE = args.size
     for spec in args.run:
         model_name, name = spec.split(":", 1)
         run_curve(model_name, name, force=args.force)
@@ -285,6 +290,22 @@ def main() -> None:
             from vision_interp.io import save_json
 
             save_json(args.json, summary)
+        print("\nmarkdown summary:\n" + markdown(summary))
+
+
+def markdown(summary: dict) -> str:
+    """The summary tables as markdown (for docs/featvis.md)."""
+    lines = []
+    for model_name, rows in summary.items():
+        lines += [f"**{model_name}**", "",
+                  "| configuration | s/step/image | steps | activation / reference-512 (mean, min unit) | steps to 1.0x | time to 1.0x / reference | HF share |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            t = f"{r['time_to_ref_ratio']:.3f}" if r["time_to_ref_ratio"] is not None else "never"
+            lines.append(f"| {r['config']} | {r['s_per_step_image']:.4f} | {r['steps']} | {r['ratio_mean']:.3f}, {r['ratio_min']:.3f} | "
+                         f"{r['steps_to_ref'] or 'never'} | {t} | {r['hf_share']:.4f} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
