@@ -59,6 +59,11 @@ MNIST_CONFIGS: dict[str, RenderSettings] = {
     "pixel-sigmoid-small-lr0.2-128": preset("exact", valid="sigmoid", transforms="small", steps=128),  # the old default
     "pixel-sigmoid-lr0.2-64": preset("exact", valid="sigmoid"),
     "exact": preset("exact"),
+    "exact-sd0": preset("exact", sd=0.0),
+    "exact-128": preset("exact", steps=128),
+    "fft-lr0.2-cos-128": preset("lucid", transforms="none", decorrelate=False, lr=0.2, schedule="cosine", steps=128),
+    "fft-lr0.2-cos-64": preset("lucid", transforms="none", decorrelate=False, lr=0.2, schedule="cosine", steps=64),
+    "fft-lr0.4-cos-64": preset("lucid", transforms="none", decorrelate=False, lr=0.4, schedule="cosine", steps=64),
 }
 
 
@@ -232,7 +237,7 @@ def summarise(model_name: str, names: list[str], reference: str, default: str, t
               f"{(str(reach) if reach else 'never'):>13s} {(f'{t_ratio:.3f}' if t_ratio is not None else '-'):>18s} {c['hf_share']:8.4f}")
     print("curves (mean act/ref512 at checkpoint step; time as a fraction of the reference's 512-step time):")
     for row in rows:
-        pts = "  ".join(f"{k}:{m:.2f}@{k * row['s_per_step_image'] / ref_cost:.3f}" for k, (m, _) in row["curve"].items() if k)
+        pts = "  ".join(f"{k}:{m:.3f}@{k * row['s_per_step_image'] / ref_cost:.3f}" for k, (m, _) in row["curve"].items() if k)
         print(f"  {row['config']:32s} {pts}")
     if images_dir:
         save_side_by_side(model_name, curves[reference], curves[default], reference, default, Path(images_dir))

@@ -126,7 +126,7 @@ PRESETS: dict[str, RenderSettings] = {
     "lucid": RenderSettings(preset="lucid"),
     # chosen from benchmarks/featvis.py's measured curves; see docs/featvis.md
     "fast": RenderSettings(preset="fast", lr=0.2, schedule="cosine", steps=128),
-    "exact": RenderSettings(preset="exact", param="pixel", valid="clamp", transforms="none", lr=0.2, steps=64,
+    "exact": RenderSettings(preset="exact", param="pixel", valid="clamp", transforms="none", lr=0.2, steps=96,
                             batch_size=64, objective="neuron"),
 }
 
