@@ -10,7 +10,8 @@ recorded. Curves are cached as JSON under ``benchmarks/results/`` (keyed by the 
 Printed per configuration:
   (a) s/step/image, measured interleaved in one process (``--timing-steps`` steps per config per
       round, alternating configs, median over rounds) so that machine load affects all alike;
-  (b) activation reached (mean over units of act/act_ref512, and the minimum over units);
+  (b) activation reached: mean activation over units / the reference's 512-step mean (as in
+      issue 18's "mean channel activation"), and the minimum over units of act/act_ref512;
   (c) wall time to reach the reference's 512-step activation (first checkpoint where the mean
       ratio >= 1.0), as a ratio of the reference's 512 steps: steps_needed * s/step(config) /
       (512 * s/step(reference));
@@ -44,13 +45,20 @@ from vision_interp.featvis import RenderSettings, channel, neuron, preset, rende
 INCEPTION_UNITS = [("mixed3b", 30), ("mixed3b", 300), ("mixed4a", 97), ("mixed4a", 476),
                    ("mixed4d", 100), ("mixed4d", 400), ("mixed5b", 200), ("mixed5b", 900)]
 
-# name -> settings; "lucid" is the reference, "fast" the default (measured, see docs/featvis.md)
+# name -> settings; "lucid" is the reference, "lucid-256" the default (measured, see docs/featvis.md)
 INCEPTION_CONFIGS: dict[str, RenderSettings] = {
     "lucid": preset("lucid"),
     "lr0.2-cos-128": preset("lucid", lr=0.2, schedule="cosine", steps=128),
     "lr0.4-cos-128": preset("lucid", lr=0.4, schedule="cosine", steps=128),
     "lr0.4-cos-64": preset("lucid", lr=0.4, schedule="cosine", steps=64),
-    "fast": preset("fast"),
+    "lr0.2-cos-64": preset("lucid", lr=0.2, schedule="cosine", steps=64),
+    "lr0.1-cos-128": preset("lucid", lr=0.1, schedule="cosine", steps=128),
+    "clamp-128": preset("lucid", valid="clamp", steps=128),
+    "clamp-lr0.1-cos-128": preset("lucid", valid="clamp", lr=0.1, schedule="cosine", steps=128),
+    "clamp-lr0.02-128": preset("lucid", valid="clamp", lr=0.02, steps=128),
+    "clamp-lr0.01-128": preset("lucid", valid="clamp", lr=0.01, steps=128),
+    "clamp-lr0.02-256": preset("lucid", valid="clamp", lr=0.02, steps=256),
+    "lucid-256": preset("lucid-256"),
 }
 MNIST_CONFIGS: dict[str, RenderSettings] = {
     # the Lucid recipe at the only size the MNIST CNN accepts: no size-changing transforms
@@ -203,12 +211,15 @@ def time_per_step(model_name: str, names: list[str], steps: int, rounds: int) ->
 
 
 def ratios(curve: dict, reference: dict) -> dict[int, tuple[float, float]]:
-    """Per checkpoint: (mean over units of act / act_ref512, min over units)."""
+    """Per checkpoint: (mean activation over units / the reference's 512-step mean, min over units
+    of act / ref among units the reference activates (> 0); a unit that stays at 0 under every
+    configuration, e.g. a dead ReLU channel, cannot be divided by)."""
     ref_final = reference["curve"][str(max(int(k) for k in reference["curve"]))]
+    ref_mean = statistics.mean(ref_final)
     out = {}
     for k, vals in curve["curve"].items():
-        r = [v / f for v, f in zip(vals, ref_final)]
-        out[int(k)] = (statistics.mean(r), min(r))
+        per_unit = [v / f for v, f in zip(vals, ref_final) if f > 0]
+        out[int(k)] = (statistics.mean(vals) / ref_mean, min(per_unit))
     return dict(sorted(out.items()))
 
 
@@ -289,7 +300,7 @@ def main() -> None:
         summary = {}
         for model_name in args.models.split(","):
             configs = INCEPTION_CONFIGS if model_name == "inceptionv1" else MNIST_CONFIGS
-            default = "fast" if model_name == "inceptionv1" else "exact"
+            default = "lucid-256" if model_name == "inceptionv1" else "exact"
             summary[model_name] = summarise(model_name, list(configs), "lucid", default, args.timing_steps, args.timing_rounds, args.images)
         if args.json:
             from vision_interp.io import save_json
