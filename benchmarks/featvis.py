@@ -65,10 +65,9 @@ MNIST_CONFIGS: dict[str, RenderSettings] = {
     "lucid": preset("lucid", transforms="none", decorrelate=False),
     "lucid+shift2": preset("lucid", transforms="small", decorrelate=False),
     "pixel-sigmoid-small-lr0.2-128": preset("exact", valid="sigmoid", transforms="small", steps=128),  # the old default
-    "pixel-sigmoid-lr0.2-64": preset("exact", valid="sigmoid"),
+    "pixel-sigmoid-lr0.2": preset("exact", valid="sigmoid"),
     "exact": preset("exact"),
     "exact-sd0": preset("exact", sd=0.0),
-    "exact-128": preset("exact", steps=128),
     "fft-lr0.2-cos-128": preset("lucid", transforms="none", decorrelate=False, lr=0.2, schedule="cosine", steps=128),
     "fft-lr0.2-cos-64": preset("lucid", transforms="none", decorrelate=False, lr=0.2, schedule="cosine", steps=64),
     "fft-lr0.4-cos-64": preset("lucid", transforms="none", decorrelate=False, lr=0.4, schedule="cosine", steps=64),

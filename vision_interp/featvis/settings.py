@@ -127,7 +127,7 @@ PRESETS: dict[str, RenderSettings] = {
     "lucid": RenderSettings(preset="lucid"),
     # the default for large inputs: no measured change beat Lucid's own recipe per step (docs/featvis.md)
     "lucid-256": RenderSettings(preset="lucid-256", steps=256),
-    "exact": RenderSettings(preset="exact", param="pixel", valid="clamp", transforms="none", lr=0.2, steps=96,
+    "exact": RenderSettings(preset="exact", param="pixel", valid="clamp", transforms="none", lr=0.2, steps=128,
                             batch_size=64, objective="neuron"),
 }
 
