@@ -18,7 +18,7 @@ Named presets (:data:`PRESETS`):
 * ``"exact"``: the default for small inputs (MNIST 28x28): pixel basis with a straight-through
   clamp, no transforms, centre-neuron objective. A 5x5 first-layer unit is linear in its pixels,
   so its optimum is a corner of the [0, 1] box; the clamp reaches it exactly, and any jitter of a
-  few pixels averages the optimum away (measured: +-2 px shifts left conv1:4 negative).
+  few pixels averages the optimum away (measured: +-2 px shifts left one conv1 unit negative).
 """
 
 from __future__ import annotations
