@@ -10,7 +10,8 @@ recorded. Curves are cached as JSON under ``benchmarks/results/`` (keyed by the 
 Printed per configuration:
   (a) s/step/image, measured interleaved in one process (``--timing-steps`` steps per config per
       round, alternating configs, median over rounds) so that machine load affects all alike;
-  (b) activation reached (mean over units of act/act_ref512, and the minimum over units);
+  (b) activation reached: mean activation over units / the reference's 512-step mean (as in
+      issue 18's "mean channel activation"), and the minimum over units of act/act_ref512;
   (c) wall time to reach the reference's 512-step activation (first checkpoint where the mean
       ratio >= 1.0), as a ratio of the reference's 512 steps: steps_needed * s/step(config) /
       (512 * s/step(reference));
@@ -39,28 +40,37 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
 
-from vision_interp.capture import capture  # noqa: E402
-from vision_interp.featvis import RenderSettings, neuron, channel, preset, render  # noqa: E402
+from vision_interp.featvis import RenderSettings, channel, neuron, preset, render  # noqa: E402
 
 INCEPTION_UNITS = [("mixed3b", 30), ("mixed3b", 300), ("mixed4a", 97), ("mixed4a", 476),
                    ("mixed4d", 100), ("mixed4d", 400), ("mixed5b", 200), ("mixed5b", 900)]
 
-# name -> settings (for InceptionV1; MNIST gets the same changes on its own base, see configs_for)
+# name -> settings; "lucid" is the reference, "lucid-256" the default (measured, see docs/featvis.md)
 INCEPTION_CONFIGS: dict[str, RenderSettings] = {
     "lucid": preset("lucid"),
-    "lucid-128": preset("lucid", steps=128),
     "lr0.2-cos-128": preset("lucid", lr=0.2, schedule="cosine", steps=128),
     "lr0.4-cos-128": preset("lucid", lr=0.4, schedule="cosine", steps=128),
-    "lr0.1-128": preset("lucid", lr=0.1, steps=128),
-    "fast": preset("fast"),
+    "lr0.4-cos-64": preset("lucid", lr=0.4, schedule="cosine", steps=64),
+    "lr0.2-cos-64": preset("lucid", lr=0.2, schedule="cosine", steps=64),
+    "lr0.1-cos-128": preset("lucid", lr=0.1, schedule="cosine", steps=128),
+    "clamp-128": preset("lucid", valid="clamp", steps=128),
+    "clamp-lr0.1-cos-128": preset("lucid", valid="clamp", lr=0.1, schedule="cosine", steps=128),
+    "clamp-lr0.02-128": preset("lucid", valid="clamp", lr=0.02, steps=128),
+    "clamp-lr0.01-128": preset("lucid", valid="clamp", lr=0.01, steps=128),
+    "clamp-lr0.02-256": preset("lucid", valid="clamp", lr=0.02, steps=256),
+    "lucid-256": preset("lucid-256"),
 }
 MNIST_CONFIGS: dict[str, RenderSettings] = {
     # the Lucid recipe at the only size the MNIST CNN accepts: no size-changing transforms
     "lucid": preset("lucid", transforms="none", decorrelate=False),
     "lucid+shift2": preset("lucid", transforms="small", decorrelate=False),
     "pixel-sigmoid-small-lr0.2-128": preset("exact", valid="sigmoid", transforms="small", steps=128),  # the old default
-    "pixel-sigmoid-lr0.2-64": preset("exact", valid="sigmoid"),
+    "pixel-sigmoid-lr0.2": preset("exact", valid="sigmoid"),
     "exact": preset("exact"),
+    "exact-sd0": preset("exact", sd=0.0),
+    "fft-lr0.2-cos-128": preset("lucid", transforms="none", decorrelate=False, lr=0.2, schedule="cosine", steps=128),
+    "fft-lr0.2-cos-64": preset("lucid", transforms="none", decorrelate=False, lr=0.2, schedule="cosine", steps=64),
+    "fft-lr0.4-cos-64": preset("lucid", transforms="none", decorrelate=False, lr=0.4, schedule="cosine", steps=64),
 }
 
 
@@ -76,6 +86,9 @@ def he_init(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+INCEPTION_SIZE = 224  # --size changes it (the whole table is then measured at that size)
+
+
 def load(model_name: str):
     """(model, objectives, unit names, configs, input_shape)."""
     if model_name == "inceptionv1":
@@ -83,7 +96,7 @@ def load(model_name: str):
 
         m = he_init(inceptionv1(pretrained=False))
         units = [f"{l}:{c}" for l, c in INCEPTION_UNITS]
-        return m, [channel(u) for u in units], units, INCEPTION_CONFIGS, (3, 224, 224)
+        return m, [channel(u) for u in units], units, INCEPTION_CONFIGS, (3, INCEPTION_SIZE, INCEPTION_SIZE)
     from vision_interp.zoo import mnist_cnn
 
     m = mnist_cnn()
@@ -113,7 +126,8 @@ def high_frequency_share(images: torch.Tensor) -> float:
 
 
 def _cache_path(model_name: str, name: str) -> Path:
-    return RESULTS / f"featvis_{model_name}_{name}.json"
+    size = f"_{INCEPTION_SIZE}px" if model_name == "inceptionv1" else ""
+    return RESULTS / f"featvis_{model_name}{size}_{name}.json"
 
 
 def _computation_key(settings: RenderSettings, units: list[str], seed: int, every: int) -> dict:
@@ -125,7 +139,7 @@ def _computation_key(settings: RenderSettings, units: list[str], seed: int, ever
 
 def _cached(model_name: str, key: dict) -> dict | None:
     """A cached curve with the same computation key (under any configuration name)."""
-    for path in sorted(RESULTS.glob(f"featvis_{model_name}_*.json")):
+    for path in sorted(RESULTS.glob(f"featvis_{model_name}*.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -196,12 +210,15 @@ def time_per_step(model_name: str, names: list[str], steps: int, rounds: int) ->
 
 
 def ratios(curve: dict, reference: dict) -> dict[int, tuple[float, float]]:
-    """Per checkpoint: (mean over units of act / act_ref512, min over units)."""
+    """Per checkpoint: (mean activation over units / the reference's 512-step mean, min over units
+    of act / ref among units the reference activates (> 0); a unit that stays at 0 under every
+    configuration, e.g. a dead ReLU channel, cannot be divided by)."""
     ref_final = reference["curve"][str(max(int(k) for k in reference["curve"]))]
+    ref_mean = statistics.mean(ref_final)
     out = {}
     for k, vals in curve["curve"].items():
-        r = [v / f for v, f in zip(vals, ref_final)]
-        out[int(k)] = (statistics.mean(r), min(r))
+        per_unit = [v / f for v, f in zip(vals, ref_final) if f > 0]
+        out[int(k)] = (statistics.mean(vals) / ref_mean, min(per_unit))
     return dict(sorted(out.items()))
 
 
@@ -230,7 +247,7 @@ def summarise(model_name: str, names: list[str], reference: str, default: str, t
               f"{(str(reach) if reach else 'never'):>13s} {(f'{t_ratio:.3f}' if t_ratio is not None else '-'):>18s} {c['hf_share']:8.4f}")
     print("curves (mean act/ref512 at checkpoint step; time as a fraction of the reference's 512-step time):")
     for row in rows:
-        pts = "  ".join(f"{k}:{m:.2f}@{k * row['s_per_step_image'] / ref_cost:.3f}" for k, (m, _) in row["curve"].items() if k)
+        pts = "  ".join(f"{k}:{m:.3f}@{k * row['s_per_step_image'] / ref_cost:.3f}" for k, (m, _) in row["curve"].items() if k)
         print(f"  {row['config']:32s} {pts}")
     if images_dir:
         save_side_by_side(model_name, curves[reference], curves[default], reference, default, Path(images_dir))
@@ -269,8 +286,11 @@ def main() -> None:
     ap.add_argument("--images", default=None, help="folder for reference-vs-default PNGs (e.g. docs/img)")
     ap.add_argument("--json", default=None, help="also write the summary rows here")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--size", type=int, default=224, help="InceptionV1 image size (the reference and all configurations)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    global INCEPTION_SIZE
+    INCEPTION_SIZE = args.size
     for spec in args.run:
         model_name, name = spec.split(":", 1)
         run_curve(model_name, name, force=args.force)
@@ -279,12 +299,28 @@ def main() -> None:
         summary = {}
         for model_name in args.models.split(","):
             configs = INCEPTION_CONFIGS if model_name == "inceptionv1" else MNIST_CONFIGS
-            default = "fast" if model_name == "inceptionv1" else "exact"
+            default = "lucid-256" if model_name == "inceptionv1" else "exact"
             summary[model_name] = summarise(model_name, list(configs), "lucid", default, args.timing_steps, args.timing_rounds, args.images)
         if args.json:
             from vision_interp.io import save_json
 
             save_json(args.json, summary)
+        print("\nmarkdown summary:\n" + markdown(summary))
+
+
+def markdown(summary: dict) -> str:
+    """The summary tables as markdown (for docs/featvis.md)."""
+    lines = []
+    for model_name, rows in summary.items():
+        lines += [f"**{model_name}**", "",
+                  "| configuration | s/step/image | steps | activation / reference-512 (mean, min unit) | steps to 1.0x | time to 1.0x / reference | HF share |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            t = f"{r['time_to_ref_ratio']:.3f}" if r["time_to_ref_ratio"] is not None else "never"
+            lines.append(f"| {r['config']} | {r['s_per_step_image']:.4f} | {r['steps']} | {r['ratio_mean']:.3f}, {r['ratio_min']:.3f} | "
+                         f"{r['steps_to_ref'] or 'never'} | {t} | {r['hf_share']:.4f} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

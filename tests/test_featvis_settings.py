@@ -22,9 +22,9 @@ def test_lucid_preset_is_lucids_recipe():
 
 
 def test_to_dict_is_whole_json_and_round_trips():
-    s = preset("fast", steps=7, input_shape=(3, 32, 32))
+    s = preset("lucid-256", steps=7, input_shape=(3, 32, 32))
     d = s.to_dict()
-    assert set(d) == set(RenderSettings.__dataclass_fields__) and d["preset"] == "fast"
+    assert set(d) == set(RenderSettings.__dataclass_fields__) and d["preset"] == "lucid-256"
     assert RenderSettings.from_dict(json.loads(json.dumps(d))) == s
 
 
@@ -109,6 +109,7 @@ def test_presets_are_bit_reproducible(trained_mnist):
 
     model = inceptionv1(pretrained=False)
     kw = dict(input_shape=(3, 48, 48), steps=3, progress=False)
-    x = render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "fast", **kw)
-    y = render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "fast", **kw)
-    assert torch.equal(x.images, y.images) and x.settings["preset"] == "fast" and x.settings["schedule"] == "cosine"
+    x = render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "lucid", schedule="cosine", **kw)
+    y = render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "lucid", schedule="cosine", **kw)
+    assert torch.equal(x.images, y.images) and x.settings["preset"] == "lucid" and x.settings["schedule"] == "cosine"
+    assert default_settings(model).preset == "lucid-256" and default_settings(model).steps == 256

@@ -327,6 +327,23 @@ def _judge(evaluate: _Evaluator, images: torch.Tensor, clean_ok: bool, objective
 _SETTING_KWARGS = {f for f in RenderSettings.__dataclass_fields__} - {"preset"}
 
 
+def _split_objects(options: dict) -> tuple[ImageParam | None, Any]:
+    """Take object-valued ``param=`` (an ImageParam) and ``transforms=`` (a list/Compose) out of
+    ``options``; names stay in ``options`` as settings overrides (``transforms=None`` means "none")."""
+    param_obj = options.pop("param", None)
+    if isinstance(param_obj, str):
+        options["param"], param_obj = param_obj, None
+    elif param_obj is not None and not isinstance(param_obj, ImageParam):
+        raise TypeError(f"param must be 'fft', 'pixel' or an ImageParam, got {type(param_obj).__name__}")
+    if "transforms" not in options:
+        return param_obj, None
+    tf = options.pop("transforms")
+    if tf is None or isinstance(tf, str):
+        options["transforms"] = (tf or "none").lower()
+        return param_obj, None
+    return param_obj, tf
+
+
 def resolve_settings(model: nn.Module, settings: RenderSettings | str | None, overrides: dict) -> RenderSettings:
     """``settings`` (a value, a preset name, or None = the model's default) with keyword ``overrides``.
 
@@ -345,8 +362,6 @@ def resolve_settings(model: nn.Module, settings: RenderSettings | str | None, ov
     else:
         raise TypeError(f"settings must be a RenderSettings, a preset name or None, got {type(settings).__name__}")
     changes = {k: v for k, v in overrides.items() if v is not None}
-    if "transforms" in changes and changes["transforms"] is None:
-        changes["transforms"] = "none"
     unknown = set(changes) - _SETTING_KWARGS
     if unknown:
         raise TypeError(f"unknown render option(s) {sorted(unknown)}; valid: {sorted(_SETTING_KWARGS)}")
@@ -373,7 +388,7 @@ def render(
 
     ``objective``: an :class:`Objective` (values per batch element), a unit string
     (``"mixed4a:476"`` -> channel objective), or a list with one objective per batch element.
-    ``settings``: a :class:`RenderSettings`, a preset name (``"lucid"``, ``"fast"``, ``"exact"``) or
+    ``settings``: a :class:`RenderSettings`, a preset name (``"lucid"``, ``"lucid-256"``, ``"exact"``) or
     None for the model's default; keyword ``options`` override single fields (``steps=``, ``lr=``,
     ``precision=``, ``input_shape=``, ...). ``param=`` may also be an :class:`ImageParam` and
     ``transforms=`` a list of transforms or a :class:`Compose` (recorded by their repr).
@@ -381,17 +396,8 @@ def render(
     every step. Everything is validated before the first step.
     """
     t_start = time.perf_counter()
-    param_obj = options.pop("param", None)
-    tf_obj = options.pop("transforms", "")
-    if isinstance(param_obj, str):
-        options["param"] = param_obj
-        param_obj = None
-    if tf_obj is None or (isinstance(tf_obj, str) and tf_obj):
-        options["transforms"] = (tf_obj or "none").lower()
+    param_obj, custom_tf = _split_objects(options)
     settings = resolve_settings(model, settings, options)
-    if param_obj is not None and not isinstance(param_obj, ImageParam):
-        raise TypeError(f"param must be 'fft', 'pixel' or an ImageParam, got {type(param_obj).__name__}")
-    custom_tf = None if (isinstance(tf_obj, str) or tf_obj is None) else tf_obj
     tf = make_transforms(custom_tf if custom_tf is not None else settings.transforms)
     obj, per_image = _as_batch_objective(objective)
     if not obj.layers:
