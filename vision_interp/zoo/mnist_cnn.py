@@ -12,9 +12,12 @@ last conv layer's pooled maps: the "classifier view" is exact, not an approximat
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -149,6 +152,39 @@ def _shift_batch(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Ten
     return out.gather(3, cols)
 
 
+def config_fingerprint(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor) -> str:
+    """What a resume state must match: every training setting, the exact training data and the torch version."""
+    h = hashlib.sha256(json.dumps({"config": asdict(config), "torch": torch.__version__}, sort_keys=True).encode())
+    for t in (images, labels):
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _save_resume(path: Path, fingerprint: str, epochs_done: int, seconds: float, model: MnistCNN, opt: torch.optim.Optimizer,
+                 sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator) -> None:
+    """Everything the next epoch depends on, written atomically (a crash mid-write keeps the previous state)."""
+    state = {"fingerprint": fingerprint, "epochs_done": epochs_done, "seconds": seconds, "model": model.state_dict(),
+             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}
+    with vio.atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def _load_resume(path: Path, fingerprint: str) -> dict | None:
+    """The saved state when it exists and matches ``fingerprint``; else None, saying why on stderr (the run starts afresh)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign: never trusted, never unpickled
+        print(f"train mnist_cnn: ignoring unreadable resume state {path} ({type(e).__name__}); starting from scratch", file=sys.stderr)
+        return None
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+        print(f"train mnist_cnn: resume state {path} is for a different configuration; starting from scratch", file=sys.stderr)
+        return None
+    return state
+
+
 def train_mnist_cnn(
     train_images: torch.Tensor,
     train_labels: torch.Tensor,
@@ -156,8 +192,15 @@ def train_mnist_cnn(
     *,
     progress: bool = True,
     on_epoch: Callable[[int, MnistCNN], None] | None = None,
+    resume_path: str | os.PathLike | None = None,
 ) -> MnistCNN:
-    """Train deterministically from ``config.seed`` (same seed, same threads -> same weights)."""
+    """Train deterministically from ``config.seed`` (same seed, same threads -> same weights).
+
+    With ``resume_path``, the full training state (weights, optimizer, scheduler, random generators) is
+    written there atomically after every epoch, and a matching state found there is resumed from: the
+    result is bit-identical to an uninterrupted run. A state from another configuration is ignored (with
+    a message) and overwritten. The caller removes the file once the final weights are saved.
+    """
     from tqdm.auto import tqdm
 
     if config.threads:
@@ -171,8 +214,22 @@ def train_mnist_cnn(
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = (len(x) + config.batch_size - 1) // config.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2)
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc="train mnist_cnn", disable=not progress, unit="step")
-    for epoch in range(config.epochs):
+    resume_path = Path(resume_path) if resume_path is not None else None
+    fingerprint = config_fingerprint(config, x, y) if resume_path is not None else ""
+    start_epoch, seconds_before = 0, 0.0
+    state = _load_resume(resume_path, fingerprint) if resume_path is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, seconds_before = int(state["epochs_done"]), float(state["seconds"])
+        if progress:
+            print(f"train mnist_cnn: resuming after epoch {start_epoch} of {config.epochs} from {resume_path}", file=sys.stderr)
+    t0 = time.perf_counter()
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc="train mnist_cnn", disable=not progress, unit="step")
+    for epoch in range(start_epoch, config.epochs):
         model.train()
         perm = torch.randperm(len(x), generator=gen)
         for i in range(steps_per_epoch):
@@ -186,10 +243,13 @@ def train_mnist_cnn(
             bar.update(1)
             if i % 50 == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
+        if resume_path is not None:
+            _save_resume(resume_path, fingerprint, epoch + 1, seconds_before + time.perf_counter() - t0, model, opt, sched, gen)
         if on_epoch:
             on_epoch(epoch, model)
     bar.close()
     model.eval()
+    model.training_seconds = seconds_before + time.perf_counter() - t0  # over all resumed segments
     return model
 
 
@@ -213,15 +273,26 @@ def save_checkpoint(model: MnistCNN, out_dir: str | os.PathLike, card: dict, nam
     return weights, out / f"{name}.json"
 
 
-def train_and_save(data_dir: str | os.PathLike | None, out_dir: str | os.PathLike, config: TrainConfig = TrainConfig(), *, progress: bool = True) -> dict:
-    """Load MNIST, train, evaluate on the test set, and write checkpoint + model card. Returns the card."""
+def resume_path(out_dir: str | os.PathLike, name: str = "mnist_cnn") -> Path:
+    """Where :func:`train_and_save` keeps its per-epoch training state until the final checkpoint is written."""
+    return Path(out_dir) / f"{name}.partial" / "resume.pt"
+
+
+def train_and_save(data_dir: str | os.PathLike | None, out_dir: str | os.PathLike, config: TrainConfig = TrainConfig(), *, progress: bool = True,
+                   on_epoch: Callable[[int, MnistCNN], None] | None = None) -> dict:
+    """Load MNIST, train, evaluate on the test set, and write checkpoint + model card. Returns the card.
+
+    After every epoch the training state goes to ``<out_dir>/mnist_cnn.partial/resume.pt`` (atomically);
+    a rerun with the same configuration and ``out_dir`` resumes from the last finished epoch and gives
+    bit-identical weights. The folder is removed once the final checkpoint and card are written.
+    """
     from ..data.mnist import data_checksum, load_mnist
 
     train = load_mnist("train", data_dir)
     test = load_mnist("test", data_dir)
-    t0 = time.perf_counter()
-    model = train_mnist_cnn(train.images, train.labels, config, progress=progress)
-    seconds = time.perf_counter() - t0
+    partial = resume_path(out_dir)
+    model = train_mnist_cnn(train.images, train.labels, config, progress=progress, on_epoch=on_epoch, resume_path=partial)
+    seconds = model.training_seconds
     ev = evaluate(model, test.images, test.labels)
     card = {
         "model": "MnistCNN",
@@ -238,4 +309,5 @@ def train_and_save(data_dir: str | os.PathLike | None, out_dir: str | os.PathLik
         "command": f"vision-interp train-mnist --seed {config.seed} --epochs {config.epochs}",
     }
     save_checkpoint(model, out_dir, card)
+    shutil.rmtree(partial.parent, ignore_errors=True)
     return card

@@ -1,0 +1,82 @@
+"""Long runs resume (issue 13): train-mnist, train-induction and mnist-exercise keep their work across a failure.
+
+Each test interrupts a tiny run by raising from a callback (or a patched stage), reruns with the same
+settings, and compares with an uninterrupted run: results must be bit-identical and finished work reused.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vision_interp.io import load_state_dict
+
+
+class Interrupted(RuntimeError):
+    """Stands for a crash or Ctrl-C in the middle of a long run."""
+
+
+def _stop_after(epoch_to_fail: int, seen: list[int]):
+    def on_epoch(epoch: int, model) -> None:
+        seen.append(epoch)
+        if epoch == epoch_to_fail:
+            raise Interrupted(f"stop after epoch {epoch}")
+    return on_epoch
+
+
+def _assert_same_weights(a, b) -> None:
+    sa, sb = load_state_dict(a), load_state_dict(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+# =============================================================================== train-mnist
+
+def test_train_mnist_resumes_bit_identically(data_dir, tmp_path, one_thread, capsys):
+    from vision_interp.zoo.mnist_cnn import TrainConfig, resume_path, train_and_save
+
+    cfg = TrainConfig(seed=0, epochs=2, limit=512, threads=1)
+    full = train_and_save(data_dir, tmp_path / "full", cfg, progress=False)
+    assert not resume_path(tmp_path / "full").parent.exists()  # removed once the final checkpoint is written
+
+    out, seen = tmp_path / "run", []
+    with pytest.raises(Interrupted):
+        train_and_save(data_dir, out, cfg, progress=False, on_epoch=_stop_after(0, seen))
+    assert seen == [0] and resume_path(out).is_file() and not (out / "mnist_cnn.safetensors").exists()
+
+    seen.clear()
+    card = train_and_save(data_dir, out, cfg, progress=True, on_epoch=_stop_after(-1, seen))
+    assert seen == [1], "the rerun must start after the finished epoch, not from scratch"
+    assert "resuming after epoch 1 of 2" in capsys.readouterr().err
+    _assert_same_weights(out / "mnist_cnn.safetensors", tmp_path / "full" / "mnist_cnn.safetensors")
+    assert card["test_accuracy"] == full["test_accuracy"]
+    assert not resume_path(out).parent.exists()
+
+
+def test_train_mnist_other_config_starts_fresh(data_dir, tmp_path, one_thread, capsys):
+    from vision_interp.zoo.mnist_cnn import TrainConfig, train_and_save
+
+    out, seen = tmp_path / "run", []
+    with pytest.raises(Interrupted):
+        train_and_save(data_dir, out, TrainConfig(seed=0, epochs=2, limit=256, threads=1), progress=False, on_epoch=_stop_after(0, seen))
+    other = TrainConfig(seed=1, epochs=2, limit=256, threads=1)
+    seen.clear()
+    train_and_save(data_dir, out, other, progress=False, on_epoch=_stop_after(-1, seen))
+    assert seen == [0, 1], "a state from another configuration must not be resumed"
+    assert "different configuration; starting from scratch" in capsys.readouterr().err
+    train_and_save(data_dir, tmp_path / "fresh", other, progress=False)
+    _assert_same_weights(out / "mnist_cnn.safetensors", tmp_path / "fresh" / "mnist_cnn.safetensors")
+
+
+def test_train_mnist_corrupt_resume_state_is_not_trusted(data_dir, tmp_path, one_thread, capsys):
+    from vision_interp.zoo.mnist_cnn import TrainConfig, resume_path, train_and_save
+
+    out = tmp_path / "run"
+    resume_path(out).parent.mkdir(parents=True)
+    resume_path(out).write_bytes(b"PK\x03\x04 truncated")
+    cfg = TrainConfig(seed=0, epochs=1, limit=256, threads=1)
+    train_and_save(data_dir, out, cfg, progress=False)
+    assert "ignoring unreadable resume state" in capsys.readouterr().err
+    train_and_save(data_dir, tmp_path / "fresh", cfg, progress=False)
+    _assert_same_weights(out / "mnist_cnn.safetensors", tmp_path / "fresh" / "mnist_cnn.safetensors")
