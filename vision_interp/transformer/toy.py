@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import os
 import platform
+import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from .. import io as vio
 from .loading import TOY_MODEL_DIR, save_gpt2
 
-__all__ = ["ToyConfig", "copy_task_batch", "build_toy_model", "train_induction_model", "train_and_save"]
+__all__ = ["ToyConfig", "copy_task_batch", "build_toy_model", "train_induction_model", "train_and_save", "resume_path"]
 
 
 @dataclass(frozen=True)
@@ -140,20 +142,58 @@ def build_toy_model(cfg: ToyConfig):
     return model
 
 
+CHECKPOINT_EVERY = 100  # steps between resume states (a few milliseconds each for this model)
+
+
 def train_induction_model(cfg: ToyConfig = ToyConfig(), *, progress: bool = True, threads: int | None = 1,
-                          log: Callable[[str], None] | None = None) -> tuple[torch.nn.Module, dict]:
+                          log: Callable[[str], None] | None = None, resume_path: str | os.PathLike | None = None,
+                          checkpoint_every: int = CHECKPOINT_EVERY) -> tuple[torch.nn.Module, dict]:
     """Train the toy model; returns ``(model in eval mode with eager attention, history)``.
 
     ``threads`` (default 1) fixes torch's intra-op threads while training: a fixed reduction order keeps the
     run bit-for-bit reproducible, and on a shared, small CPU one thread is also the fastest.
+    With ``resume_path``, the whole training state is written there atomically every ``checkpoint_every``
+    steps, and a state found there for the same configuration is resumed from (bit-identical result);
+    a state for another configuration is ignored with a message and overwritten.
     """
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _train(cfg, progress, log)
+        return _train(cfg, progress, log, Path(resume_path) if resume_path is not None else None, checkpoint_every)
     finally:
         torch.set_num_threads(old_threads)
+
+
+def _fingerprint(cfg: ToyConfig) -> str:
+    """What a resume state must match: the configuration, the thread count and the torch version."""
+    import hashlib
+    import json
+
+    key = json.dumps({"config": asdict(cfg), "threads": torch.get_num_threads(), "torch": torch.__version__}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _save_resume(path: Path, state: dict) -> None:
+    with vio.atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def _load_resume(path: Path, fingerprint: str) -> dict | None:
+    """The saved state when it matches ``fingerprint`` (loaded with ``weights_only=True``); else None, saying why."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        print(f"train-induction: ignoring unreadable resume state {path} ({type(e).__name__}); starting from scratch", file=sys.stderr)
+        return None
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+        print(f"train-induction: resume state {path} is for a different configuration; starting from scratch", file=sys.stderr)
+        return None
+    return state
 
 
 @torch.no_grad()
@@ -168,7 +208,8 @@ def _probe_losses(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[float, 
         model.train(was_training)
 
 
-def _train(cfg: ToyConfig, progress: bool, log: Callable[[str], None] | None) -> tuple[torch.nn.Module, dict]:
+def _train(cfg: ToyConfig, progress: bool, log: Callable[[str], None] | None, resume_path: Path | None,
+           checkpoint_every: int) -> tuple[torch.nn.Module, dict]:
     from tqdm.auto import tqdm
 
     from .scores import repeated_tokens
@@ -186,9 +227,21 @@ def _train(cfg: ToyConfig, progress: bool, log: Callable[[str], None] | None) ->
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup))
     losses: list[float] = []
     probe_log: list[dict] = []
-    t0 = time.perf_counter()
-    steps_done = 0
-    bar = tqdm(range(cfg.steps), desc="train-induction", disable=not progress)
+    steps_done, seconds_before = 0, 0.0
+    fingerprint = _fingerprint(cfg) if resume_path is not None else ""
+    state = _load_resume(resume_path, fingerprint) if resume_path is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        losses, probe_log = list(state["losses"]), list(state["probe"])
+        steps_done, seconds_before = int(state["steps_done"]), float(state["seconds"])
+        if progress or log:
+            print(f"train-induction: resuming after step {steps_done} of {cfg.steps} from {resume_path}", file=sys.stderr)
+    t0 = time.perf_counter() - seconds_before  # times in the log count every resumed segment
+    bar = tqdm(range(steps_done, cfg.steps), total=cfg.steps, initial=steps_done, desc="train-induction", disable=not progress)
     for step in bar:
         short = cfg.short_length and step % cfg.short_every != cfg.short_every - 1
         x, predictable = copy_task_batch(cfg, gen, cfg.short_length if short else None)
@@ -208,6 +261,12 @@ def _train(cfg: ToyConfig, progress: bool, log: Callable[[str], None] | None) ->
             elapsed = time.perf_counter() - t0
             probe_log.append({"step": steps_done, "seconds": round(elapsed, 1), "train_loss": round(losses[-1], 4),
                               "first_copy": round(first, 4), "second_copy": round(second, 4)})
+        if resume_path is not None and steps_done % checkpoint_every == 0 and steps_done < cfg.steps:
+            _save_resume(resume_path, {"fingerprint": fingerprint, "steps_done": steps_done, "seconds": time.perf_counter() - t0,
+                                       "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                       "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "losses": losses,
+                                       "probe": probe_log})
+        if steps_done % cfg.eval_every == 0 or steps_done == cfg.steps:
             bar.set_postfix(loss=f"{losses[-1]:.3f}", first=f"{first:.2f}", second=f"{second:.2f}")
             if log:
                 log(f"step {steps_done} loss {losses[-1]:.4f} probe first {first:.3f} second {second:.3f} "
@@ -223,12 +282,24 @@ def _train(cfg: ToyConfig, progress: bool, log: Callable[[str], None] | None) ->
                    "training_seconds": round(seconds, 1)}
 
 
+def resume_path(out_dir: str | os.PathLike) -> Path:
+    """Where :func:`train_and_save` keeps its training state until the final checkpoint is written."""
+    return Path(out_dir) / "train.partial" / "resume.pt"
+
+
 def train_and_save(out_dir: str | os.PathLike = TOY_MODEL_DIR, cfg: ToyConfig = ToyConfig(), *,
-                   progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
-    """Train, measure first/second-copy loss on held-out repeated sequences, write checkpoint + model card."""
+                   progress: bool = True, log: Callable[[str], None] | None = None,
+                   checkpoint_every: int = CHECKPOINT_EVERY) -> dict:
+    """Train, measure first/second-copy loss on held-out repeated sequences, write checkpoint + model card.
+
+    Every ``checkpoint_every`` steps the training state goes to ``<out_dir>/train.partial/resume.pt``
+    (atomically); a rerun with the same configuration resumes from it and gives bit-identical weights.
+    The folder is removed once the model, card and README are written.
+    """
     from .scores import copy_losses, repeated_tokens
 
-    model, hist = train_induction_model(cfg, progress=progress, log=log)
+    partial = resume_path(out_dir)
+    model, hist = train_induction_model(cfg, progress=progress, log=log, resume_path=partial, checkpoint_every=checkpoint_every)
     seq_len = cfg.probe_seq_len
     tokens = repeated_tokens(model, seq_len=seq_len, batch=100, seed=12345)
     first, second = copy_losses(model, tokens)
@@ -298,4 +369,5 @@ def train_and_save(out_dir: str | os.PathLike = TOY_MODEL_DIR, cfg: ToyConfig = 
         "",
     ]
     vio.atomic_write_text(out / "README.md", "\n".join(md))
+    shutil.rmtree(partial.parent, ignore_errors=True)
     return card
