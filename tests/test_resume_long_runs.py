@@ -128,3 +128,116 @@ def test_train_induction_resumes_bit_identically(tmp_path, capsys):
     train_and_save(out, replace(cfg, seed=1), progress=False, log=seen.append, checkpoint_every=10)
     assert [m.split()[1] for m in seen] == ["10", "20", "30"]
     assert "different configuration; starting from scratch" in capsys.readouterr().err
+
+
+# =============================================================================== mnist-exercise
+
+def _exercise(out, **kw):
+    from vision_interp.exercises.mnist import ExerciseConfig, run_mnist_exercise
+
+    # the smallest real configuration: one traced digit, 200 evaluation images, one thread
+    return run_mnist_exercise(ExerciseConfig(out=out, quick=True, progress=False, seed=0, circuit_classes=(0,), eval_images=200, threads=1, **kw))
+
+
+def _counting(monkeypatch, calls: list[str], fail: str | None = None) -> None:
+    """Wrap every mechanism stage to record its calls; ``fail`` raises once its stage has started."""
+    from vision_interp.exercises import stages as S
+
+    for key in ("conv1", "featvis", "conv2", "circuits", "attribution", "confusions", "deep_dive"):
+        fn = getattr(S, f"stage_{key}")
+
+        def wrapped(ex, fn=fn, key=key):
+            calls.append(key)
+            if key == fail:
+                raise Interrupted(f"crash in {key}")
+            fn(ex)
+        monkeypatch.setattr(S, f"stage_{key}", wrapped)
+
+
+def _comparable(results_json) -> dict:
+    import json
+
+    r = json.loads(results_json.read_text())
+    r.pop("timing_seconds")
+    r["config"].pop("out")
+    return r
+
+
+def _without_times(report) -> str:
+    """report.md without its stage-time line (times differ between runs)."""
+    import re
+
+    return re.sub(r"stage times \(s\): .*", "stage times", report.read_text())
+
+
+def test_mnist_exercise_reuses_finished_stages(data_dir, tmp_path, monkeypatch, capsys):
+    import json
+    import shutil
+
+    import vision_interp.featvis as FV
+    from vision_interp.exercises.resume import STAGE_DIR, StageCache
+
+    # fewer optimisation steps for the 34 feature visualizations: the orchestration is under test, not featvis
+    monkeypatch.setattr(FV, "visualize", __import__("functools").partial(FV.visualize, steps=8))
+    # an uninterrupted reference run, keeping its stage records so that a copy of it stands for a run that got far
+    ref = tmp_path / "ref"
+    with monkeypatch.context() as m:
+        m.setattr(StageCache, "clear", lambda self: None)
+        _exercise(ref, data_dir=data_dir)
+    assert sorted(p.stem for p in (ref / STAGE_DIR).iterdir()) == sorted(
+        ["conv1", "featvis", "conv2", "circuits", "attribution", "confusions", "deep_dive"])
+
+    out = tmp_path / "run"
+    shutil.copytree(ref, out)
+    for name in ("results.json", "report.md", "report.html", f"{STAGE_DIR}/confusions.json", f"{STAGE_DIR}/deep_dive.json"):
+        (out / name).unlink()
+
+    calls: list[str] = []
+    with monkeypatch.context() as m:
+        _counting(m, calls, fail="deep_dive")
+        with pytest.raises(Interrupted):
+            _exercise(out, data_dir=data_dir)
+    assert calls == ["confusions", "deep_dive"], "finished stages must be reused, not recomputed"
+    assert (out / STAGE_DIR / "confusions.json").is_file() and not (out / STAGE_DIR / "deep_dive.json").exists()
+    assert not (out / "results.json").exists()
+    capsys.readouterr()
+
+    calls.clear()
+    with monkeypatch.context() as m:
+        _counting(m, calls)
+        _exercise(out, data_dir=data_dir)
+    assert calls == ["deep_dive"]
+    assert "reused 6 stage(s)" in capsys.readouterr().err
+    assert _comparable(out / "results.json") == _comparable(ref / "results.json")
+    assert _without_times(out / "report.md") == _without_times(ref / "report.md")
+    times = json.loads((out / "results.json").read_text())["timing_seconds"]
+    stage_sum = sum(v for k, v in times.items() if k not in ("total", "report"))
+    assert times["total"] >= stage_sum - 0.5, "the total must include the time reused stages took when computed"
+    assert not (out / STAGE_DIR).exists(), "stage records are removed once results.json is written"
+
+    # records from other settings are not reused
+    (ref / "results.json").unlink()
+    calls.clear()
+    with monkeypatch.context() as m:
+        _counting(m, calls, fail="conv1")
+        with pytest.raises(Interrupted):
+            _exercise(ref, data_dir=data_dir, k_channels=2)
+    assert calls == ["conv1"]
+
+
+def test_stage_records_round_trip_exactly():
+    import json
+
+    import numpy as np
+
+    from vision_interp.exercises.resume import decode, encode
+
+    obj = {"t": torch.randn(1, 3, 3), "a": np.arange(6, dtype=np.float32).reshape(2, 3) / 7, "s": np.float64(1 / 3),
+           "k": {(1, "x"): [1, 2.5, None], 3: "three"}, "tup": (1, (2, 3)), "nan": float("nan"), "b": True}
+    back = decode(json.loads(json.dumps(encode(obj))))
+    assert torch.equal(back["t"], obj["t"]) and back["t"].dtype == torch.float32
+    assert back["a"].dtype == np.float32 and np.array_equal(back["a"], obj["a"])
+    assert type(back["s"]) is np.float64 and back["s"] == obj["s"]
+    assert back["k"] == obj["k"] and back["tup"] == obj["tup"] and back["b"] is True and back["nan"] != back["nan"]
+    with pytest.raises(TypeError):
+        encode(object())

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 
 from .. import io as vio
+from .resume import StageCache
+from .resume import fingerprint as stage_fingerprint
 
 __all__ = ["ExerciseConfig", "run_mnist_exercise"]
 
@@ -105,6 +107,23 @@ class _Stages:
         if self.enabled:
             print(f"[{self.i}/{self.total}] {name}: done in {dt:.1f} s", file=sys.stderr, flush=True)
         return out
+
+    def run_cached(self, name: str, cache: "StageCache", key: str, fn: Callable[[Any], None], ex: "_Exercise") -> bool:
+        """Like :meth:`run`, but a stage finished by an earlier, interrupted run is restored instead of recomputed.
+
+        Returns whether it was reused; its recorded time is then the time it took when it was computed.
+        """
+        reused, seconds = cache.run(ex, key, fn, lambda call: self._timed(name, call))
+        if reused:
+            self.i += 1
+            self.times[name] = round(seconds, 2)  # the time it took when it was computed
+            if self.enabled:
+                print(f"[{self.i}/{self.total}] {name}: reused from {cache.folder / key}.json", file=sys.stderr, flush=True)
+        return reused
+
+    def _timed(self, name: str, call: Callable[[], None]) -> float:
+        self.run(name, call)
+        return self.times[name]
 
 
 def _rounded(d: dict, nd: int) -> dict:
@@ -249,25 +268,42 @@ def _run_stages(cfg: ExerciseConfig, out: Path) -> dict:
     t0 = time.perf_counter()
     from . import stages as S
 
-    steps = [("conv1 (exact optimum, tuning)", S.stage_conv1), ("feature visualization", S.stage_featvis), ("conv2 (naming)", S.stage_conv2),
-             ("circuits and causal tests", S.stage_circuits), ("attribution", S.stage_attribution), ("confusions", S.stage_confusions),
-             ("deep dive", S.stage_deep_dive)]
+    steps = [("conv1 (exact optimum, tuning)", "conv1", S.stage_conv1), ("feature visualization", "featvis", S.stage_featvis),
+             ("conv2 (naming)", "conv2", S.stage_conv2), ("circuits and causal tests", "circuits", S.stage_circuits),
+             ("attribution", "attribution", S.stage_attribution), ("confusions", "confusions", S.stage_confusions),
+             ("deep dive", "deep_dive", S.stage_deep_dive)]
     stages = _Stages(3 + len(steps), cfg.progress)
     stages.run("model (train)" if cfg.retrain else "model (load checkpoint)", ex.stage_model)
     stages.run("evaluation", ex.stage_evaluate)
-    for name, fn in steps:
-        stages.run(name, lambda fn=fn: fn(ex))
+    cache = StageCache(out, _stage_fingerprint(ex))
+    reused_seconds = 0.0  # the total counts the time reused stages took when they were computed
+    for name, key, fn in steps:
+        if stages.run_cached(name, cache, key, fn, ex):
+            reused_seconds += stages.times[name]
+    if cache.reused:
+        print(f"mnist-exercise: reused {len(cache.reused)} stage(s) finished by an earlier run: {', '.join(cache.reused)}", file=sys.stderr)
     ex.results["figures"] = ex.figures
     ex.results["timing_seconds"] = dict(stages.times)
 
     def _write() -> None:
-        ex.results["timing_seconds"]["total"] = round(time.perf_counter() - t0, 2)
+        ex.results["timing_seconds"]["total"] = round(time.perf_counter() - t0 + reused_seconds, 2)
         write_report(ex.results, out)
 
     stages.run("report", _write)
     ex.results["timing_seconds"]["report"] = stages.times["report"]
     vio.save_json(out / "results.json", _jsonable(ex.results))
+    cache.clear()
     return ex.results
+
+
+def _stage_fingerprint(ex: "_Exercise") -> str:
+    """What every stage's output depends on: weights, data, resolved settings (not output or display), versions."""
+    from .. import __version__
+    from ..data.mnist import data_checksum
+
+    settings = {k: v for k, v in asdict(ex.cfg).items() if k not in ("out", "data_dir", "progress", "checkpoint")}
+    return stage_fingerprint({"weights": ex.results["model"]["fingerprint"], "data": data_checksum(ex.cfg.data_dir), "settings": settings,
+                              "vision_interp": __version__, "torch": torch.__version__, "numpy": np.__version__})
 
 
 def _jsonable(obj: Any) -> Any:
