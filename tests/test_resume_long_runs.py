@@ -241,3 +241,17 @@ def test_stage_records_round_trip_exactly():
     assert back["k"] == obj["k"] and back["tup"] == obj["tup"] and back["b"] is True and back["nan"] != back["nan"]
     with pytest.raises(TypeError):
         encode(object())
+
+
+def test_retrained_model_is_reused_only_when_it_matches(data_dir, tmp_path, one_thread):
+    from vision_interp.exercises.mnist import retrained_card
+    from vision_interp.zoo.mnist_cnn import TrainConfig, train_and_save
+
+    cfg = TrainConfig(seed=0, epochs=1, limit=256, threads=1)
+    assert retrained_card(tmp_path / "model", cfg, data_dir) is None
+    card = train_and_save(data_dir, tmp_path / "model", cfg, progress=False)
+    assert retrained_card(tmp_path / "model", cfg, data_dir) == card
+    assert retrained_card(tmp_path / "model", TrainConfig(seed=1, epochs=1, limit=256, threads=1), data_dir) is None
+    weights = tmp_path / "model" / "mnist_cnn.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    assert retrained_card(tmp_path / "model", cfg, data_dir) is None, "weights that no longer match the card are retrained"

@@ -168,7 +168,12 @@ class _Exercise:
         cfg = self.cfg
         if cfg.retrain:
             tc = TrainConfig(seed=cfg.seed, epochs=cfg.retrain_epochs, limit=10000 if cfg.quick else None)
-            card = train_and_save(cfg.data_dir, self.out / "model", tc, progress=cfg.progress)
+            card = retrained_card(self.out / "model", tc, cfg.data_dir)
+            if card is None:  # training itself resumes from its last finished epoch after an interruption
+                card = train_and_save(cfg.data_dir, self.out / "model", tc, progress=cfg.progress)
+            elif cfg.progress:
+                print(f"mnist-exercise: reusing {self.out / 'model'}/mnist_cnn.safetensors, trained earlier with the same settings and data",
+                      file=sys.stderr)
             path = self.out / "model" / "mnist_cnn.safetensors"
             self.results["model"] = {"source": "retrained", "checkpoint": str(path.relative_to(self.out)), "card": card}
         else:
@@ -219,6 +224,28 @@ class _Exercise:
 
 
 # =============================================================================== small helpers
+
+def retrained_card(model_dir: Path, config: Any, data_dir: str | os.PathLike | None) -> dict | None:
+    """The card of a model already trained into ``model_dir`` with exactly ``config`` on the same data, else None.
+
+    A rerun of ``--retrain`` after a failure in a later stage reuses the finished checkpoint (training is
+    deterministic, so retraining would give the same weights). The weights must still match the card's hash.
+    """
+    from ..data.mnist import data_checksum
+
+    weights, card_path = model_dir / "mnist_cnn.safetensors", model_dir / "mnist_cnn.json"
+    if not (weights.is_file() and card_path.is_file()):
+        return None
+    try:
+        card = vio.load_json(card_path)
+    except vio.CorruptFileError:
+        return None
+    if not isinstance(card, dict) or card.get("config") != asdict(config) or card.get("data_sha256") != data_checksum(data_dir):
+        return None
+    if card.pop("weights_sha256", None) != vio.sha256_file(weights):
+        return None
+    return card  # as train_and_save returns it (without the weights hash that the saved copy adds)
+
 
 def _display_path(path: Path) -> str:
     """A path relative to the working directory when it lies below it (reports stay portable)."""

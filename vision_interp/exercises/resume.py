@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -63,7 +64,12 @@ class StageCache:
             "attrs": {k: v for k, v in vars(ex).items() if k not in _NOT_STORED and before_attrs.get(k, _MISSING) is not v},
             "rng": {"generator": ex.gen.get_state(), "torch": torch.get_rng_state()},
         }
-        vio.atomic_write_text(self._path(stage), json.dumps(encode(rec)) + "\n")
+        try:
+            text = json.dumps(encode(rec)) + "\n"
+        except TypeError as e:  # the stage keeps something JSON cannot hold: the run goes on, the stage is not resumable
+            print(f"mnist-exercise: stage {stage} cannot be stored for resuming ({e}); a rerun will recompute it", file=sys.stderr)
+            return False, seconds
+        vio.atomic_write_text(self._path(stage), text)
         return False, seconds
 
     def _load(self, stage: str, out: Path) -> dict | None:
