@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the whole MNIST interpretability exercise and write a report",
         description="Load (or --retrain) the MNIST CNN, evaluate it, then run feature visualization, filter analysis,\n"
                     "attribution, circuits and ablation experiments, and write report.html, report.md, results.json\n"
-                    "and figures/*.png to --out. Findings are generated from the measured numbers.",
+                    "and figures/*.png to --out. Findings are generated from the measured numbers.\n"
+                    "Each finished stage is kept in --out/.stages until the end: a rerun after a failure reuses them.",
         formatter_class=Formatter,
     )
     p.add_argument("--out", default="galleries/mnist_exercise", help="output folder")

@@ -14,6 +14,10 @@ Stages (each prints its progress and time; the mechanism stages live in :mod:`.s
 
 Everything measured goes into ``results.json``; :mod:`.report` turns it into report.md/report.html
 with findings written from the numbers.
+
+Stages 3-9 are written to ``<out>/.stages/`` as each finishes (:mod:`.resume`); a rerun after a failure
+with the same checkpoint, data and settings reuses them and computes only the rest. The folder is
+removed once ``results.json`` is written. ``--retrain`` reuses a finished ``<out>/model`` the same way.
 """
 
 from __future__ import annotations
@@ -330,7 +334,8 @@ def _stage_fingerprint(ex: "_Exercise") -> str:
 
     settings = {k: v for k, v in asdict(ex.cfg).items() if k not in ("out", "data_dir", "progress", "checkpoint")}
     return stage_fingerprint({"weights": ex.results["model"]["fingerprint"], "data": data_checksum(ex.cfg.data_dir), "settings": settings,
-                              "vision_interp": __version__, "torch": torch.__version__, "numpy": np.__version__})
+                              "threads": torch.get_num_threads(), "vision_interp": __version__, "torch": torch.__version__,
+                              "numpy": np.__version__})
 
 
 def _jsonable(obj: Any) -> Any:

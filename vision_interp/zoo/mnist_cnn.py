@@ -153,8 +153,9 @@ def _shift_batch(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Ten
 
 
 def config_fingerprint(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor) -> str:
-    """What a resume state must match: every training setting, the exact training data and the torch version."""
-    h = hashlib.sha256(json.dumps({"config": asdict(config), "torch": torch.__version__}, sort_keys=True).encode())
+    """What a resume state must match: every training setting, the exact training data, threads and torch version."""
+    key = {"config": asdict(config), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     for t in (images, labels):
         h.update(str((t.dtype, tuple(t.shape))).encode())
         h.update(t.contiguous().numpy().tobytes())
@@ -200,6 +201,7 @@ def train_mnist_cnn(
     written there atomically after every epoch, and a matching state found there is resumed from: the
     result is bit-identical to an uninterrupted run. A state from another configuration is ignored (with
     a message) and overwritten. The caller removes the file once the final weights are saved.
+    The returned model's ``training_seconds`` is the training time summed over all resumed segments.
     """
     from tqdm.auto import tqdm
 
