@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-induction", help="train the 2-layer toy GPT-2 that develops induction heads (CPU, minutes)",
         description="Train the toy validation model deterministically from a seed on random sequences with repeated "
-                    "segments; writes config.json, model.safetensors, card.json and README.md (model card) to --out.",
+                    "segments; writes config.json, model.safetensors, card.json and README.md (model card) to --out. The "
+                    "training state is saved every 100 steps (OUT/train.partial/); rerunning the same command resumes.",
         formatter_class=Formatter)
     p.add_argument("--out", default="models/induction_2l", help="output folder")
     p.add_argument("--seed", type=SEED, default=0)

@@ -13,7 +13,8 @@ MNIST_TRAIN_IMAGES = 60000
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-mnist", help="train the small MNIST CNN and write checkpoint + model card",
                        description="Train the MNIST CNN deterministically from a seed and write "
-                                   "mnist_cnn.safetensors, mnist_cnn.json and mnist_cnn.md (model card).",
+                                   "mnist_cnn.safetensors, mnist_cnn.json and mnist_cnn.md (model card). The training state is "
+                                   "saved after every epoch (OUT/mnist_cnn.partial/); rerunning the same command resumes.",
                        formatter_class=Formatter)
     add_data_dir(p)
     p.add_argument("--out", default="models", help="output folder (checked before training)")
