@@ -92,7 +92,9 @@ def seed_dictionaries(models: dict[str, nn.Module], layer: str, directory: str |
     from ..features.dictionary import load_dictionary, save_dictionary, train_dictionary
     from ..features.sae import SAEConfig
 
-    cfg = SAEConfig(n_features=config.sae_features, k=config.sae_k, steps=config.sae_steps, seed=config.seed)
+    # batch size and lr pinned to the recipe the committed seed dictionaries were trained with
+    cfg = SAEConfig(n_features=config.sae_features, k=config.sae_k, steps=config.sae_steps, batch_size=2048, lr=2e-3,
+                    seed=config.seed)
     out = {}
     for name, model in models.items():
         path = Path(directory) / f"{name}_{layer}_sae"
