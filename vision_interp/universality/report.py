@@ -59,6 +59,7 @@ def layer_summary(result: UniversalityResult, layer: str) -> dict:
             "fraction_matched": round(lm.fraction_matched_in_control(c, t), 4),
         }
     ctrl_medians = [v["best_match"]["median"] for v in s["controls"].values()]
+    s["margin_over_controls"] = round(min(s["best_match"]["median"] - m for m in ctrl_medians), 4) if ctrl_medians else None
     s["universal_above_chance"] = bool(ctrl_medians) and all(s["best_match"]["median"] - m >= MARGIN for m in ctrl_medians)
     s["measure"] = MEASURES[PRIMARY]
     s["other_measures"] = {kind: {"measure": MEASURES[kind], **_medians(layers[layer])}
@@ -183,7 +184,9 @@ def _section_text(s: dict) -> list[str]:
         lines.append(f"Against control '{c}': best match {_fmt_q(v['best_match'])}; one-to-one {_fmt_q(v['one_to_one'])}; "
                      f"{100 * v['fraction_matched']:.1f}% of units have a match >= {t} in it (compare with the per-pair figure).")
     ctrl = ", ".join(f"{v['best_match']['median']:.3f} ({c})" for c, v in s["controls"].items())
-    lines.append(f"Verdict: median {s['best_match']['median']:.3f} vs control medians {ctrl}: "
+    gap = min((s["best_match"]["median"] - v["best_match"]["median"] for v in s["controls"].values()), default=float("nan"))
+    lines.append(f"Verdict: median {s['best_match']['median']:.3f} vs control medians {ctrl} (smallest difference "
+                 f"{gap:.3f}, the rule needs {MARGIN}): "
                  f"{'universal above chance' if s['universal_above_chance'] else 'NOT universal above chance'} by the rule.")
     for kind, o in s.get("other_measures", {}).items():
         oc = ", ".join(f"{v:.3f} ({c})" for c, v in o["controls"].items())
