@@ -1,5 +1,7 @@
 """Time of the universality matching (no training, no pictures): correlations + Hungarian matching
-for every pair of the committed seed models, conv1 and conv2, on 2000 test images.
+for every pair of the committed seed models, conv1 and conv2, on 2000 test images; the verdict
+measure alone (informative positions, ink amount partialled out) and with the two comparison
+measures the report also prints.
 
 Usage: python benchmarks/universality.py [--data-dir DIR] [--images 2000]
 Prints seconds per layer and for one 64 x 64 exact assignment.
@@ -15,7 +17,7 @@ import torch
 from vision_interp.data import load_mnist
 from vision_interp.universality.matching import linear_assignment, match_layer, shared_samples
 from vision_interp.universality.seeds import load_seed_models
-from vision_interp.universality.study import collect_samples
+from vision_interp.universality.study import UniversalityConfig, collect_samples, run_study
 
 
 def main() -> None:
@@ -34,7 +36,13 @@ def main() -> None:
         collect = time.perf_counter() - t0
         t0 = time.perf_counter()
         match_layer(samples, layer=layer)
-        print(f"{layer:6s} collect {collect:.2f} s, match {time.perf_counter() - t0:.2f} s")
+        print(f"{layer:6s} all positions: collect {collect:.2f} s, match {time.perf_counter() - t0:.2f} s")
+        for compare in (False, True):
+            config = UniversalityConfig(layers=(layer,), feature_layer=None, images=args.images, compare=compare)
+            t0 = time.perf_counter()
+            run_study(models, {}, images, config, log=lambda _: None)
+            what = "verdict + comparison measures" if compare else "verdict measure only"
+            print(f"{layer:6s} run_study, {what}: {time.perf_counter() - t0:.2f} s")
     cost = torch.rand(64, 64, generator=torch.Generator().manual_seed(0))
     t0 = time.perf_counter()
     linear_assignment(cost)

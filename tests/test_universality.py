@@ -8,9 +8,10 @@ import itertools
 import pytest
 import torch
 
-from vision_interp.universality.matching import correlation_matrix, linear_assignment, match_layer, match_pair
+from vision_interp.universality.matching import (correlation_matrix, linear_assignment, match_layer, match_pair, partial_out,
+                                                 patch_ink, shared_samples, weight_cosine_best)
 from vision_interp.universality.seeds import random_model
-from vision_interp.universality.study import UniversalityConfig, collect_samples, run_study
+from vision_interp.universality.study import PRIMARY, UniversalityConfig, collect_samples, run_study
 
 
 def brute_force(cost: torch.Tensor) -> float:
@@ -80,13 +81,73 @@ def test_study_on_planted_models(mnist_test, one_thread):
     config = UniversalityConfig(layers=("conv1",), feature_layer=None, images=100, max_samples=5000)
     res = run_study({"a": a, "b": b}, {"random": random_model(14)}, mnist_test.images, config, log=lambda _: None)
     lm = res.layers["conv1"]
-    assert lm.n_samples == 5000
+    assert lm.n_samples == 5000 and res.comparisons["all"]["conv1"].n_samples == 5000
     assert float(lm.pairs[("a", "b")].best[2]) > 0.9999 and float(lm.pairs[("b", "a")].best[5]) > 0.9999
     assert float(lm.controls[("a", "random")].best.max()) < 0.95
     with pytest.raises(ValueError, match="at least two"):
         run_study({"a": a}, {}, mnist_test.images, config)
     with pytest.raises(ValueError, match="threshold"):
         UniversalityConfig(threshold=2.0).validate()
+
+
+def test_patch_ink_finds_the_positions_that_see_ink():
+    from vision_interp.data.examples import receptive_field
+
+    images = torch.zeros(2, 1, 28, 28)
+    images[1, 0, 10, 20] = 1.0  # one bright pixel in the second image
+    peak, mean = patch_ink(images, receptive_field(random_model(0), "conv1"), (28, 28))
+    seen = (peak > 0.5).reshape(2, 28, 28)
+    assert not seen[0].any()  # a blank image has no informative position
+    ys, xs = seen[1].nonzero().T
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (8, 12, 18, 22)  # 5 x 5 receptive field around the pixel
+    assert torch.allclose(mean.reshape(2, 28, 28)[1, 10, 20], torch.tensor(1 / 25))
+    with pytest.raises(ValueError, match="blank"):
+        shared_samples(1, 784, None, allowed=seen[0].reshape(-1))
+
+
+def test_partial_out_removes_the_covariate():
+    gen = torch.Generator().manual_seed(0)
+    ink, own = torch.rand(1000, generator=gen), torch.randn(1000, generator=gen)
+    res = partial_out(torch.stack([3 * ink + 1, 2 * ink + own], 1), ink)
+    assert float(res[:, 0].abs().max()) < 1e-5  # a pure ink-amount unit has nothing left
+    assert float(correlation_matrix(res[:, 1:], own[:, None])[0, 0]) > 0.99
+
+
+def test_weight_cosine_matches_filters_up_to_sign():
+    a, b = random_model(11), random_model(12)
+    with torch.no_grad():
+        b.conv1.weight[5] = -3 * a.conv1.weight[2]
+    best = weight_cosine_best(a.conv1.weight, b.conv1.weight)
+    assert abs(float(best[2]) - 1.0) < 1e-9 and float(best[torch.arange(8) != 2].max()) < 0.95
+
+
+def test_feature_measure_separates_a_shared_feature_from_an_ink_detector(mnist_test, one_thread):
+    """Model b shares model a's unit (an oriented stroke filter with a positive sum, slightly perturbed);
+    the control's filters are random positive blobs that only follow the amount of ink. Over all
+    positions the control scores almost as high as the true match (less than the verdict's margin
+    apart); on inked positions with the ink amount partialled out it does not."""
+    from vision_interp.universality.report import MARGIN
+
+    gen = torch.Generator().manual_seed(0)
+    edge = torch.zeros(5, 5)
+    edge[:, :2], edge[:, 3:] = -1.0, 1.0
+    noise = torch.randn(5, 5, generator=gen)
+    noise -= noise.mean()
+    a, b, c = random_model(11), random_model(12), random_model(13)
+    stroke = (2 * torch.ones(5, 5) + edge) / 5
+    with torch.no_grad():
+        a.conv1.weight[2, 0] = stroke
+        b.conv1.weight[5, 0] = stroke + 0.1 * noise
+        c.conv1.weight.copy_(torch.rand(c.conv1.weight.shape, generator=gen) * 0.8)
+    config = UniversalityConfig(layers=("conv1",), feature_layer=None, images=200, max_samples=None)
+    res = run_study({"a": a, "b": b}, {"blobs": c}, mnist_test.images, config, log=lambda _: None)
+    old, new = res.comparisons["all"]["conv1"], res.layers["conv1"]
+    assert int(new.pairs[("a", "b")].best_index[2]) == 5 and int(old.pairs[("a", "b")].best_index[2]) == 5
+    old_gap = float(old.pairs[("a", "b")].best[2] - old.controls[("a", "blobs")].best[2])
+    new_gap = float(new.pairs[("a", "b")].best[2] - new.controls[("a", "blobs")].best[2])
+    assert old_gap < MARGIN  # the former measure cannot tell the shared feature from an ink detector
+    assert float(new.pairs[("a", "b")].best[2]) > 0.95 and new_gap > 2 * MARGIN
+    assert new.n_samples < old.n_samples  # blank positions are left out
 
 
 def test_committed_seed_models_differ_only_in_seed():

@@ -21,9 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=text_arg(1000), default="mnist_cnn_conv2_sae", help="name under models/features/ or a path (no suffix)")
     p.add_argument("--features", type=int_arg(1, 65_536), default=64, help="dictionary size F")
     p.add_argument("--k", type=int_arg(1, 65_536), default=4, help="active features per position (TopK; at most --features)")
-    p.add_argument("--steps", type=int_arg(1, 10_000_000), default=3000)
-    p.add_argument("--batch-size", type=int_arg(1, 1_000_000), default=2048)
-    p.add_argument("--lr", type=float_arg(0, 10, lo_open=True), default=2e-3)
+    from .sae import SAEConfig
+
+    p.add_argument("--steps", type=int_arg(1, 10_000_000), default=SAEConfig.steps)
+    p.add_argument("--batch-size", type=int_arg(1, 1_000_000), default=SAEConfig.batch_size)
+    p.add_argument("--lr", type=float_arg(0, 10, lo_open=True), default=SAEConfig.lr)
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--train-images", type=int_arg(1, 60_000), default=5000)
     p.add_argument("--test-images", type=int_arg(1, 10_000), default=10000)

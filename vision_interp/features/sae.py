@@ -103,9 +103,9 @@ class TopKSAE(nn.Module):
 class SAEConfig:
     n_features: int = 64
     k: int = 4
-    steps: int = 3000
-    batch_size: int = 2048
-    lr: float = 2e-3
+    steps: int = 2000  # 2000 x 1024 samples at lr 3e-3: held-out FVU as good as 3000 x 2048 at 2e-3, a third of the work
+    batch_size: int = 1024
+    lr: float = 3e-3
     seed: int = 0
     aux_k: int = 16  # AuxK: dead features learn to explain the residual (Gao et al.)
     aux_coef: float = 1 / 32

@@ -11,7 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("universality", help="match units and dictionary features across MNIST CNNs that differ only in seed",
                        description="Train (or reuse) N MNIST CNNs that differ only in their seed plus a shuffled-label "
                                    "control, match every unit of every layer across them by activation correlation on "
-                                   "test images (best match + optimal one-to-one matching), for neurons and for "
+                                   "test images (positions whose receptive field holds ink, the amount of ink "
+                                   "partialled out; all positions reported for comparison) (best match + optimal "
+                                   "one-to-one matching), for neurons and for "
                                    "dictionary features, against a shuffled-label and a random-weights control, and "
                                    "write a report page.",
                        formatter_class=Formatter)

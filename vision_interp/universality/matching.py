@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 import torch
 
 __all__ = ["linear_assignment", "correlation_matrix", "PairMatch", "match_pair", "shared_samples", "LayerMatch",
-           "match_layer"]
+           "match_layer", "patch_ink", "partial_out", "weight_cosine_best"]
 
 
 def linear_assignment(cost: torch.Tensor) -> tuple[list[int], list[int]]:
@@ -111,13 +111,75 @@ def match_pair(a: torch.Tensor, b: torch.Tensor) -> PairMatch:
     return PairMatch(corr, best, best_index, assignment, assigned)
 
 
-def shared_samples(n_images: int, positions: int, max_samples: int | None, seed: int = 0) -> torch.Tensor | None:
-    """A fixed subset of (image, position) sample indices, identical for every model (None = all)."""
+def shared_samples(n_images: int, positions: int, max_samples: int | None, seed: int = 0,
+                   allowed: torch.Tensor | None = None) -> torch.Tensor | None:
+    """A fixed subset of (image, position) sample indices, identical for every model (None = all).
+
+    ``allowed`` (bool, ``n_images * positions``) restricts the samples to those positions, e.g. the
+    informative ones of :func:`ink_mask`."""
     total = n_images * positions
+    if allowed is not None:
+        if allowed.shape != (total,):
+            raise ValueError(f"allowed must be a bool mask of {total} samples, got shape {tuple(allowed.shape)}")
+        candidates = allowed.nonzero().flatten()
+        if len(candidates) == 0:
+            raise ValueError("no informative samples: every position's receptive field is blank")
+        if max_samples is None or len(candidates) <= max_samples:
+            return candidates
+        gen = torch.Generator().manual_seed(seed)
+        return candidates[torch.randperm(len(candidates), generator=gen)[:max_samples]].sort().values
     if max_samples is None or total <= max_samples:
         return None
     gen = torch.Generator().manual_seed(seed)
     return torch.randperm(total, generator=gen)[:max_samples].sort().values
+
+
+def patch_ink(images: torch.Tensor, rf, out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(max, mean)``, each ``(N * H * W,)`` in (image, y, x) order: the brightest pixel and the mean
+    pixel (zero padding counted) of the receptive field (``rf``, a
+    :class:`~vision_interp.data.examples.ReceptiveField`) of every layer position (y, x).
+
+    Why: on a blank patch every unit outputs its constant blank response, so positions without ink
+    form one cluster that all units share, and among inked patches the amount of ink drives every
+    filter whose weights do not sum to zero. Correlations dominated by either reward any two units
+    that separate "ink" from "no ink", which a random filter does as well as a learned one.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    n, _, h, w = images.shape
+    bright = images.amax(1)  # (N, H, W)
+    peak, mean = torch.zeros(n, *out_hw), torch.zeros(n, *out_hw)
+    for y in range(out_hw[0]):
+        for x in range(out_hw[1]):
+            y0, x0, y1, x1 = rf.box(y, x)
+            y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
+            if y1 > y0 and x1 > x0:
+                patch = bright[:, y0:y1, x0:x1].flatten(1)
+                peak[:, y, x] = patch.amax(1)
+                mean[:, y, x] = patch.sum(1) / (rf.height * rf.width)
+    return peak.reshape(-1), mean.reshape(-1)
+
+
+def partial_out(samples: torch.Tensor, covariate: torch.Tensor) -> torch.Tensor:
+    """``samples (M, C)`` minus their least-squares fit on ``[1, covariate (M,)]``: what each unit
+    does beyond following the covariate (here the amount of ink in its receptive field)."""
+    if covariate.shape != (samples.shape[0],):
+        raise ValueError(f"covariate must have one value per sample ({samples.shape[0]}), got shape {tuple(covariate.shape)}")
+    x = torch.stack([torch.ones_like(covariate), covariate], 1).double()
+    a = samples.double()
+    return a - x @ torch.linalg.lstsq(x, a).solution
+
+
+def weight_cosine_best(wa: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+    """``(Ca,)``: for each filter of ``wa (Ca, ...)`` the largest |cosine| with a filter of ``wb (Cb, ...)``.
+
+    A feature-level check that needs no data: two first-layer filters that compute the same
+    feature point the same way in weight space (up to sign and scale)."""
+    a, b = wa.detach().double().flatten(1), wb.detach().double().flatten(1)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"filters must have the same size, got {tuple(wa.shape)} and {tuple(wb.shape)}")
+    cos = (a / a.norm(dim=1, keepdim=True).clamp_min(1e-30)) @ (b / b.norm(dim=1, keepdim=True).clamp_min(1e-30)).T
+    return cos.abs().max(dim=1).values
 
 
 @dataclass

@@ -15,13 +15,15 @@ import torch
 
 from .. import io as vio
 from ..images import make_grid, save_figure, save_png
-from .study import UniversalityResult
+from .matching import LayerMatch, weight_cosine_best
+from .study import MEASURES, PRIMARY, UniversalityResult
 
 __all__ = ["layer_summary", "write_report", "RULE", "MARGIN"]
 
 MARGIN = 0.1
 RULE = (f"a layer is called universal above chance when the median best-match correlation between seed models "
-        f"exceeds the median best-match correlation of the same units in every control model by at least {MARGIN}")
+        f"exceeds the median best-match correlation of the same units in every control model by at least {MARGIN}, "
+        f"correlations measured on {MEASURES[PRIMARY]}")
 
 
 def _q(v: torch.Tensor) -> dict:
@@ -57,8 +59,39 @@ def layer_summary(result: UniversalityResult, layer: str) -> dict:
             "fraction_matched": round(lm.fraction_matched_in_control(c, t), 4),
         }
     ctrl_medians = [v["best_match"]["median"] for v in s["controls"].values()]
+    s["margin_over_controls"] = round(min(s["best_match"]["median"] - m for m in ctrl_medians), 4) if ctrl_medians else None
     s["universal_above_chance"] = bool(ctrl_medians) and all(s["best_match"]["median"] - m >= MARGIN for m in ctrl_medians)
+    s["measure"] = MEASURES[PRIMARY]
+    s["other_measures"] = {kind: {"measure": MEASURES[kind], **_medians(layers[layer])}
+                           for kind, layers in result.comparisons.items() if layer in layers}
+    check = _weight_check(result, layer)
+    if check:
+        s["first_layer_weight_cosine"] = check
     return s
+
+
+def _medians(lm: LayerMatch) -> dict:
+    """Median best matches of one measure: seed vs seed and seed vs each control."""
+    return {"samples": lm.n_samples, "best_match_median": round(float(lm.best_match_values().double().median()), 4),
+            "controls": {c: round(float(lm.control_best_values(c).double().median()), 4) for c in lm.control_names()}}
+
+
+def _first_conv(model: torch.nn.Module) -> str | None:
+    return next((n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)), None)
+
+
+def _weight_check(result: UniversalityResult, layer: str) -> dict | None:
+    """For the first convolution: each filter's best |cosine| with the other model's filters (no data
+    involved, so no background or ink-amount effect can enter)."""
+    anchor = next(iter(result.models.values()))
+    if layer != _first_conv(anchor):
+        return None
+    w = {n: m.get_submodule(layer).weight for n, m in {**result.models, **result.controls}.items()}
+    seeds = torch.cat([weight_cosine_best(w[a], w[b]) for a in result.models for b in result.models if a != b])
+    ctrl = {c: round(float(torch.cat([weight_cosine_best(w[a], w[c]) for a in result.models]).median()), 4)
+            for c in sorted(result.controls)}
+    return {"rule": "each filter's largest |cosine| with a filter of the other model (up to sign and scale)",
+            "seed_vs_seed_median": round(float(seeds.median()), 4), "controls": ctrl}
 
 
 def _histogram(result: UniversalityResult, layer: str, path: Path) -> Path:
@@ -74,7 +107,7 @@ def _histogram(result: UniversalityResult, layer: str, path: Path) -> Path:
     for c in lm.control_names():
         ax.hist(lm.control_best_values(c).tolist(), bins=bins, alpha=0.5, label=f"seed model vs {c}", density=True, histtype="stepfilled")
     ax.axvline(result.config.threshold, color="k", lw=1, ls="--")
-    ax.set_xlabel("best-match correlation")
+    ax.set_xlabel("best-match correlation (ink positions, ink amount partialled out)")
     ax.set_ylabel("density")
     ax.set_title(f"{layer}: each unit's best match in another model")
     ax.legend(fontsize=7)
@@ -141,7 +174,8 @@ def _fmt_q(q: dict) -> str:
 
 def _section_text(s: dict) -> list[str]:
     t = s["threshold"]
-    lines = [f"Each of the {s['units_per_model']} units per model, {s['samples']} shared (image, position) samples.",
+    lines = [f"Each of the {s['units_per_model']} units per model, {s['samples']} shared (image, position) samples; "
+             f"measure: {s['measure']}.",
              f"Best match in another seed model: {_fmt_q(s['best_match'])}.",
              f"Optimal one-to-one matching (Hungarian): {_fmt_q(s['one_to_one'])}.",
              f"Units with a match >= {t} in another seed model (per pair of models): {100 * s['fraction_matched_per_pair']:.1f}%; "
@@ -150,8 +184,19 @@ def _section_text(s: dict) -> list[str]:
         lines.append(f"Against control '{c}': best match {_fmt_q(v['best_match'])}; one-to-one {_fmt_q(v['one_to_one'])}; "
                      f"{100 * v['fraction_matched']:.1f}% of units have a match >= {t} in it (compare with the per-pair figure).")
     ctrl = ", ".join(f"{v['best_match']['median']:.3f} ({c})" for c, v in s["controls"].items())
-    lines.append(f"Verdict: median {s['best_match']['median']:.3f} vs control medians {ctrl}: "
+    gap = min((s["best_match"]["median"] - v["best_match"]["median"] for v in s["controls"].values()), default=float("nan"))
+    lines.append(f"Verdict: median {s['best_match']['median']:.3f} vs control medians {ctrl} (smallest difference "
+                 f"{gap:.3f}, the rule needs {MARGIN}): "
                  f"{'universal above chance' if s['universal_above_chance'] else 'NOT universal above chance'} by the rule.")
+    for kind, o in s.get("other_measures", {}).items():
+        oc = ", ".join(f"{v:.3f} ({c})" for c, v in o["controls"].items())
+        lines.append(f"For comparison, measure '{kind}' ({o['measure']}; {o['samples']} samples): median best match "
+                     f"{o['best_match_median']:.3f} between seed models vs {oc} (not used for the verdict).")
+    w = s.get("first_layer_weight_cosine")
+    if w:
+        wc = ", ".join(f"{v:.3f} ({c})" for c, v in w["controls"].items())
+        lines.append(f"Weight check ({w['rule']}): median {w['seed_vs_seed_median']:.3f} between seed models vs {wc} "
+                     f"(no data involved; not used for the verdict).")
     return lines
 
 
@@ -167,7 +212,7 @@ def write_report(result: UniversalityResult, out_dir: str | os.PathLike, images:
         all_groups[layer] = _matched_groups(result, layer, groups)
         if steps > 0:
             _group_pictures(result, layer, all_groups[layer], images, out, steps, examples)
-    data = {"rule": RULE, "config": result.config.__dict__, "models": list(result.models), "controls": list(result.controls),
+    data = {"rule": RULE, "measures": MEASURES, "config": result.config.__dict__, "models": list(result.models), "controls": list(result.controls),
             "model_cards": cards or {}, "layers": summaries, "groups": all_groups}
     vio.save_json(out / "report.json", data)
     md = ["# Universality across independently trained MNIST CNNs", "",
