@@ -60,6 +60,8 @@ img { background: #eee; }
 .ucard .ex { display: grid; grid-template-columns: repeat(2, 1fr); gap: 3px; }
 .ucard .ex img { width: 100%; aspect-ratio: 1 / 1; display: block; border-radius: 2px; border: 1px solid #8c959f; }
 .ucard .meta { grid-column: 1 / -1; font-size: 13px; display: flex; justify-content: space-between; gap: 8px; font-variant-numeric: tabular-nums; }
+.ucard { min-width: 0; }  /* a long label must not widen the grid track */
+.ucard .meta > span:first-child { min-width: 0; flex: 1 1 auto; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .ucard .meta .label { color: var(--fg); font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .ucard .meta .range { color: var(--muted); white-space: nowrap; }
 .card .name { font-size: 13px; margin-top: 4px; text-align: center; font-variant-numeric: tabular-nums; }
