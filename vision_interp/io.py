@@ -189,6 +189,32 @@ def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
     return dict(obj)
 
 
+def save_resume_state(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
+    """A long run's training state (tensors, plain values, optimizer dicts), written atomically:
+    a crash mid-write keeps the previous state."""
+    with atomic_open(path, "wb") as f:
+        torch.save(dict(state), f)
+
+
+def load_resume_state(path: str | os.PathLike, fingerprint: str, who: str) -> dict | None:
+    """The state saved at ``path`` when it exists and its ``"fingerprint"`` matches; else None, saying
+    why on stderr (the run then starts afresh). Loaded with ``weights_only=True``: never unpickled."""
+    import sys
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign: never trusted
+        print(f"{who}: ignoring unreadable resume state {path} ({type(e).__name__}); starting from scratch", file=sys.stderr)
+        return None
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+        print(f"{who}: resume state {path} is for a different configuration; starting from scratch", file=sys.stderr)
+        return None
+    return state
+
+
 def cache_dir() -> Path:
     """Where downloads go: ``$VISION_INTERP_CACHE``, else ``$XDG_CACHE_HOME/vision_interp``, else ``~/.cache/vision_interp``."""
     env = os.environ.get("VISION_INTERP_CACHE")

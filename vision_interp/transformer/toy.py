@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from .. import io as vio
 from .loading import TOY_MODEL_DIR, save_gpt2
 
+WHO = "train-induction"  # how resume messages name this run
+
 __all__ = ["ToyConfig", "copy_task_batch", "build_toy_model", "train_induction_model", "train_and_save", "resume_path"]
 
 
@@ -176,26 +178,6 @@ def _fingerprint(cfg: ToyConfig) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _save_resume(path: Path, state: dict) -> None:
-    with vio.atomic_open(path, "wb") as f:
-        torch.save(state, f)
-
-
-def _load_resume(path: Path, fingerprint: str) -> dict | None:
-    """The saved state when it matches ``fingerprint`` (loaded with ``weights_only=True``); else None, saying why."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        print(f"train-induction: ignoring unreadable resume state {path} ({type(e).__name__}); starting from scratch", file=sys.stderr)
-        return None
-    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
-        print(f"train-induction: resume state {path} is for a different configuration; starting from scratch", file=sys.stderr)
-        return None
-    return state
-
-
 @torch.no_grad()
 def _probe_losses(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[float, float]:
     from .scores import copy_losses
@@ -229,7 +211,7 @@ def _train(cfg: ToyConfig, progress: bool, log: Callable[[str], None] | None, re
     probe_log: list[dict] = []
     steps_done, seconds_before = 0, 0.0
     fingerprint = _fingerprint(cfg) if resume_path is not None else ""
-    state = _load_resume(resume_path, fingerprint) if resume_path is not None else None
+    state = vio.load_resume_state(resume_path, fingerprint, WHO) if resume_path is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -262,7 +244,7 @@ def _train(cfg: ToyConfig, progress: bool, log: Callable[[str], None] | None, re
             probe_log.append({"step": steps_done, "seconds": round(elapsed, 1), "train_loss": round(losses[-1], 4),
                               "first_copy": round(first, 4), "second_copy": round(second, 4)})
         if resume_path is not None and steps_done % checkpoint_every == 0 and steps_done < cfg.steps:
-            _save_resume(resume_path, {"fingerprint": fingerprint, "steps_done": steps_done, "seconds": time.perf_counter() - t0,
+            vio.save_resume_state(resume_path, {"fingerprint": fingerprint, "steps_done": steps_done, "seconds": time.perf_counter() - t0,
                                        "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                        "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "losses": losses,
                                        "probe": probe_log})

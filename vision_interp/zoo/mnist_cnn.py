@@ -29,6 +29,8 @@ from torch import nn
 
 from .. import io as vio
 
+WHO = "train mnist_cnn"  # how resume messages name this run
+
 __all__ = ["MnistCNN", "mnist_cnn", "TrainConfig", "train_mnist_cnn", "evaluate", "DEFAULT_CHECKPOINT"]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -167,23 +169,7 @@ def _save_resume(path: Path, fingerprint: str, epochs_done: int, seconds: float,
     """Everything the next epoch depends on, written atomically (a crash mid-write keeps the previous state)."""
     state = {"fingerprint": fingerprint, "epochs_done": epochs_done, "seconds": seconds, "model": model.state_dict(),
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}
-    with vio.atomic_open(path, "wb") as f:
-        torch.save(state, f)
-
-
-def _load_resume(path: Path, fingerprint: str) -> dict | None:
-    """The saved state when it exists and matches ``fingerprint``; else None, saying why on stderr (the run starts afresh)."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or foreign: never trusted, never unpickled
-        print(f"train mnist_cnn: ignoring unreadable resume state {path} ({type(e).__name__}); starting from scratch", file=sys.stderr)
-        return None
-    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
-        print(f"train mnist_cnn: resume state {path} is for a different configuration; starting from scratch", file=sys.stderr)
-        return None
-    return state
+    vio.save_resume_state(path, state)
 
 
 def train_mnist_cnn(
@@ -219,7 +205,7 @@ def train_mnist_cnn(
     resume_path = Path(resume_path) if resume_path is not None else None
     fingerprint = config_fingerprint(config, x, y) if resume_path is not None else ""
     start_epoch, seconds_before = 0, 0.0
-    state = _load_resume(resume_path, fingerprint) if resume_path is not None else None
+    state = vio.load_resume_state(resume_path, fingerprint, WHO) if resume_path is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
