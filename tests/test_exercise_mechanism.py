@@ -109,7 +109,7 @@ def test_contrastive_selection_ignores_channels_active_on_every_digit():
 
 
 def test_ablation_delta_is_exact(model, test_set):
-    x, y = test_set[0][:300], test_set[1][:300]
+    x = test_set[0][:300]
     with torch.no_grad():
         a = capture(model, x, ["pool2"], detach=True)["pool2"]
         clean = model(x)

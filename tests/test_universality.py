@@ -11,7 +11,7 @@ import torch
 from vision_interp.universality.matching import (correlation_matrix, linear_assignment, match_layer, match_pair, partial_out,
                                                  patch_ink, shared_samples, weight_cosine_best)
 from vision_interp.universality.seeds import random_model
-from vision_interp.universality.study import PRIMARY, UniversalityConfig, collect_samples, run_study
+from vision_interp.universality.study import UniversalityConfig, collect_samples, run_study
 
 
 def brute_force(cost: torch.Tensor) -> float:

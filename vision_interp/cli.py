@@ -81,7 +81,7 @@ def report_error(command: str, e: BaseException, debug: bool) -> int:
     what = "out of memory" if isinstance(e, MemoryError) else (_one_line(e) or "(no message)")
     print(f"{prog}: failed: {type(e).__name__}: {what}", file=sys.stderr)
     if not debug:
-        print(f"  (this is unexpected; rerun with --debug to see the traceback, and report it if it looks like a bug)",
+        print("  (this is unexpected; rerun with --debug to see the traceback, and report it if it looks like a bug)",
               file=sys.stderr)
     return 1
 

@@ -172,8 +172,6 @@ def _circuit(args: argparse.Namespace) -> int:
 
 
 def _groups(args: argparse.Namespace) -> int:
-    import torch
-
     from ..cli_common import load_model_from_args
     from .groups import layer_neuron_groups, save_neuron_groups
 

@@ -245,7 +245,7 @@ class _LinearMode(TorchFunctionMode):
             args = tuple(args[:2]) + (None,) + tuple(args[3:]) if len(args) > 2 else args
             kwargs.pop("bias", None)
         if name == "batch_norm":
-            rm, rv, w = args[1], args[2], kwargs.get("weight", args[3] if len(args) > 3 else None)
+            rv, w = args[2], kwargs.get("weight", args[3] if len(args) > 3 else None)
             training = kwargs.get("training", args[5] if len(args) > 5 else False)
             eps = kwargs.get("eps", args[7] if len(args) > 7 else 1e-5)
             if training or rv is None:

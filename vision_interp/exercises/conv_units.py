@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .analysis import oriented_bar, oriented_edge
 
 __all__ = [
     "conv1_optimum",

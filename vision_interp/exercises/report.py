@@ -26,7 +26,7 @@ def digit_paragraph(dd: dict) -> str:
     parts = []
     for c in dd["clauses"]:
         nm = c["name"] if c["name"] != "unclear" else "an unnamed feature"
-        ma, za = c["mean_ablation"], c["zero_ablation"]
+        ma = c["mean_ablation"]
         if c["sign"] == "present":
             what = (f"**{nm}** (conv2:{c['channel']}) at the {c['region']} (mean activation {_f(c['mean_activation_on_digit'])} on "
                     f"{dd['digit']}s vs {_f(c['mean_activation_on_others'])} on other digits; direct logit {c['direct_logit_on_digit']:+.2f} vs "

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from .. import io as vio
-from ..images import save_figure
 from . import figures
 from .ablation import ABLATION_MODES, ablation_scan, attribution_patching, joint_ablations
 from .scores import (check_probe, composition_baseline, composition_scores, copy_slices, copying_scores,
