@@ -59,6 +59,11 @@ INCEPTION_CONFIGS: dict[str, RenderSettings] = {
     "clamp-lr0.01-128": preset("lucid", valid="clamp", lr=0.01, steps=128),
     "clamp-lr0.02-256": preset("lucid", valid="clamp", lr=0.02, steps=256),
     "lucid-256": preset("lucid-256"),
+    "decay1.5-polish-48": preset("lucid", decay_power=1.5, steps=48, polish_fraction=0.125),
+    "decay1.5-polish-64": preset("lucid", decay_power=1.5, steps=64, polish_fraction=0.125),
+    "polish-64": preset("lucid", steps=64, polish_fraction=0.125),  # the pixel polish without the smoother basis
+    "decay1.5-64": preset("lucid", decay_power=1.5, steps=64),  # the smoother basis without the polish
+    "fast": preset("fast"),
 }
 MNIST_CONFIGS: dict[str, RenderSettings] = {
     # the Lucid recipe at the only size the MNIST CNN accepts: no size-changing transforms
@@ -71,6 +76,10 @@ MNIST_CONFIGS: dict[str, RenderSettings] = {
     "fft-lr0.2-cos-128": preset("lucid", transforms="none", decorrelate=False, lr=0.2, schedule="cosine", steps=128),
     "fft-lr0.2-cos-64": preset("lucid", transforms="none", decorrelate=False, lr=0.2, schedule="cosine", steps=64),
     "fft-lr0.4-cos-64": preset("lucid", transforms="none", decorrelate=False, lr=0.4, schedule="cosine", steps=64),
+    "fft-lr0.1-128": preset("lucid", transforms="none", decorrelate=False, lr=0.1, steps=128),
+    "fft-lr0.1-betas0.7-0.8-128": preset("lucid", transforms="none", decorrelate=False, lr=0.1, betas=(0.7, 0.8), steps=128),
+    "fft-lr0.1-polish-128": preset("lucid", transforms="none", decorrelate=False, lr=0.1, steps=128, polish_fraction=0.125),
+    "fast-small": preset("fast-small"),
 }
 
 
@@ -145,16 +154,19 @@ def _cached(model_name: str, key: dict) -> dict | None:
         except (OSError, ValueError):
             continue
         stored = dict(data.get("key") or {})
-        stored["settings"] = {k: v for k, v in (stored.get("settings") or {}).items() if k != "preset"}
+        # settings added after a curve was cached take their default (the value that curve ran with)
+        settings = {**RenderSettings().to_dict(), **(stored.get("settings") or {})}
+        stored["settings"] = {k: v for k, v in settings.items() if k != "preset"}
         if stored == key:
             return data
     return None
 
 
-def run_curve(model_name: str, name: str, *, every: int = 16, seed: int = 0, force: bool = False) -> dict:
-    """One configuration's curve (cached)."""
+def run_curve(model_name: str, name: str, *, every: int | None = None, seed: int = 0, force: bool = False) -> dict:
+    """One configuration's curve (cached); checkpoints every 16 steps (every 8 up to 64 steps)."""
     model, objs, units, configs, shape = load(model_name)
     s = configs[name].replace(input_shape=shape)
+    every = every or (8 if s.steps <= 64 else 16)
     key = _computation_key(s, units, seed, every)
     path = _cache_path(model_name, name)
     cached = None if force else _cached(model_name, key)
@@ -185,28 +197,64 @@ def run_curve(model_name: str, name: str, *, every: int = 16, seed: int = 0, for
 
 
 def per_step_signature(s: RenderSettings) -> tuple:
-    """What a step costs depends on these only (not on lr, schedule or step count)."""
+    """What a main-phase step costs depends on these only (not on lr, schedule, betas, step count, or
+    batch_size, which only chunks visualize_layer: render() optimises all given objectives at once)."""
     d = s.to_dict()
-    return tuple((k, str(d[k])) for k in ("param", "decorrelate", "valid", "transforms", "precision", "channels_last", "batch_size", "input_shape"))
+    return tuple((k, str(d[k])) for k in ("param", "decorrelate", "valid", "transforms", "precision", "channels_last", "input_shape"))
 
 
-def time_per_step(model_name: str, names: list[str], steps: int, rounds: int) -> dict[str, float]:
-    """s/step/image per configuration, interleaved: each round renders every per-step signature for
-    ``steps`` steps in turn (after one warm-up), median over rounds. Configurations with the same
-    signature share the figure."""
+def _phase_settings(s: RenderSettings, steps: int, polish: bool) -> RenderSettings:
+    """``steps`` steps of only the main phase, or only the pixel-basis polish, of ``s``."""
+    if not polish:
+        return s.replace(steps=steps, polish_fraction=0.0)
+    return s.replace(steps=steps + 1, polish_fraction=steps / (steps + 1))  # one main step, then ``steps`` polish steps
+
+
+def _main_signature(s: RenderSettings) -> tuple:
+    return ("main",) + per_step_signature(s)
+
+
+def time_per_step(model_name: str, names: list[str], steps: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """(main-phase, polish-phase) s/step/image per configuration, interleaved: each round renders every
+    distinct phase signature for ``steps`` steps in turn (after one warm-up), median over rounds.
+    Configurations with the same signature share the figure; the polish phase (pixel basis, no
+    transforms) is timed as one main step plus ``steps`` polish steps, less the main step timed in the same round."""
     model, objs, _units, configs, shape = load(model_name)
-    sigs: dict[tuple, str] = {}
+    phases: dict[tuple, RenderSettings] = {}
     for n in names:
-        sigs.setdefault(per_step_signature(configs[n].replace(input_shape=shape)), n)
-    samples: dict[tuple, list[float]] = {sig: [] for sig in sigs}
-    for sig, n in sigs.items():
-        render(model, objs, configs[n].replace(input_shape=shape, steps=1), progress=False)  # warm-up
+        s = configs[n].replace(input_shape=shape)
+        phases.setdefault(_main_signature(s), _phase_settings(s, steps, False))
+    for n in names:
+        s = configs[n].replace(input_shape=shape)
+        if s.polish_steps:
+            phases.setdefault(("polish",) + per_step_signature(s), _phase_settings(s, steps, True))
+    samples: dict[tuple, list[float]] = {sig: [] for sig in phases}
+    for s in phases.values():
+        render(model, objs, s, progress=False)  # warm-up
     for _ in range(rounds):
-        for sig, n in sigs.items():
+        main_now: dict[tuple, float] = {}
+        for sig, s in phases.items():  # main phases first (dict order), so a polish timing can subtract its main step
             t = time.perf_counter()
-            render(model, objs, configs[n].replace(input_shape=shape, steps=steps), progress=False)
-            samples[sig].append((time.perf_counter() - t) / steps / len(objs))
-    return {n: statistics.median(samples[per_step_signature(configs[n].replace(input_shape=shape))]) for n in names}
+            render(model, objs, s, progress=False)
+            seconds = (time.perf_counter() - t) / len(objs)
+            if sig[0] == "main":
+                main_now[sig] = seconds / steps
+                samples[sig].append(seconds / steps)
+            else:
+                samples[sig].append((seconds - main_now[_main_signature(s)]) / steps)
+    out = {}
+    for n in names:
+        s = configs[n].replace(input_shape=shape)
+        main = statistics.median(samples[_main_signature(s)])
+        polish = statistics.median(samples[("polish",) + per_step_signature(s)]) if s.polish_steps else main
+        out[n] = (main, polish)
+    return out
+
+
+def cost(settings: RenderSettings, step: int, sps: tuple[float, float]) -> float:
+    """Seconds per image to run the first ``step`` steps of ``settings`` (main-phase steps, then polish)."""
+    main = settings.steps - settings.polish_steps
+    return min(step, main) * sps[0] + max(0, step - main) * sps[1]
 
 
 def ratios(curve: dict, reference: dict) -> dict[int, tuple[float, float]]:
@@ -228,7 +276,8 @@ def summarise(model_name: str, names: list[str], reference: str, default: str, t
     sps = time_per_step(model_name, names, timing_steps, rounds)
     ref = curves[reference]
     ref_steps = max(int(k) for k in ref["curve"])
-    ref_cost = ref_steps * sps[reference]
+    settings = {n: RenderSettings.from_dict(curves[n]["key"]["settings"]) for n in names}
+    ref_cost = cost(settings[reference], ref_steps, sps[reference])
     rows = []
     print(f"\n== {model_name}: {len(ref['units'])} units ({', '.join(ref['units'][:8])}{', ...' if len(ref['units']) > 8 else ''}); "
           f"reference = {reference!r} ({ref_steps} steps) ==")
@@ -239,15 +288,17 @@ def summarise(model_name: str, names: list[str], reference: str, default: str, t
         rs = ratios(c, ref)
         last = max(rs)
         reach = next((k for k, (mean, _) in rs.items() if k > 0 and mean >= 1.0), None)
-        t_ratio = reach * sps[n] / ref_cost if reach is not None else None
-        rows.append(dict(config=n, s_per_step_image=sps[n], steps=last, ratio_mean=rs[last][0], ratio_min=rs[last][1],
+        t_ratio = cost(settings[n], reach, sps[n]) / ref_cost if reach is not None else None
+        per_step = cost(settings[n], last, sps[n]) / last
+        rows.append(dict(config=n, s_per_step_image=per_step, time_ratio=cost(settings[n], last, sps[n]) / ref_cost, steps=last, ratio_mean=rs[last][0], ratio_min=rs[last][1],
                          steps_to_ref=reach, time_to_ref_ratio=t_ratio, hf_share=c["hf_share"], curve=rs,
                          settings=c["key"]["settings"]))
-        print(f"{n:34s} {sps[n]:10.4f} {last:5d} {rs[last][0]:14.3f} {rs[last][1]:10.3f} "
+        print(f"{n:34s} {per_step:10.4f} {last:5d} {rs[last][0]:14.3f} {rs[last][1]:10.3f} "
               f"{(str(reach) if reach else 'never'):>13s} {(f'{t_ratio:.3f}' if t_ratio is not None else '-'):>18s} {c['hf_share']:8.4f}")
     print("curves (mean act/ref512 at checkpoint step; time as a fraction of the reference's 512-step time):")
     for row in rows:
-        pts = "  ".join(f"{k}:{m:.3f}@{k * row['s_per_step_image'] / ref_cost:.3f}" for k, (m, _) in row["curve"].items() if k)
+        st = settings[row["config"]]
+        pts = "  ".join(f"{k}:{m:.3f}@{cost(st, k, sps[row['config']]) / ref_cost:.3f}" for k, (m, _) in row["curve"].items() if k)
         print(f"  {row['config']:32s} {pts}")
     if images_dir:
         save_side_by_side(model_name, curves[reference], curves[default], reference, default, Path(images_dir))
@@ -281,6 +332,8 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="recompute even when cached")
     ap.add_argument("--report", action="store_true", help="print tables from the cached curves (computing missing ones)")
     ap.add_argument("--models", default="inceptionv1,mnist")
+    ap.add_argument("--configs", default=None,
+                    help="comma-separated configurations to report (default: all; the reference and the default are always included)")
     ap.add_argument("--timing-steps", type=int, default=2)
     ap.add_argument("--timing-rounds", type=int, default=3)
     ap.add_argument("--images", default=None, help="folder for reference-vs-default PNGs (e.g. docs/img)")
@@ -299,8 +352,15 @@ def main() -> None:
         summary = {}
         for model_name in args.models.split(","):
             configs = INCEPTION_CONFIGS if model_name == "inceptionv1" else MNIST_CONFIGS
-            default = "lucid-256" if model_name == "inceptionv1" else "exact"
-            summary[model_name] = summarise(model_name, list(configs), "lucid", default, args.timing_steps, args.timing_rounds, args.images)
+            default = "fast" if model_name == "inceptionv1" else "fast-small"
+            names = list(configs)
+            if args.configs:
+                wanted = set(args.configs.split(",")) | {"lucid", default}
+                unknown = wanted - set(configs)
+                names = [n for n in names if n in wanted]
+                if unknown - set(INCEPTION_CONFIGS) - set(MNIST_CONFIGS):
+                    ap.error(f"--configs: unknown configuration(s) {sorted(unknown)}")
+            summary[model_name] = summarise(model_name, names, "lucid", default, args.timing_steps, args.timing_rounds, args.images)
         if args.json:
             from vision_interp.io import save_json
 

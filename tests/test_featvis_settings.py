@@ -31,7 +31,11 @@ def test_to_dict_is_whole_json_and_round_trips():
 @pytest.mark.parametrize("change, message", [
     (dict(param="wavelet"), "param must be one of"),
     (dict(steps=-1), "steps must be an integer >= 0"),
-    (dict(lr=0.0), "lr must be > 0"),
+    (dict(lr=0.0), "lr must be a finite number > 0"),
+    (dict(polish_lr=float("nan")), "polish_lr must be a finite number > 0"),
+    (dict(polish_fraction=1.0), r"polish_fraction must be a number in \[0, 1\)"),
+    (dict(polish_valid="tanh"), "polish_valid must be one of"),
+    (dict(betas=(0.9, 1.0)), r"betas must be two numbers in \[0, 1\)"),
     (dict(schedule="step"), "schedule must be one of"),
     (dict(input_shape=(28, 28)), "input_shape must be"),
 ])
@@ -54,12 +58,12 @@ def test_cosine_schedule_decays_to_the_floor():
 
 
 def test_defaults_per_model_and_result_records_settings(trained_mnist, tmp_path):
-    assert default_settings(trained_mnist).preset == "exact"
+    assert default_settings(trained_mnist).preset == "fast-small"
     res = visualize(trained_mnist, "conv2:3", steps=3, progress=False)
     assert res.settings == default_settings(trained_mnist).replace(steps=3).to_dict()
     path = res.save_json(tmp_path / "r.json")
     rec = json.loads(path.read_text())
-    assert rec["settings"]["preset"] == "exact" and rec["images"][0]["unit"] == "conv2:3" and rec["seed"] == 0
+    assert rec["settings"]["preset"] == "fast-small" and rec["images"][0]["unit"] == "conv2:3" and rec["seed"] == 0
 
 
 def test_negated_objective_reports_the_units_own_activation(trained_mnist):
@@ -112,4 +116,49 @@ def test_presets_are_bit_reproducible(trained_mnist):
     x = render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "lucid", schedule="cosine", **kw)
     y = render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "lucid", schedule="cosine", **kw)
     assert torch.equal(x.images, y.images) and x.settings["preset"] == "lucid" and x.settings["schedule"] == "cosine"
-    assert default_settings(model).preset == "lucid-256" and default_settings(model).steps == 256
+    assert default_settings(model).preset == "fast" and default_settings(model).steps == 64
+    assert default_settings(model).polish_steps == 8 and default_settings(model).main_steps == 56
+
+
+def test_polish_steps_scale_with_steps_and_round_trip():
+    s = preset("fast")
+    assert (s.steps, s.polish_steps, s.main_steps) == (64, 8, 56)
+    assert s.replace(steps=200).polish_steps == 25 and s.replace(steps=3).polish_steps == 0
+    assert RenderSettings.from_dict(s.to_dict()) == s and s.to_dict()["betas"] == [0.9, 0.999]
+    assert preset("lucid").polish_steps == 0  # the reference recipe has no polish
+
+
+def test_polish_runs_last_in_the_pixel_basis_without_transforms(trained_mnist):
+    """The polish steps see the untransformed image: with transforms that would shift the image, the
+    polish phase's recorded objective equals the clean objective of the image it started from (step by
+    step it only rises for a linear conv1 unit), and the polish lifts the judged value."""
+    kw = dict(transforms="small", steps=40, progress=False)
+    none = render(trained_mnist, neuron("conv1:3"), polish_fraction=0.0, **kw)
+    polished = render(trained_mnist, neuron("conv1:3"), polish_fraction=0.25, polish_valid="clamp", **kw)
+    # identical main phase (30 steps), then 10 pixel steps
+    assert torch.equal(none.history[:30], polished.history[:30])
+    tail = polished.history[30:, 0]
+    assert bool((tail[1:] >= tail[:-1] - 1e-5).all()), tail  # clean, deterministic ascent
+    assert float(polished.values[0]) > float(none.values[0])
+    assert polished.settings["polish_fraction"] == 0.25 and polished.settings["polish_valid"] == "clamp"
+
+
+def test_polish_needs_a_model_that_takes_the_untransformed_image():
+    """A model that only takes the transformed size cannot be polished on the clean image: refused up front."""
+    from torch import nn
+
+    class Exactly36(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            if x.shape[-1] != 36:
+                raise ValueError("this model takes 36x36 inputs only")
+            return self.conv(x)
+
+    from vision_interp.featvis.transform import Compose, Pad
+
+    with pytest.raises(ValueError, match="polish_steps=4 optimises the untransformed 32x32 image"):
+        render(Exactly36(), channel("conv:0"), input_shape=(1, 32, 32), transforms=Compose([Pad(2)]), steps=8,
+               polish_fraction=0.5, progress=False)

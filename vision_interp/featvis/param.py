@@ -91,6 +91,16 @@ class PixelParam(ImageParam):
     def raw(self) -> torch.Tensor:
         return self.pixels
 
+    @classmethod
+    def from_images(cls, images: torch.Tensor, valid: Valid = "sigmoid", eps: float = 1e-4) -> "PixelParam":
+        """A pixel basis whose first output is ``images`` (for the sigmoid clipped to [eps, 1 - eps]): to
+        continue an optimisation in the pixel basis from wherever another parameterization got."""
+        param = cls(images.shape, sd=0.0, decorrelate=False, valid=valid)
+        x = images.detach().float()
+        with torch.no_grad():
+            param.pixels.copy_(torch.logit(x.clamp(eps, 1 - eps)) if valid == "sigmoid" else x - 0.5)
+        return param.to(images.device)
+
 
 class FourierParam(ImageParam):
     """A spectrum scaled by 1/f**decay_power, turned into an image with an inverse real FFT.

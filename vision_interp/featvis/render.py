@@ -30,7 +30,7 @@ from ..capture import LayerNotReachedError, capture
 from ..units import UnitRangeError, UnknownLayerError, default_input_shape, layer_shape
 from ..zoo.spec import model_spec
 from .objectives import Objective, as_objective, bound_layer
-from .param import ImageParam, image_param
+from .param import ImageParam, PixelParam, image_param
 from .settings import RenderSettings, default_settings, pick_device, preset
 from .transform import Compose, make_transforms
 
@@ -275,44 +275,71 @@ def _tensors_by_path(cache, paths: Sequence[str]) -> dict:
 
 
 def _optimizer(settings: RenderSettings, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Adam with the settings' learning-rate schedule (lr_at(step) / lr as a multiplier)."""
-    opt = torch.optim.Adam(params, lr=settings.lr)
+    """Adam with the settings' betas and learning-rate schedule (lr_at(step) / lr as a multiplier)."""
+    opt = torch.optim.Adam(params, lr=settings.lr, betas=settings.betas)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda i: settings.lr_at(i) / settings.lr)
 
 
-def _optimise(img_param: ImageParam, evaluate: _Evaluator, settings: RenderSettings, snaps: list[int], desc: str,
-              progress: bool, on_step: Callable[[int, torch.Tensor], None] | None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """The gradient-ascent loop; returns the objective history (steps, N) and the snapshots."""
-    from tqdm.auto import tqdm
+class _Trajectory:
+    """What an optimisation leaves behind: the objective per step, snapshots, the progress bar."""
 
-    steps, n = settings.steps, img_param.shape[0]
-    opt, sched = _optimizer(settings, img_param.parameters())
-    history = torch.zeros(steps, n)
-    snapshots: dict[int, torch.Tensor] = {}
-    if 0 in snaps:
-        snapshots[0] = img_param().detach().cpu()
-    bar = tqdm(range(1, steps + 1), desc=f"render {desc[:40]}" + (f" (+{n - 1})" if n > 1 else ""), disable=not progress, leave=False)
-    for step in bar:
+    def __init__(self, steps: int, n: int, snaps: list[int], desc: str, progress: bool,
+                 on_step: Callable[[int, torch.Tensor], None] | None):
+        from tqdm.auto import tqdm
+
+        self.history = torch.zeros(steps, n)
+        self.snaps, self.on_step, self.progress = set(snaps), on_step, progress
+        self.snapshots: dict[int, torch.Tensor] = {}
+        self.bar = tqdm(total=steps, desc=f"render {desc[:40]}" + (f" (+{n - 1})" if n > 1 else ""),
+                        disable=not progress, leave=False)
+
+    def record(self, step: int, values: torch.Tensor, img_param: ImageParam) -> None:
+        self.history[step - 1] = values.detach().cpu()
+        if step in self.snaps:
+            self.snapshots[step] = img_param().detach().cpu()
+        if self.on_step is not None:
+            self.on_step(step, values.detach())
+        self.bar.update(1)
+        if self.progress and (step % 10 == 0 or step == len(self.history)):
+            self.bar.set_postfix(objective=f"{float(values.detach().mean()):.3g}")
+
+
+def _ascend(img_param: ImageParam, evaluate: _Evaluator, opt: torch.optim.Optimizer, sched, steps: range,
+            transform: bool, trajectory: _Trajectory) -> None:
+    """Gradient ascent on the summed objective for the given (1-based, global) step numbers."""
+    for step in steps:
         opt.zero_grad(set_to_none=True)
-        values = evaluate(img_param(), train=True)
+        values = evaluate(img_param(), train=True, transform=transform)
         loss = -values.sum()
         if not torch.isfinite(loss):
             raise NonFiniteObjectiveError(
-                f"objective {evaluate.obj.description!r} became {loss.item()} at step {step} of {steps}; "
+                f"objective {evaluate.obj.description!r} became {loss.item()} at step {step} of {len(trajectory.history)}; "
                 "try a smaller lr, a sigmoid parameterization, or an objective that is finite for all images"
             )
         loss.backward()
         opt.step()
-        sched.step()
-        history[step - 1] = values.detach().cpu()
-        if step in snaps:
-            snapshots[step] = img_param().detach().cpu()
-        if on_step is not None:
-            on_step(step, values.detach())
-        if progress and (step % 10 == 0 or step == steps):
-            bar.set_postfix(objective=f"{float(values.detach().mean()):.3g}")
-    bar.close()
-    return history, snapshots
+        if sched is not None:
+            sched.step()
+        trajectory.record(step, values, img_param)
+
+
+def _optimise(img_param: ImageParam, evaluate: _Evaluator, settings: RenderSettings, snaps: list[int], desc: str,
+              progress: bool, on_step: Callable[[int, torch.Tensor], None] | None
+              ) -> tuple[torch.Tensor, dict[int, torch.Tensor], ImageParam]:
+    """The main phase (the settings' basis, with transforms), then the pixel-basis polish without
+    transforms; returns the objective history (steps, N), the snapshots and the final parameterization."""
+    trajectory = _Trajectory(settings.steps, img_param.shape[0], snaps, desc, progress, on_step)
+    if 0 in trajectory.snaps:
+        trajectory.snapshots[0] = img_param().detach().cpu()
+    main = settings.main_steps
+    opt, sched = _optimizer(settings, img_param.parameters())
+    _ascend(img_param, evaluate, opt, sched, range(1, main + 1), True, trajectory)
+    if settings.polish_steps:
+        img_param = PixelParam.from_images(img_param().detach(), valid=settings.polish_valid)
+        opt = torch.optim.Adam(img_param.parameters(), lr=settings.polish_lr, betas=settings.betas)
+        _ascend(img_param, evaluate, opt, None, range(main + 1, settings.steps + 1), False, trajectory)
+    trajectory.bar.close()
+    return trajectory.history, trajectory.snapshots, img_param
 
 
 def _judge(evaluate: _Evaluator, images: torch.Tensor, clean_ok: bool, objective: Objective | None = None) -> torch.Tensor:
@@ -409,12 +436,15 @@ def render(
     descs = _descriptions(obj, per_image, descriptions, n)
     paths = [bound_layer(model, name) for name in obj.layers]
     clean_ok, snaps = _validate(model, obj, paths, tf, img_param.shape, settings.steps, thresholds)
+    if settings.polish_steps and not clean_ok:
+        raise ValueError(f"polish_steps={settings.polish_steps} optimises the untransformed {img_param.shape[2]}x"
+                         f"{img_param.shape[3]} image, which the model does not take; use polish_steps=0")
     device = pick_device(model, settings)
     gen = torch.Generator().manual_seed(int(seed))
     with _frozen(model, device):
         img_param.to(device)
         evaluate = _Evaluator(model, obj, paths, tf, settings, device, gen)
-        history, snapshots = _optimise(img_param, evaluate, settings, snaps, descs[0], progress, on_step)
+        history, snapshots, img_param = _optimise(img_param, evaluate, settings, snaps, descs[0], progress, on_step)
         final = img_param().detach()
         values = _judge(evaluate, final, clean_ok)
     record = settings.to_dict()

@@ -24,6 +24,7 @@ Named presets (:data:`PRESETS`):
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -39,6 +40,7 @@ SMALL_INPUT_PX = 96  # inputs smaller than this on a side get the "exact" preset
 _CHOICES: dict[str, tuple[str, ...]] = {
     "param": ("fft", "pixel"),
     "valid": ("sigmoid", "clamp"),
+    "polish_valid": ("sigmoid", "clamp"),
     "transforms": ("standard", "small", "none"),
     "optimizer": ("adam",),
     "schedule": ("constant", "cosine"),
@@ -55,6 +57,11 @@ class RenderSettings:
     over ``steps``. ``objective`` is what :func:`visualize_layer` optimises per channel
     (``"channel"``: spatial mean, ``"neuron"``: the centre position). ``device=None`` means the
     model's device (CUDA when available). ``input_shape=None`` means the model's own (C, H, W).
+    ``betas`` are Adam's. ``polish_fraction``: the last ``round(steps * polish_fraction)`` steps
+    (:attr:`polish_steps`) optimise the pixels directly (a pixel basis started from the image reached),
+    on the untransformed image, with Adam at ``polish_lr``, through ``polish_valid`` (a sigmoid, or a straight-through clamp that
+    can reach 0 and 1 exactly): the Fourier basis and the transforms shape the picture, the short
+    pixel-basis finish lifts the clean activation it is judged by (measured in docs/featvis.md).
     """
 
     preset: str | None = None
@@ -75,6 +82,10 @@ class RenderSettings:
     channels_last: bool = True
     input_shape: tuple[int, int, int] | None = None
     objective: str = "channel"
+    betas: tuple[float, float] = (0.9, 0.999)
+    polish_fraction: float = 0.0
+    polish_lr: float = 0.05
+    polish_valid: str = "sigmoid"
 
     def __post_init__(self) -> None:
         for name, valid in _CHOICES.items():
@@ -82,10 +93,19 @@ class RenderSettings:
                 raise ValueError(f"RenderSettings.{name} must be one of {', '.join(map(repr, valid))}, got {getattr(self, name)!r}")
         for name in ("steps", "batch_size"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "steps" else 1):
-                raise ValueError(f"RenderSettings.{name} must be an integer >= {0 if name == 'steps' else 1}, got {v!r}")
-        if not self.lr > 0:
-            raise ValueError(f"RenderSettings.lr must be > 0, got {self.lr!r}")
+            low = 1 if name == "batch_size" else 0
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ValueError(f"RenderSettings.{name} must be an integer >= {low}, got {v!r}")
+        if not (isinstance(self.polish_fraction, (int, float)) and 0.0 <= self.polish_fraction < 1.0):
+            raise ValueError(f"RenderSettings.polish_fraction must be a number in [0, 1), got {self.polish_fraction!r}")
+        for name in ("lr", "polish_lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"RenderSettings.{name} must be a finite number > 0, got {v!r}")
+        betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else ()
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"RenderSettings.betas must be two numbers in [0, 1) (Adam's beta1, beta2), got {self.betas!r}")
+        object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
         if not 0.0 <= self.final_lr_fraction <= 1.0:
             raise ValueError(f"RenderSettings.final_lr_fraction must be in [0, 1], got {self.final_lr_fraction!r}")
         if self.sd < 0:
@@ -107,24 +127,37 @@ class RenderSettings:
         """Every field, JSON-ready (galleries fingerprint this; results JSONs record it whole)."""
         d = dataclasses.asdict(self)
         d["input_shape"] = list(self.input_shape) if self.input_shape is not None else None
+        d["betas"] = list(self.betas)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RenderSettings":
         return cls().replace(**dict(d))
 
-    def lr_at(self, step: int) -> float:
-        """Learning rate for optimisation step ``step`` (0-based)."""
-        if self.schedule == "constant" or self.steps <= 1:
-            return self.lr
-        import math
+    @property
+    def polish_steps(self) -> int:
+        """The last steps, in the pixel basis without transforms (a fixed share of ``steps``)."""
+        return int(round(self.steps * self.polish_fraction))
 
+    @property
+    def main_steps(self) -> int:
+        """Steps in the settings' own basis, with transforms (before the polish)."""
+        return self.steps - self.polish_steps
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate for optimisation step ``step`` (0-based) of the main phase."""
+        if self.schedule == "constant" or self.main_steps <= 1:
+            return self.lr
         low = self.lr * self.final_lr_fraction
-        return low + (self.lr - low) * 0.5 * (1.0 + math.cos(math.pi * step / self.steps))
+        return low + (self.lr - low) * 0.5 * (1.0 + math.cos(math.pi * step / self.main_steps))
 
 
 PRESETS: dict[str, RenderSettings] = {
     "lucid": RenderSettings(preset="lucid"),
+    # the defaults (docs/featvis.md, benchmarks/featvis.py): >= 1.0x the lucid preset's 512-step activation
+    "fast": RenderSettings(preset="fast", decay_power=1.5, steps=64, polish_fraction=0.125),
+    "fast-small": RenderSettings(preset="fast-small", transforms="none", lr=0.1, betas=(0.7, 0.8), steps=112,
+                                 polish_fraction=0.125, polish_lr=0.2, polish_valid="clamp", batch_size=64, objective="neuron"),
     # the default for large inputs: no measured change beat Lucid's own recipe per step (docs/featvis.md)
     "lucid-256": RenderSettings(preset="lucid-256", steps=256),
     "exact": RenderSettings(preset="exact", param="pixel", valid="clamp", transforms="none", lr=0.2, steps=128,
@@ -133,23 +166,23 @@ PRESETS: dict[str, RenderSettings] = {
 
 
 def preset(name: str, **changes: Any) -> RenderSettings:
-    """A named preset (``"lucid"``, ``"lucid-256"``, ``"exact"``), optionally with ``changes``."""
+    """A named preset (one of :data:`PRESETS`), optionally with ``changes``."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(map(repr, PRESETS))}")
     return PRESETS[name].replace(**changes)
 
 
 def default_settings(model: nn.Module) -> RenderSettings:
-    """The model's default: ``"exact"`` below 96 px, else ``"lucid-256"``; then the model spec's ``featvis_defaults``.
+    """The model's default: ``"fast-small"`` below 96 px, else ``"fast"``; then the model spec's ``featvis_defaults``.
 
     Colour decorrelation only applies to RGB inputs. A model without a declared input shape gets
-    ``"lucid-256"`` with ``input_shape=None`` (the caller must then give one).
+    ``"fast"`` with ``input_shape=None`` (the caller must then give one).
     """
     shape = model_spec(model).input_shape
     if shape is not None and len(shape) == 3 and min(shape[1:]) < SMALL_INPUT_PX:
-        s = PRESETS["exact"]
+        s = PRESETS["fast-small"]
     else:
-        s = PRESETS["lucid-256"]
+        s = PRESETS["fast"]
     if shape is not None:
         s = s.replace(input_shape=tuple(int(v) for v in shape), decorrelate=s.decorrelate and int(shape[0]) == 3)
     if s.param == "fft" and _bf16_is_fast():
