@@ -116,6 +116,9 @@ def test_presets_are_bit_reproducible(trained_mnist):
     x = render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "lucid", schedule="cosine", **kw)
     y = render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "lucid", schedule="cosine", **kw)
     assert torch.equal(x.images, y.images) and x.settings["preset"] == "lucid" and x.settings["schedule"] == "cosine"
+    kw = dict(input_shape=(3, 64, 64), steps=8, progress=False)  # the default for large inputs, with its polish step
+    x, y = (render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "fast", **kw) for _ in range(2))
+    assert torch.equal(x.images, y.images) and torch.equal(x.history, y.history) and x.settings["preset"] == "fast"
     assert default_settings(model).preset == "fast" and default_settings(model).steps == 64
     assert default_settings(model).polish_steps == 8 and default_settings(model).main_steps == 56
 

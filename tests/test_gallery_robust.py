@@ -210,6 +210,8 @@ def test_settings_fingerprint_records_precision_and_device(reference, tmp_path):
     m = json.loads((reference / "manifest.json").read_text())
     render = m["settings"]["render"]
     assert render["precision"] == "fp32" and render["device"] == "cpu" and render["steps"] == 3
+    # the preset and the whole recipe of the default (issue 18): a change of default is a settings change
+    assert render["preset"] == "fast-small" and render["polish_fraction"] == 0.125 and render["betas"] == [0.7, 0.8]
     out = copy_of(reference, tmp_path / "device")
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["settings"]["render"]["device"] = "cuda"  # as if it had been rendered on a GPU

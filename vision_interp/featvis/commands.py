@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-unit", type=int_arg(1, 64), default=None, help="with --diversity: images per channel (default 4)")
     p.add_argument("--batch-size", type=int_arg(1, 1024), default=None, help="with --layer: images per optimisation batch")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="render settings preset (default: per model, 'lucid-256' for large inputs, 'exact' for small); "
+                   help="render settings preset (default: per model, 'fast' for large inputs, 'fast-small' for small); "
                         "'lucid' = Lucid's 512-step recipe, the reference")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model (faster on CPUs with bf16 support)")
     p.add_argument("--scale", type=int_arg(1, 64), default=None, help="enlarge PNGs by this factor (default: 8 for images under 64 px)")

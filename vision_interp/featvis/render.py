@@ -415,7 +415,7 @@ def render(
 
     ``objective``: an :class:`Objective` (values per batch element), a unit string
     (``"mixed4a:476"`` -> channel objective), or a list with one objective per batch element.
-    ``settings``: a :class:`RenderSettings`, a preset name (``"lucid"``, ``"lucid-256"``, ``"exact"``) or
+    ``settings``: a :class:`RenderSettings`, a preset name (one of ``PRESETS``: ``"lucid"``, ``"fast"``, ``"fast-small"``, ...) or
     None for the model's default; keyword ``options`` override single fields (``steps=``, ``lr=``,
     ``precision=``, ``input_shape=``, ...). ``param=`` may also be an :class:`ImageParam` and
     ``transforms=`` a list of transforms or a :class:`Compose` (recorded by their repr).
