@@ -3,8 +3,8 @@
 For InceptionV1 (He-init random weights, seed 0; 8 channel units across mixed3b, mixed4a, mixed4d,
 mixed5b, rendered as one batch of 8 at 224 px) and the trained MNIST CNN (all 24 conv units,
 centre neurons, one batch), each configuration is run once with the clean (untransformed)
-activation of every unit measured every ``--every`` steps, and the wall time of every step
-recorded. Curves are cached as JSON under ``benchmarks/results/`` (keyed by the whole
+activation of every unit measured at checkpoints (every 16 steps; every 8 up to 64 steps), and
+the wall time of every step recorded. Curves are cached as JSON under ``benchmarks/results/`` (keyed by the whole
 ``RenderSettings.to_dict()``, the units and the seed), so the expensive 512-step reference runs once.
 
 Printed per configuration:
@@ -13,10 +13,15 @@ Printed per configuration:
   (b) activation reached: mean activation over units / the reference's 512-step mean (as in
       issue 18's "mean channel activation"), and the minimum over units of act/act_ref512;
   (c) wall time to reach the reference's 512-step activation (first checkpoint where the mean
-      ratio >= 1.0), as a ratio of the reference's 512 steps: steps_needed * s/step(config) /
-      (512 * s/step(reference));
+      ratio >= 1.0), as a ratio of the reference's 512 steps: cost(steps_needed) / cost_ref(512),
+      where a configuration with a pixel-basis polish pays its main-phase s/step for the main
+      steps and the (separately timed) polish s/step for the rest;
+  the whole run's time as a ratio of the reference's;
   the frequency measure: share of spectral power above half Nyquist of the final images (mean
   over images; lower = smoother);
+  the robust activation (InceptionV1): each final image's activation averaged over 16 draws of
+  Lucid's standard transforms, mean over units, as a ratio of the reference's (does the gain
+  survive the jitter/scale/rotation the reference was optimised under?);
   and the curve: mean activation ratio at each checkpoint, with the time ratio of that checkpoint.
 
 Usage:
@@ -63,7 +68,9 @@ INCEPTION_CONFIGS: dict[str, RenderSettings] = {
     "decay1.5-polish-64": preset("lucid", decay_power=1.5, steps=64, polish_fraction=0.125),
     "polish-64": preset("lucid", steps=64, polish_fraction=0.125),  # the pixel polish without the smoother basis
     "decay1.5-64": preset("lucid", decay_power=1.5, steps=64),  # the smoother basis without the polish
-    "fast": preset("fast"),
+    "decay1.25-64": preset("lucid", decay_power=1.25, steps=64),  # the default without its polish
+    "polish-decay1.25-64": preset("lucid", decay_power=1.25, steps=64, polish_fraction=0.125),
+    "smooth-256": preset("smooth-256"),
 }
 MNIST_CONFIGS: dict[str, RenderSettings] = {
     # the Lucid recipe at the only size the MNIST CNN accepts: no size-changing transforms
@@ -118,6 +125,19 @@ def clean_values(model: nn.Module, objectives, images: torch.Tensor) -> list[flo
     from vision_interp.featvis import evaluate_objective
 
     return [float(evaluate_objective(model, o, images[i : i + 1])[0]) for i, o in enumerate(objectives)]
+
+
+def robust_values(model: nn.Module, objectives, images: torch.Tensor, draws: int = 16, seed: int = 0) -> list[float]:
+    """Objective i on image i averaged over ``draws`` random draws of Lucid's standard transforms (the
+    same draws for every configuration): how much of an image's activation survives the jitter, scale
+    and rotation the reference was optimised under. A gain that only holds on the exact pixels
+    (an adversarial-style perturbation) does not."""
+    from vision_interp.featvis import evaluate_objective
+    from vision_interp.featvis.transform import make_transforms
+
+    tf, gen = make_transforms("standard"), torch.Generator().manual_seed(seed)
+    return [float(evaluate_objective(model, o, tf(images[i : i + 1].repeat(draws, 1, 1, 1), gen)).mean())
+            for i, o in enumerate(objectives)]
 
 
 def high_frequency_share(images: torch.Tensor) -> float:
@@ -184,6 +204,7 @@ def run_curve(model_name: str, name: str, *, every: int | None = None, seed: int
         "key": key, "model": model_name, "config": name, "units": units,
         "step_seconds": times, "curve": {str(k): v for k, v in curve.items()},
         "final": res.values.tolist(), "hf_share": high_frequency_share(res.images),
+        "robust": robust_values(model, objs, res.images) if model_name == "inceptionv1" else None,
         "images": res.images.mul(255).round().to(torch.uint8).tolist() if model_name == "mnist" else None,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -282,7 +303,8 @@ def summarise(model_name: str, names: list[str], reference: str, default: str, t
     print(f"\n== {model_name}: {len(ref['units'])} units ({', '.join(ref['units'][:8])}{', ...' if len(ref['units']) > 8 else ''}); "
           f"reference = {reference!r} ({ref_steps} steps) ==")
     print(f"{'configuration':34s} {'s/step/img':>10s} {'steps':>5s} {'act/ref (mean)':>14s} {'(min unit)':>10s} "
-          f"{'steps to 1.0x':>13s} {'time to 1.0x / ref':>18s} {'HF share':>8s}")
+          f"{'steps to 1.0x':>13s} {'time to 1.0x / ref':>18s} {'HF share':>8s} {'run time / ref':>14s} {'robust act/ref':>14s}")
+    robust = {n: statistics.mean(r) for n in names if (r := _robust(model_name, curves[n])) is not None}
     for n in names:
         c = curves[n]
         rs = ratios(c, ref)
@@ -290,11 +312,14 @@ def summarise(model_name: str, names: list[str], reference: str, default: str, t
         reach = next((k for k, (mean, _) in rs.items() if k > 0 and mean >= 1.0), None)
         t_ratio = cost(settings[n], reach, sps[n]) / ref_cost if reach is not None else None
         per_step = cost(settings[n], last, sps[n]) / last
-        rows.append(dict(config=n, s_per_step_image=per_step, time_ratio=cost(settings[n], last, sps[n]) / ref_cost, steps=last, ratio_mean=rs[last][0], ratio_min=rs[last][1],
+        robust_ratio = robust[n] / robust[reference] if n in robust and reference in robust else None
+        rows.append(dict(config=n, s_per_step_image=per_step, time_ratio=cost(settings[n], last, sps[n]) / ref_cost,
+                         robust_ratio=robust_ratio, steps=last, ratio_mean=rs[last][0], ratio_min=rs[last][1],
                          steps_to_ref=reach, time_to_ref_ratio=t_ratio, hf_share=c["hf_share"], curve=rs,
                          settings=c["key"]["settings"]))
         print(f"{n:34s} {per_step:10.4f} {last:5d} {rs[last][0]:14.3f} {rs[last][1]:10.3f} "
-              f"{(str(reach) if reach else 'never'):>13s} {(f'{t_ratio:.3f}' if t_ratio is not None else '-'):>18s} {c['hf_share']:8.4f}")
+              f"{(str(reach) if reach else 'never'):>13s} {(f'{t_ratio:.3f}' if t_ratio is not None else '-'):>18s} {c['hf_share']:8.4f} "
+              f"{rows[-1]['time_ratio']:14.3f} {(f'{robust_ratio:.3f}' if robust_ratio is not None else '-'):>14s}")
     print("curves (mean act/ref512 at checkpoint step; time as a fraction of the reference's 512-step time):")
     for row in rows:
         st = settings[row["config"]]
@@ -303,6 +328,24 @@ def summarise(model_name: str, names: list[str], reference: str, default: str, t
     if images_dir:
         save_side_by_side(model_name, curves[reference], curves[default], reference, default, Path(images_dir))
     return rows
+
+
+def _robust(model_name: str, curve: dict) -> list[float] | None:
+    """The curve's robust values; for curves cached before they were recorded, computed from the
+    saved final images (uint8) and stored; None for MNIST or when the images are not on disk."""
+    if model_name != "inceptionv1":
+        return None
+    if curve.get("robust") is None:
+        try:
+            images = _final_images(curve)
+        except FileNotFoundError:
+            return None
+        model, objs, *_ = load(model_name)
+        curve["robust"] = robust_values(model, objs, images)
+        from vision_interp.io import save_json
+
+        save_json(_cache_path(model_name, curve["config"]), curve, indent=None)
+    return curve["robust"]
 
 
 def _final_images(curve: dict) -> torch.Tensor:
@@ -352,7 +395,7 @@ def main() -> None:
         summary = {}
         for model_name in args.models.split(","):
             configs = INCEPTION_CONFIGS if model_name == "inceptionv1" else MNIST_CONFIGS
-            default = "fast" if model_name == "inceptionv1" else "fast-small"
+            default = "smooth-256" if model_name == "inceptionv1" else "fast-small"
             names = list(configs)
             if args.configs:
                 wanted = set(args.configs.split(",")) | {"lucid", default}
@@ -373,12 +416,13 @@ def markdown(summary: dict) -> str:
     lines = []
     for model_name, rows in summary.items():
         lines += [f"**{model_name}**", "",
-                  "| configuration | s/step/image | steps | activation / reference-512 (mean, min unit) | steps to 1.0x | time to 1.0x / reference | HF share |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| configuration | s/step/image | steps | run time / reference | activation / reference-512 (mean, min unit) | steps to 1.0x | time to 1.0x / reference | HF share | robust activation / reference |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             t = f"{r['time_to_ref_ratio']:.3f}" if r["time_to_ref_ratio"] is not None else "never"
-            lines.append(f"| {r['config']} | {r['s_per_step_image']:.4f} | {r['steps']} | {r['ratio_mean']:.3f}, {r['ratio_min']:.3f} | "
-                         f"{r['steps_to_ref'] or 'never'} | {t} | {r['hf_share']:.4f} |")
+            rob = f"{r['robust_ratio']:.3f}" if r.get("robust_ratio") is not None else "-"
+            lines.append(f"| {r['config']} | {r['s_per_step_image']:.4f} | {r['steps']} | {r['time_ratio']:.3f} | {r['ratio_mean']:.3f}, {r['ratio_min']:.3f} | "
+                         f"{r['steps_to_ref'] or 'never'} | {t} | {r['hf_share']:.4f} | {rob} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -116,15 +116,15 @@ def test_presets_are_bit_reproducible(trained_mnist):
     x = render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "lucid", schedule="cosine", **kw)
     y = render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "lucid", schedule="cosine", **kw)
     assert torch.equal(x.images, y.images) and x.settings["preset"] == "lucid" and x.settings["schedule"] == "cosine"
-    kw = dict(input_shape=(3, 64, 64), steps=8, progress=False)  # the default for large inputs, with its polish step
-    x, y = (render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "fast", **kw) for _ in range(2))
-    assert torch.equal(x.images, y.images) and torch.equal(x.history, y.history) and x.settings["preset"] == "fast"
-    assert default_settings(model).preset == "fast" and default_settings(model).steps == 64
-    assert default_settings(model).polish_steps == 8 and default_settings(model).main_steps == 56
+    kw = dict(input_shape=(3, 64, 64), steps=8, polish_fraction=0.125, progress=False)  # with one polish step
+    x, y = (render(model, [channel("mixed3a:1"), channel("mixed3a:2")], **kw) for _ in range(2))
+    assert torch.equal(x.images, y.images) and torch.equal(x.history, y.history) and x.settings["preset"] == "smooth-256"
+    assert default_settings(model).preset == "smooth-256" and default_settings(model).steps == 256
+    assert default_settings(model).decay_power == 1.25 and default_settings(model).polish_steps == 0
 
 
 def test_polish_steps_scale_with_steps_and_round_trip():
-    s = preset("fast")
+    s = preset("lucid", steps=64, polish_fraction=0.125)
     assert (s.steps, s.polish_steps, s.main_steps) == (64, 8, 56)
     assert s.replace(steps=200).polish_steps == 25 and s.replace(steps=3).polish_steps == 0
     assert RenderSettings.from_dict(s.to_dict()) == s and s.to_dict()["betas"] == [0.9, 0.999]

@@ -154,8 +154,8 @@ class RenderSettings:
 
 PRESETS: dict[str, RenderSettings] = {
     "lucid": RenderSettings(preset="lucid"),
-    # the defaults (docs/featvis.md, benchmarks/featvis.py): >= 1.0x the lucid preset's 512-step activation
-    "fast": RenderSettings(preset="fast", decay_power=1.5, steps=64, polish_fraction=0.125),
+    # the defaults, measured against "lucid" in docs/featvis.md (benchmarks/featvis.py)
+    "smooth-256": RenderSettings(preset="smooth-256", decay_power=1.25, steps=256),
     "fast-small": RenderSettings(preset="fast-small", transforms="none", lr=0.1, betas=(0.7, 0.8), steps=112,
                                  polish_fraction=0.125, polish_lr=0.2, polish_valid="clamp", batch_size=64, objective="neuron"),
     # the default for large inputs: no measured change beat Lucid's own recipe per step (docs/featvis.md)
@@ -173,16 +173,16 @@ def preset(name: str, **changes: Any) -> RenderSettings:
 
 
 def default_settings(model: nn.Module) -> RenderSettings:
-    """The model's default: ``"fast-small"`` below 96 px, else ``"fast"``; then the model spec's ``featvis_defaults``.
+    """The model's default: ``"fast-small"`` below 96 px, else ``"smooth-256"``; then the model spec's ``featvis_defaults``.
 
     Colour decorrelation only applies to RGB inputs. A model without a declared input shape gets
-    ``"fast"`` with ``input_shape=None`` (the caller must then give one).
+    ``"smooth-256"`` with ``input_shape=None`` (the caller must then give one).
     """
     shape = model_spec(model).input_shape
     if shape is not None and len(shape) == 3 and min(shape[1:]) < SMALL_INPUT_PX:
         s = PRESETS["fast-small"]
     else:
-        s = PRESETS["fast"]
+        s = PRESETS["smooth-256"]
     if shape is not None:
         s = s.replace(input_shape=tuple(int(v) for v in shape), decorrelate=s.decorrelate and int(shape[0]) == 3)
     if s.param == "fft" and _bf16_is_fast():
