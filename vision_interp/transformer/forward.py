@@ -19,10 +19,15 @@ from typing import Callable
 
 import torch
 
-__all__ = ["embed", "causal_bias", "qkv", "attention_pattern", "run_block", "unembed"]
+__all__ = ["upcast", "embed", "causal_bias", "qkv", "attention_pattern", "run_block", "unembed"]
 
 # zedit(layer, z) -> z: z is (N, T, H, d_head) (a view may be returned modified); kedit(layer, x_ln) -> x_ln or None
 ZEdit = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in at least float32 (half precision is upcast for losses and means; float64 stays float64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def embed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -58,9 +63,10 @@ def qkv(block: torch.nn.Module, x_ln: torch.Tensor, H: int, *, need_v: bool = Tr
 
 
 def attention_pattern(block: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``softmax(q k^T * scaling + bias)`` in float32, ``(N, H, Tq, T)``."""
+    """``softmax(q k^T * scaling + bias)``, ``(N, H, Tq, T)``, in the model's dtype as transformers' eager attention
+    computes it (a float32 softmax here made a float64 model's loss and gradients float32-accurate only)."""
     w = torch.matmul(q, k.transpose(-1, -2)) * block.attn.scaling
-    return torch.softmax((w + bias).float(), dim=-1).to(q.dtype)
+    return torch.softmax(w + bias, dim=-1)
 
 
 def run_block(block: torch.nn.Module, layer: int, x: torch.Tensor, H: int, *, bias: torch.Tensor,
