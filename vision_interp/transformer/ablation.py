@@ -20,10 +20,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..capture import hooks
-from .forward import causal_bias, embed, run_block, unembed, upcast
+from .forward import attn_residual, causal_bias, embed, mlp_residual, next_token_ce, run_block, unembed, upcast
 from .scores import _device, _seq_len, check_model, copy_slices
 
 __all__ = ["ABLATION_MODES", "ATTRIBUTION_SCOPES", "head_means", "ablated_loss", "ablation_scan", "path_ablated_loss",
@@ -127,7 +126,7 @@ def ablated_loss(model: torch.nn.Module, tokens: torch.Tensor, heads: Sequence[t
         fns[f"transformer.h.{layer}.attn.c_proj"] = fn
     with hooks(model, fns):
         logits = model(tokens.to(_device(model))).logits
-    lt = F.cross_entropy(upcast(logits[:, :-1]).transpose(1, 2), tokens[:, 1:].to(logits.device), reduction="none")
+    lt = next_token_ce(logits[:, :-1], tokens[:, 1:])
     return float(lt[:, copy_slices(seq_len)[1]].mean())
 
 
@@ -138,8 +137,7 @@ def _second_copy_ce(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tens
     """Mean cross-entropy per row of ``x`` ``(N, Tq, d)`` (second-copy positions only) against ``targets``."""
     out = []
     for i in range(0, x.shape[0], chunk):
-        logits = upcast(unembed(model, x[i:i + chunk]))
-        out.append(F.cross_entropy(logits.transpose(1, 2), targets[i:i + chunk], reduction="none").mean(1))
+        out.append(next_token_ce(unembed(model, x[i:i + chunk]), targets[i:i + chunk]).mean(1))
     return torch.cat(out)
 
 
@@ -184,8 +182,7 @@ def _run_from(model: torch.nn.Module, layer: int, x: torch.Tensor, seq_len: int,
             z = zedit(i, first_z) if zedit is not None else first_z
             if last:
                 z, x = z[:, q2], x[:, q2]
-            h = x + blocks[i].attn.c_proj(z.contiguous().view(*z.shape[:2], -1))
-            x = h + blocks[i].mlp(blocks[i].ln_2(h))
+            x = mlp_residual(blocks[i], attn_residual(blocks[i], x, z))
         else:
             x, _, _ = run_block(blocks[i], i, x, H, bias=bias_q if last else bias_all, queries=q2 if last else None,
                                 zedit=zedit, kedit=kedit)
@@ -220,7 +217,7 @@ def ablation_scan(model: torch.nn.Module, tokens: torch.Tensor, modes: Sequence[
     if unembed_chunk is None:
         unembed_chunk = max(1, int(2e8 // (seq_len * model.config.vocab_size * 4)))  # ~200 MB of logits at once
     logits = model(tokens.to(_device(model))).logits
-    lt = F.cross_entropy(upcast(logits[:, :-1]).transpose(1, 2), tokens[:, 1:].to(logits.device), reduction="none")
+    lt = next_token_ce(logits[:, :-1], tokens[:, 1:])
     clean = float(lt[:, copy_slices(seq_len)[1]].mean())
     del logits, lt
     resid, zs, recomputed = _clean_cache(model, tokens)

@@ -18,8 +18,10 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["upcast", "embed", "causal_bias", "qkv", "attention_pattern", "run_block", "unembed"]
+__all__ = ["upcast", "next_token_ce", "embed", "causal_bias", "qkv", "attention_pattern", "attn_residual", "mlp_residual", "run_block",
+           "unembed"]
 
 # zedit(layer, z) -> z: z is (N, T, H, d_head) (a view may be returned modified); kedit(layer, x_ln) -> x_ln or None
 ZEdit = Callable[[int, torch.Tensor], torch.Tensor]
@@ -28,6 +30,17 @@ ZEdit = Callable[[int, torch.Tensor], torch.Tensor]
 def upcast(x: torch.Tensor) -> torch.Tensor:
     """``x`` in at least float32 (half precision is upcast for losses and means; float64 stays float64)."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def next_token_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per position, ``(..., T)``, of ``logits`` ``(..., T, vocab)`` against ``targets`` ``(..., T)``.
+
+    On the flattened ``(rows, vocab)`` logits: a log-softmax over the contiguous last dimension. (The
+    ``logits.transpose(1, 2)`` layout ``F.cross_entropy`` asks for with a sequence dimension made the log-softmax
+    run strided and copy the logits: as slow as the unembedding itself.)"""
+    V = logits.shape[-1]
+    ce = F.cross_entropy(upcast(logits).reshape(-1, V), targets.reshape(-1).to(logits.device), reduction="none")
+    return ce.view(targets.shape)
 
 
 def embed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -50,23 +63,58 @@ def _heads(x: torch.Tensor, H: int) -> torch.Tensor:
     return x.view(N, T, H, d // H).transpose(1, 2)
 
 
+def _linear(conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A transformers ``Conv1D`` (``x @ W + b``) on ``(..., d_in)``, as one ``addmm``, returned 2-D ``(rows, d_out)``."""
+    return torch.addmm(conv.bias, x.reshape(-1, x.shape[-1]), conv.weight)
+
+
 def qkv(block: torch.nn.Module, x_ln: torch.Tensor, H: int, *, need_v: bool = True):
     """Per-head queries, keys (and values) from the LayerNormed residual; ``need_v=False`` skips the V third."""
     c = block.attn.c_attn
-    d = x_ln.shape[-1]
+    N, T, d = x_ln.shape
     if need_v:
-        q, k, v = c(x_ln).split(d, dim=2)
+        q, k, v = _linear(c, x_ln).view(N, T, 3 * d).split(d, dim=2)
         return _heads(q, H), _heads(k, H), _heads(v, H)
     w, b = c.weight[:, :2 * d], c.bias[:2 * d]
-    q, k = torch.addmm(b, x_ln.reshape(-1, d), w).view(*x_ln.shape[:2], 2 * d).split(d, dim=2)
+    q, k = torch.addmm(b, x_ln.reshape(-1, d), w).view(N, T, 2 * d).split(d, dim=2)
     return _heads(q, H), _heads(k, H), None
 
 
 def attention_pattern(block: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``softmax(q k^T * scaling + bias)``, ``(N, H, Tq, T)``, in the model's dtype as transformers' eager attention
-    computes it (a float32 softmax here made a float64 model's loss and gradients float32-accurate only)."""
-    w = torch.matmul(q, k.transpose(-1, -2)) * block.attn.scaling
-    return torch.softmax(w + bias, dim=-1)
+    computes it (a float32 softmax here made a float64 model's loss and gradients float32-accurate only).
+
+    One ``baddbmm`` adds the causal bias while it multiplies (``bias + scaling * q k^T``; equal to transformers'
+    ``q k^T * scaling + bias`` up to float rounding)."""
+    N, H, Tq, dh = q.shape
+    T = k.shape[2]
+    w = torch.baddbmm(bias.expand(N * H, Tq, T), q.reshape(N * H, Tq, dh), k.reshape(N * H, T, dh).transpose(1, 2),
+                      alpha=block.attn.scaling)
+    return torch.softmax(w, dim=-1).view(N, H, Tq, T)
+
+
+def _activation(act: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """GPT-2's ``gelu_new`` (transformers' python ``NewGELUActivation``: five elementwise passes) as PyTorch's fused
+    tanh GELU, the same formula (equal to float rounding, tested); any other activation as the module itself."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    if isinstance(act, (NewGELUActivation, GELUTanh)):
+        return lambda x: F.gelu(x, approximate="tanh")
+    return act
+
+
+def mlp_residual(block: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """``h + mlp(ln_2(h))`` (``h``: ``(N, T, d)``), the second half of a block, with the fused GELU and the residual
+    added in place into the fresh ``c_proj`` output (the same additions as transformers', in the same order)."""
+    m = block.mlp
+    a = _activation(m.act)(_linear(m.c_fc, block.ln_2(h)))
+    return torch.addmm(m.c_proj.bias, a, m.c_proj.weight).add_(h.reshape(-1, h.shape[-1])).view(h.shape)
+
+
+def attn_residual(block: torch.nn.Module, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``x + c_proj(z)`` for the per-head ``z`` ``(N, Tq, H, d_head)`` and the residual ``x`` ``(N, Tq, d)``."""
+    N, Tq = z.shape[:2]
+    return _linear(block.attn.c_proj, z.reshape(N, Tq, -1)).add_(x.reshape(N * Tq, -1)).view(N, Tq, -1)
 
 
 def run_block(block: torch.nn.Module, layer: int, x: torch.Tensor, H: int, *, bias: torch.Tensor,
@@ -86,14 +134,12 @@ def run_block(block: torch.nn.Module, layer: int, x: torch.Tensor, H: int, *, bi
     if queries is not None:
         q = q[:, :, queries]
     p = attention_pattern(block, q, k, bias)
-    z = torch.matmul(p, v).transpose(1, 2)  # (N, Tq, H, dh)
+    N, _, Tq, T = p.shape
+    z = torch.bmm(p.view(N * H, Tq, T), v.reshape(N * H, T, -1)).view(N, H, Tq, -1).transpose(1, 2)  # (N, Tq, H, dh)
     if zedit is not None:
         z = zedit(layer, z)
-    N, Tq = z.shape[:2]
-    attn_out = block.attn.c_proj(z.contiguous().view(N, Tq, -1))
-    h = (x if queries is None else x[:, queries]) + attn_out
-    out = h + block.mlp(block.ln_2(h))
-    return out, (p if keep_pattern else None), z
+    h = attn_residual(block, x if queries is None else x[:, queries], z)
+    return mlp_residual(block, h), (p if keep_pattern else None), z
 
 
 def unembed(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
