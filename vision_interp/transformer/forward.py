@@ -1,9 +1,11 @@
 """A GPT-2 forward pass written out block by block, so each analysis runs only the part it needs.
 
-The Hugging Face modules (``ln_1``, ``c_attn``, ``c_proj``, ``ln_2``, ``mlp``, ``ln_f``, ``lm_head``) are
-called as they are; only the attention core (``softmax(q k^T * scale + causal) v``) is written here, the
-same arithmetic as transformers' eager attention, so the results match ``model(tokens)`` to float
-rounding. Owning the loop lets callers
+The model's own LayerNorm modules and ``lm_head`` are called as they are; the ``Conv1D`` layers are one
+``addmm`` each on their own weights (as ``Conv1D.forward`` does), the residual adds go in place into the fresh
+``addmm`` outputs, the attention core is one ``baddbmm`` (causal bias + scaled ``q k^T``) and a softmax in the
+model's dtype, and GPT-2's ``gelu_new`` runs as PyTorch's fused tanh GELU (the same formula; transformers'
+python version makes five passes over the MLP activations). The results match ``model(tokens)`` to float
+rounding (tested). Owning the loop lets callers
 
 * stop after the last layer's attention *pattern* (no values, no ``W_O``, no last MLP, no unembedding);
 * compute only some query positions in the last block (the second copy, for the ablation scan);
