@@ -67,3 +67,23 @@ def test_next_token_ce_equals_cross_entropy():
     torch.testing.assert_close(got, ref, atol=1e-14, rtol=0)
     half = next_token_ce(logits.to(torch.bfloat16), tgt)
     assert half.dtype == torch.float32  # half precision is upcast for the loss
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_unembed_ce_equals_full_logits_cross_entropy(bias):
+    """The vocabulary-blocked cross-entropy equals the cross-entropy of the full logits, also with blocks and row
+    chunks that do not divide the sizes, and with an lm_head bias; gradients flow (integrated attribution)."""
+    from vision_interp.transformer.forward import unembed_ce
+
+    m = tiny_gpt2(n_layer=1, vocab=100).double()
+    if bias:
+        m.lm_head.bias = torch.nn.Parameter(torch.randn(100, dtype=torch.float64))
+    torch.manual_seed(1)
+    x = torch.randn(3, 7, m.config.n_embd, dtype=torch.float64, requires_grad=True)
+    tgt = torch.randint(0, 100, (3, 7))
+    ref = next_token_ce(unembed(m, x), tgt)
+    got = unembed_ce(m, x, tgt, rows=5, vocab_block=33)
+    torch.testing.assert_close(got, ref, atol=1e-12, rtol=0)
+    g_ref, = torch.autograd.grad(ref.sum(), x)
+    g, = torch.autograd.grad(got.sum(), x)
+    torch.testing.assert_close(g, g_ref, atol=1e-12, rtol=0)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..capture import hooks
-from .forward import attn_residual, causal_bias, embed, mlp_residual, next_token_ce, run_block, unembed, upcast
+from .forward import attn_residual, causal_bias, embed, mlp_residual, next_token_ce, run_block, unembed_ce, upcast
 from .scores import _device, _seq_len, check_model, copy_slices
 
 __all__ = ["ABLATION_MODES", "ATTRIBUTION_SCOPES", "head_means", "ablated_loss", "ablation_scan", "path_ablated_loss",
@@ -133,12 +133,9 @@ def ablated_loss(model: torch.nn.Module, tokens: torch.Tensor, heads: Sequence[t
 # ---------------------------------------------------------------- the fast exact scan (own forward loop)
 
 
-def _second_copy_ce(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+def _second_copy_ce(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per row of ``x`` ``(N, Tq, d)`` (second-copy positions only) against ``targets``."""
-    out = []
-    for i in range(0, x.shape[0], chunk):
-        out.append(next_token_ce(unembed(model, x[i:i + chunk]), targets[i:i + chunk]).mean(1))
-    return torch.cat(out)
+    return unembed_ce(model, x, targets).mean(1)
 
 
 def _queries(seq_len: int) -> slice:
@@ -160,7 +157,7 @@ def _clean_cache(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[list[tor
         x, _, z = run_block(block, layer, x, H, bias=bias)
         zs.append(z)
     targets = tokens[:, 1:][:, _queries(seq_len)].to(x.device)
-    clean = float(_second_copy_ce(model, x[:, _queries(seq_len)], targets, x.shape[0]).mean())
+    clean = float(_second_copy_ce(model, x[:, _queries(seq_len)], targets).mean())
     return resid, zs, clean
 
 
@@ -195,7 +192,7 @@ def _replacement(means: torch.Tensor, layer: int, mode: str) -> torch.Tensor:
 
 @torch.no_grad()
 def ablation_scan(model: torch.nn.Module, tokens: torch.Tensor, modes: Sequence[str] = ABLATION_MODES, *,
-                  max_rows: int = 64, unembed_chunk: int | None = None, progress: bool = True) -> dict:
+                  max_rows: int = 64, progress: bool = True) -> dict:
     """Ablate every head in turn; return the rise of the mean second-copy loss per head and mode. Exact.
 
     Work saved against one forward pass per head, none of which changes the result: the clean residual stream
@@ -214,8 +211,6 @@ def ablation_scan(model: torch.nn.Module, tokens: torch.Tensor, modes: Sequence[
     seq_len = _seq_len(tokens)
     L, H = model.config.n_layer, model.config.n_head
     B = tokens.shape[0]
-    if unembed_chunk is None:
-        unembed_chunk = max(1, int(2e8 // (seq_len * model.config.vocab_size * 4)))  # ~200 MB of logits at once
     logits = model(tokens.to(_device(model))).logits
     lt = next_token_ce(logits[:, :-1], tokens[:, 1:])
     clean = float(lt[:, copy_slices(seq_len)[1]].mean())
@@ -246,7 +241,7 @@ def ablation_scan(model: torch.nn.Module, tokens: torch.Tensor, modes: Sequence[
 
                     x = _run_from(model, layer, resid[layer].repeat(len(hs), 1, 1), seq_len, zedit=zedit,
                                   first_z=zs[layer].repeat(len(hs), 1, 1, 1))
-                    per_row = _second_copy_ce(model, x, targets.repeat(len(hs), 1), unembed_chunk)
+                    per_row = _second_copy_ce(model, x, targets.repeat(len(hs), 1))
                     losses[layer, hs.cpu().numpy()] = per_row.view(len(hs), B).mean(1).double().cpu().numpy()
                     bar.update(1)
             result[mode] = losses - clean
@@ -279,7 +274,7 @@ def _joint_loss(model, resid, zs, means, tokens, heads, mode) -> float:
     first = min(l for l, _ in heads)
     x = _run_from(model, first, resid[first], seq_len, zedit=_heads_zedit(heads, means, mode), first_z=zs[first])
     targets = tokens[:, 1:][:, _queries(seq_len)].to(x.device)
-    return float(_second_copy_ce(model, x, targets, x.shape[0]).mean())
+    return float(_second_copy_ce(model, x, targets).mean())
 
 
 @torch.no_grad()
@@ -326,7 +321,7 @@ def path_ablated_loss(model: torch.nn.Module, tokens: torch.Tensor, senders: Seq
     first = min(recv)
     x = _run_from(model, first, resid[first], seq_len, kedit=kedit)
     targets = tokens[:, 1:][:, _queries(seq_len)].to(x.device)
-    return float(_second_copy_ce(model, x, targets, x.shape[0]).mean())
+    return float(_second_copy_ce(model, x, targets).mean())
 
 
 @torch.no_grad()
@@ -393,7 +388,7 @@ def _line_grads(model: torch.nn.Module, cache, seq_len: int, start: int, repl: d
 
     with torch.enable_grad():
         x = _run_from(model, start, resid[start], seq_len, zedit=zedit, first_z=zs[start])
-        loss = _second_copy_ce(model, x, targets, x.shape[0]).mean()
+        loss = _second_copy_ce(model, x, targets).mean()
         layers = sorted(probes)
         grads = torch.autograd.grad(loss, [probes[i] for i in layers])
     return {i: (diffs[i], g) for i, g in zip(layers, grads)}
@@ -484,7 +479,7 @@ def ablation_line(model: torch.nn.Module, tokens: torch.Tensor, head: tuple[int,
             return z
 
         x = _run_from(model, layer, resid[layer], seq_len, zedit=zedit, first_z=zs[layer])
-        out.append(float(_second_copy_ce(model, x, targets, x.shape[0]).mean()) - clean)
+        out.append(float(_second_copy_ce(model, x, targets).mean()) - clean)
     return out
 
 
@@ -492,17 +487,29 @@ def attribution_patching(model: torch.nn.Module, tokens: torch.Tensor, modes: Se
     """First-order estimate of every head's ablation effect from one forward and one backward pass.
 
     ``dLoss ~= sum_{batch, positions} (z_ablated - z_h) . dLoss/dz_h`` (the gradient of the mean second-copy loss
-    with respect to each head's ``z``, taken at the clean run). Returns ``{"<mode>": (L, H) estimates}``.
+    with respect to each head's ``z``, taken at the clean run; the means are taken from the same forward pass).
+    Returns ``{"<mode>": (L, H) estimates}``.
     """
     check_model(model)
     modes = _check_modes(modes)
     seq_len = _seq_len(tokens)
-    L = model.config.n_layer
-    cache, means = _scan_cache(model, tokens)
-    targets = tokens[:, 1:][:, _queries(seq_len)].to(means.device)
-    # one gradient serves every mode: at alpha = 0 the run is the clean one, whatever the replacement (0 here,
-    # so the returned difference is -z)
-    zero = {l: torch.zeros_like(means[l]) for l in range(L)}
-    lines = _line_grads(model, cache, seq_len, 0, zero, 0.0, targets)
-    return {mode: torch.stack([((_replacement(means, l, mode) + lines[l][0]) * lines[l][1]).sum(dim=(0, 1, 3))
-                               for l in range(L)]).double().cpu().numpy() for mode in modes}
+    H = model.config.n_head
+    probes, zs = [], []
+
+    def zedit(_i, z):
+        eps = torch.zeros_like(z, requires_grad=True)
+        probes.append(eps)
+        zs.append(z.detach())
+        return z + eps
+
+    with torch.enable_grad():
+        x = embed(model, tokens.to(_device(model)))
+        bias = causal_bias(x.shape[1], x.dtype, x.device)
+        for layer, block in enumerate(model.transformer.h):  # every position: the means need the last layer's z too
+            x, _, _ = run_block(block, layer, x, H, bias=bias, zedit=zedit)
+        q2 = _queries(seq_len)
+        loss = _second_copy_ce(model, x[:, q2], tokens[:, 1:][:, q2].to(x.device)).mean()
+        grads = torch.autograd.grad(loss, probes)
+    means = torch.stack([z.mean(dim=(0, 1)) for z in zs])
+    return {mode: torch.stack([((_replacement(means, l, mode)[None, None] - zs[l]) * grads[l]).sum(dim=(0, 1, 3))
+                               for l in range(len(zs))]).double().cpu().numpy() for mode in modes}

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["upcast", "next_token_ce", "embed", "causal_bias", "qkv", "attention_pattern", "attn_residual", "mlp_residual", "run_block",
+__all__ = ["upcast", "next_token_ce", "unembed_ce", "embed", "causal_bias", "qkv", "attention_pattern", "attn_residual", "mlp_residual", "run_block",
            "unembed"]
 
 # zedit(layer, z) -> z: z is (N, T, H, d_head) (a view may be returned modified); kedit(layer, x_ln) -> x_ln or None
@@ -147,3 +147,30 @@ def run_block(block: torch.nn.Module, layer: int, x: torch.Tensor, H: int, *, bi
 def unembed(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits from the final residual stream."""
     return model.lm_head(model.transformer.ln_f(x))
+
+
+def unembed_ce(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, *, rows: int = 1024,
+               vocab_block: int = 1024) -> torch.Tensor:
+    """Cross-entropy of the logits of the final residual ``x`` ``(..., d)`` against ``targets`` ``(...)``, without
+    ever holding more than ``rows x vocab_block`` logits.
+
+    ``logsumexp`` over the vocabulary is accumulated block by block (``logaddexp``), the target's logit is its own
+    dot product. Equal to ``cross_entropy(unembed(model, x))`` to float rounding (tested); about twice as fast on
+    a CPU for GPT-2's 50257 tokens, since each logits block stays in cache instead of a (rows x 50257) matrix
+    going through memory twice.
+    """
+    d = x.shape[-1]
+    y = model.transformer.ln_f(x).reshape(-1, d)
+    t = targets.reshape(-1).to(y.device)
+    W, b = model.lm_head.weight, model.lm_head.bias  # (vocab, d), GPT-2: no bias
+    out = []
+    for i in range(0, y.shape[0], rows):
+        yi, ti = y[i:i + rows], t[i:i + rows]
+        lse = None
+        for v0 in range(0, W.shape[0], vocab_block):
+            block = F.linear(yi, W[v0:v0 + vocab_block], None if b is None else b[v0:v0 + vocab_block])
+            part = torch.logsumexp(upcast(block), dim=-1)
+            lse = part if lse is None else torch.logaddexp(lse, part)
+        target = upcast((yi * W[ti]).sum(-1) + (0 if b is None else b[ti]))
+        out.append(lse - target)
+    return torch.cat(out).view(targets.shape)
