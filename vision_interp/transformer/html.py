@@ -71,7 +71,9 @@ def _ablation_section(r: "InductionReport", files: set[str]) -> str:
              "<p>Attribution patching: the gradient at the clean run, one forward and one backward pass. Integrated "
              f"gradients: the gradient averaged over {_e(ig.get('steps', 'n/a'))} points on the straight line from the "
              f"clean to the ablated z, with {'all heads of all layers' if ig.get('scope') == 'all' else _e(ig.get('scope'))} "
-             f"moved together ({_e(ig.get('steps', 'n/a'))} forward + backward passes).</p>",
+             f"moved together ({_e(ig.get('steps', 'n/a'))} forward + backward passes per ablation mode). The estimates of all "
+             "heads then sum to the rise from ablating every head at once, so they rank heads; the sizes are the exact "
+             "scan's.</p>",
              f"<p>Rule: an estimator tracks the exact scan when the Pearson correlation over all "
              f"{r.n_layer * r.n_head} heads is at least {AGREEMENT_THRESHOLD}.</p><table><tr><th>estimator</th><th>mode</th>"
              "<th>Pearson r</th><th>Spearman</th><th>max |error|</th><th>verdict</th><th>largest exact effect</th>"
