@@ -1,4 +1,4 @@
-"""Benchmark: per-head attention scores, the exact 144-head ablation scan and attribution patching of a
+"""Benchmark: per-head attention scores, the exact 144-head ablation scan and the two attribution-patching estimates of a
 GPT-2-small-size model (random weights), each as a ratio to one plain Hugging Face forward pass.
 
 Setup of issue 16: GPT-2 small configuration (12 x 12 heads, d_model 768, vocab 50257), random weights,
@@ -7,6 +7,7 @@ are timed interleaved (forward, fast scores, slow scores, repeated), so load on 
 alike; the ratios use the median forward time of the whole run.
 
     python benchmarks/induction.py [--batch 10] [--seq-len 50] [--repeats 3] [--modes mean] [--threads N] [--no-scan]
+                                   [--ig-steps 8]
 
 Also printed: the FLOP count of each path relative to the forward pass (multiply-adds of the matrix
 products), the floor an exact fp32 implementation can reach.
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--max-rows", type=int, default=64)
     ap.add_argument("--no-scan", action="store_true", help="skip the (long) ablation scan")
+    ap.add_argument("--ig-steps", type=int, default=8, help="points of integrated-gradients attribution patching")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -64,7 +66,7 @@ def main() -> None:
 
     from vision_interp.transformer import (ablation_scan, attention_patterns, composition_scores, copying_scores,
                                            head_weights, pattern_scores, repeated_tokens)
-    from vision_interp.transformer.ablation import attribution_patching
+    from vision_interp.transformer.ablation import attribution_patching, integrated_attribution_patching
     from vision_interp.transformer.scores import fast_pattern_scores
 
     torch.manual_seed(0)
@@ -96,6 +98,8 @@ def main() -> None:
     t_comp, _ = _timed(lambda: composition_scores(model))
     t_attr, _ = _timed(lambda: attribution_patching(model, tokens, ["mean"]))
     fwd.append(_timed(forward)[0])
+    t_ig, _ = _timed(lambda: integrated_attribution_patching(model, tokens, ["mean"], steps=args.ig_steps, scope="all"))
+    fwd.append(_timed(forward)[0])
     scan_t = None
     if not args.no_scan:
         modes = [m for m in args.modes.split(",") if m]
@@ -111,6 +115,8 @@ def main() -> None:
     print(f"copying scores (144 heads):                     {t_copy:7.2f} s")
     print(f"composition scores (Q/K/V, all pairs):          {t_comp:7.2f} s")
     print(f"attribution patching (1 forward + 1 backward):  {t_attr:7.2f} s = {t_attr / f:.2f} forward passes")
+    print(f"integrated-gradients attribution patching, {args.ig_steps} steps, scope all, one mode: {t_ig:7.2f} s = "
+          f"{t_ig / f:.2f} forward passes")
     if scan_t is not None:
         print(f"exact ablation scan, 144 heads x {len(modes)} mode(s):    {scan_t:7.2f} s = {scan_t / f:.1f} forward passes "
               f"(FLOP ratio per mode {fl['scan'] / fl['forward']:.1f}; one forward per head: 144); clean loss check "

@@ -26,7 +26,7 @@ def test_induction_report_renders(driver, tmp_path):
         "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight]);")
     srcs = {s for s, *_ in images}
     assert {"loss_per_position.png", "attention_top_heads.png", "composition_graph.png", "heatmap_induction.png",
-            "heatmap_attribution_mean.png"} <= srcs
+            "heatmap_attribution_mean.png", "heatmap_integrated_attribution_mean.png"} <= srcs
     broken = [s for s, ok, w, h in images if not (ok and w > 0 and h > 0)]
     assert not broken, broken
     assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
@@ -34,7 +34,7 @@ def test_induction_report_renders(driver, tmp_path):
     title = driver.execute_script("return document.querySelector('h1').textContent")
     assert title == "Induction heads: induction_2l <b>"
     text = driver.execute_script("return document.body.innerText")
-    assert "Pearson" in text and "all induction heads together" in text and "Chance level" in text
+    assert "Pearson" in text and "integrated attribution patching" in text and "slope at t=0" in text and "all induction heads together" in text and "Chance level" in text
     # nothing wider than the page: pictures are scaled to the column
     overflow = driver.execute_script("return document.documentElement.scrollWidth > window.innerWidth + 1")
     assert not overflow

@@ -12,8 +12,8 @@ Built on Hugging Face ``transformers`` (eager attention, so patterns are materia
 :mod:`vision_interp.capture` hooks; no TransformerLens.
 """
 
-from .ablation import (ABLATION_MODES, ablated_loss, ablation_scan, attribution_patching, head_means, joint_ablations,
-                       path_ablated_loss)
+from .ablation import (ABLATION_MODES, ATTRIBUTION_SCOPES, ablated_loss, ablation_line, ablation_scan, attribution_patching,
+                       head_means, integrated_attribution_patching, joint_ablations, path_ablated_loss)
 from .loading import (TOY_MODEL_DIR, TOY_MODEL_NAME, NotGPT2Error, check_gpt2_config, load_gpt2, load_gpt2_tokenizer,
                       save_gpt2)
 from .report import (INDUCTION_THRESHOLD, PREV_TOKEN_THRESHOLD, SCORE_DEFINITIONS, InductionReport, analyze_induction,
@@ -24,8 +24,8 @@ from .scores import (HeadWeights, attention_patterns, composition_baseline, comp
 from .toy import ToyConfig, build_toy_model, copy_task_batch, train_and_save, train_induction_model
 
 __all__ = [
-    "ABLATION_MODES", "ablated_loss", "ablation_scan", "attribution_patching", "head_means", "joint_ablations",
-    "path_ablated_loss",
+    "ABLATION_MODES", "ATTRIBUTION_SCOPES", "ablated_loss", "ablation_line", "ablation_scan", "attribution_patching",
+    "head_means", "integrated_attribution_patching", "joint_ablations", "path_ablated_loss",
     "TOY_MODEL_DIR", "TOY_MODEL_NAME", "NotGPT2Error", "check_gpt2_config", "load_gpt2", "load_gpt2_tokenizer", "save_gpt2",
     "INDUCTION_THRESHOLD", "PREV_TOKEN_THRESHOLD", "SCORE_DEFINITIONS", "InductionReport", "analyze_induction",
     "detected_heads", "format_head", "top_heads",

@@ -20,14 +20,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..capture import hooks
-from .forward import causal_bias, embed, run_block, unembed
+from .forward import attn_residual, causal_bias, embed, mlp_residual, next_token_ce, run_block, unembed_ce, upcast
 from .scores import _device, _seq_len, check_model, copy_slices
 
-__all__ = ["ABLATION_MODES", "head_means", "ablated_loss", "ablation_scan", "path_ablated_loss", "attribution_patching",
-           "joint_ablations"]
+__all__ = ["ABLATION_MODES", "ATTRIBUTION_SCOPES", "head_means", "ablated_loss", "ablation_scan", "path_ablated_loss",
+           "attribution_patching", "integrated_attribution_patching", "ablation_line", "joint_ablations"]
 
 ABLATION_MODES = ("mean", "zero")
 
@@ -77,7 +76,7 @@ def head_means(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Mean ``z`` of every head over batch and positions of the clean run, ``(L, H, d_head)``."""
     _, zs, _ = _clean_run(model, tokens)
     H = model.config.n_head
-    return torch.stack([z.float().mean(dim=(0, 1)).view(H, -1) for z in zs])
+    return torch.stack([upcast(z).mean(dim=(0, 1)).view(H, -1) for z in zs])
 
 
 def _patch_hook(W_O: torch.Tensor, head_of_row: torch.Tensor, repl: torch.Tensor, H: int):
@@ -127,20 +126,16 @@ def ablated_loss(model: torch.nn.Module, tokens: torch.Tensor, heads: Sequence[t
         fns[f"transformer.h.{layer}.attn.c_proj"] = fn
     with hooks(model, fns):
         logits = model(tokens.to(_device(model))).logits
-    lt = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), tokens[:, 1:].to(logits.device), reduction="none")
+    lt = next_token_ce(logits[:, :-1], tokens[:, 1:])
     return float(lt[:, copy_slices(seq_len)[1]].mean())
 
 
 # ---------------------------------------------------------------- the fast exact scan (own forward loop)
 
 
-def _second_copy_ce(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+def _second_copy_ce(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per row of ``x`` ``(N, Tq, d)`` (second-copy positions only) against ``targets``."""
-    out = []
-    for i in range(0, x.shape[0], chunk):
-        logits = unembed(model, x[i:i + chunk]).float()
-        out.append(F.cross_entropy(logits.transpose(1, 2), targets[i:i + chunk], reduction="none").mean(1))
-    return torch.cat(out)
+    return unembed_ce(model, x, targets).mean(1)
 
 
 def _queries(seq_len: int) -> slice:
@@ -162,7 +157,7 @@ def _clean_cache(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[list[tor
         x, _, z = run_block(block, layer, x, H, bias=bias)
         zs.append(z)
     targets = tokens[:, 1:][:, _queries(seq_len)].to(x.device)
-    clean = float(_second_copy_ce(model, x[:, _queries(seq_len)], targets, x.shape[0]).mean())
+    clean = float(_second_copy_ce(model, x[:, _queries(seq_len)], targets).mean())
     return resid, zs, clean
 
 
@@ -184,8 +179,7 @@ def _run_from(model: torch.nn.Module, layer: int, x: torch.Tensor, seq_len: int,
             z = zedit(i, first_z) if zedit is not None else first_z
             if last:
                 z, x = z[:, q2], x[:, q2]
-            h = x + blocks[i].attn.c_proj(z.contiguous().view(*z.shape[:2], -1))
-            x = h + blocks[i].mlp(blocks[i].ln_2(h))
+            x = mlp_residual(blocks[i], attn_residual(blocks[i], x, z))
         else:
             x, _, _ = run_block(blocks[i], i, x, H, bias=bias_q if last else bias_all, queries=q2 if last else None,
                                 zedit=zedit, kedit=kedit)
@@ -198,7 +192,7 @@ def _replacement(means: torch.Tensor, layer: int, mode: str) -> torch.Tensor:
 
 @torch.no_grad()
 def ablation_scan(model: torch.nn.Module, tokens: torch.Tensor, modes: Sequence[str] = ABLATION_MODES, *,
-                  max_rows: int = 64, unembed_chunk: int | None = None, progress: bool = True) -> dict:
+                  max_rows: int = 64, progress: bool = True) -> dict:
     """Ablate every head in turn; return the rise of the mean second-copy loss per head and mode. Exact.
 
     Work saved against one forward pass per head, none of which changes the result: the clean residual stream
@@ -217,10 +211,8 @@ def ablation_scan(model: torch.nn.Module, tokens: torch.Tensor, modes: Sequence[
     seq_len = _seq_len(tokens)
     L, H = model.config.n_layer, model.config.n_head
     B = tokens.shape[0]
-    if unembed_chunk is None:
-        unembed_chunk = max(1, int(2e8 // (seq_len * model.config.vocab_size * 4)))  # ~200 MB of logits at once
     logits = model(tokens.to(_device(model))).logits
-    lt = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), tokens[:, 1:].to(logits.device), reduction="none")
+    lt = next_token_ce(logits[:, :-1], tokens[:, 1:])
     clean = float(lt[:, copy_slices(seq_len)[1]].mean())
     del logits, lt
     resid, zs, recomputed = _clean_cache(model, tokens)
@@ -249,7 +241,7 @@ def ablation_scan(model: torch.nn.Module, tokens: torch.Tensor, modes: Sequence[
 
                     x = _run_from(model, layer, resid[layer].repeat(len(hs), 1, 1), seq_len, zedit=zedit,
                                   first_z=zs[layer].repeat(len(hs), 1, 1, 1))
-                    per_row = _second_copy_ce(model, x, targets.repeat(len(hs), 1), unembed_chunk)
+                    per_row = _second_copy_ce(model, x, targets.repeat(len(hs), 1))
                     losses[layer, hs.cpu().numpy()] = per_row.view(len(hs), B).mean(1).double().cpu().numpy()
                     bar.update(1)
             result[mode] = losses - clean
@@ -282,7 +274,7 @@ def _joint_loss(model, resid, zs, means, tokens, heads, mode) -> float:
     first = min(l for l, _ in heads)
     x = _run_from(model, first, resid[first], seq_len, zedit=_heads_zedit(heads, means, mode), first_z=zs[first])
     targets = tokens[:, 1:][:, _queries(seq_len)].to(x.device)
-    return float(_second_copy_ce(model, x, targets, x.shape[0]).mean())
+    return float(_second_copy_ce(model, x, targets).mean())
 
 
 @torch.no_grad()
@@ -329,7 +321,7 @@ def path_ablated_loss(model: torch.nn.Module, tokens: torch.Tensor, senders: Seq
     first = min(recv)
     x = _run_from(model, first, resid[first], seq_len, kedit=kedit)
     targets = tokens[:, 1:][:, _queries(seq_len)].to(x.device)
-    return float(_second_copy_ce(model, x, targets, x.shape[0]).mean())
+    return float(_second_copy_ce(model, x, targets).mean())
 
 
 @torch.no_grad()
@@ -365,38 +357,159 @@ def joint_ablations(model: torch.nn.Module, tokens: torch.Tensor, induction_head
 
 # ---------------------------------------------------------------- attribution patching
 
+ATTRIBUTION_SCOPES = ("all", "layer", "head")
+
+
+def _line_grads(model: torch.nn.Module, cache, seq_len: int, start: int, repl: dict[int, torch.Tensor],
+                alpha: float, targets: torch.Tensor, heads: dict[int, torch.Tensor] | None = None
+                ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """``{l: (z_ablated - z, dLoss/dz)}`` at the point ``alpha`` of the line from the clean to the ablated run.
+
+    In every layer ``l`` of ``repl`` (``repl[l]``: ``(H, dh)`` replacement), the heads selected by ``heads[l]``
+    (an ``(H,)`` 0/1 mask; all heads when ``heads`` is None) are set to ``z + alpha (repl - z)``, where ``z`` is what
+    this run computes there (so moving an earlier layer also moves a later layer's ``z``, and ``alpha = 1`` is the
+    exact joint ablation); ``sum_l (z_ablated - z) . dLoss/dz = dLoss/dalpha``. Runs blocks ``start..L-1`` from the
+    cached clean residual, the last block at the scored queries only (the other positions of its ``z`` cannot
+    reach the loss), so the last layer's tensors cover those queries only.
+    """
+    resid, zs, _ = cache
+    probes: dict[int, torch.Tensor] = {}
+    diffs: dict[int, torch.Tensor] = {}
+
+    def zedit(i, z):
+        if i not in repl:
+            return z
+        diff = repl[i] - z  # not detached: a later layer's z reaches the loss (1 - alpha) times as strongly
+        if heads is not None:
+            diff = diff * heads[i][:, None]
+        eps = torch.zeros_like(z, requires_grad=True)
+        probes[i], diffs[i] = eps, diff.detach()
+        return z + alpha * diff + eps
+
+    with torch.enable_grad():
+        x = _run_from(model, start, resid[start], seq_len, zedit=zedit, first_z=zs[start])
+        loss = _second_copy_ce(model, x, targets).mean()
+        layers = sorted(probes)
+        grads = torch.autograd.grad(loss, [probes[i] for i in layers])
+    return {i: (diffs[i], g) for i, g in zip(layers, grads)}
+
+
+def _scan_cache(model: torch.nn.Module, tokens: torch.Tensor):
+    """Clean cache with the last position (it predicts nothing) dropped, and the per-layer head means over every
+    batch element and position (as :func:`ablation_scan` defines them)."""
+    resid, zs, clean = _clean_cache(model, tokens)
+    means = torch.stack([z.mean(dim=(0, 1)) for z in zs])
+    return ([r[:, :-1] for r in resid], [z[:, :-1] for z in zs], clean), means
+
+
+def integrated_attribution_patching(model: torch.nn.Module, tokens: torch.Tensor,
+                                    modes: Sequence[str] = ABLATION_MODES, *, steps: int = 8,
+                                    scope: str = "all") -> dict:
+    """Estimate of every head's ablation effect by integrated gradients along the straight line from the clean
+    ``z`` to the ablated one (midpoint rule, ``steps`` points ``alpha = (k + 1/2) / steps``).
+
+    The estimate of head ``h`` is ``sum_k (z_ablated - z_h) . dLoss/dz_h / steps``, at the point ``alpha_k`` where a
+    set of heads is moved ``alpha_k`` of the way to its ablation at once:
+
+    * ``"head"``: only ``h`` itself. The sum converges to the exact ablation effect of ``h`` (fundamental theorem
+      of calculus along the line); ``steps`` backward passes per head, more than the exact scan: a check;
+    * ``"layer"``: every head of ``h``'s layer (one run of the later blocks per layer and step);
+    * ``"all"``: every head of every layer (one forward + backward pass per step, ``steps`` times the cost of
+      :func:`attribution_patching`). The estimates then sum to the loss rise of ablating all heads together
+      (completeness), shared out along the joint path.
+
+    ``steps=1`` with the gradient at ``alpha = 0`` instead of ``1/2`` is :func:`attribution_patching`. Returns
+    ``{"<mode>": (L, H) estimates}``.
+    """
+    check_model(model)
+    modes = _check_modes(modes)
+    if scope not in ATTRIBUTION_SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(ATTRIBUTION_SCOPES)}, got {scope!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    seq_len = _seq_len(tokens)
+    L, H = model.config.n_layer, model.config.n_head
+    cache, means = _scan_cache(model, tokens)
+    targets = tokens[:, 1:][:, _queries(seq_len)].to(means.device)
+    alphas = [(k + 0.5) / steps for k in range(steps)]
+    eye = torch.eye(H, dtype=means.dtype, device=means.device)
+    out = {}
+    for mode in modes:
+        repl = {l: _replacement(means, l, mode) for l in range(L)}
+        if scope == "all":
+            groups = [(0, repl, None, None)]
+        elif scope == "layer":
+            groups = [(l, {l: repl[l]}, None, None) for l in range(L)]
+        else:
+            groups = [(l, {l: repl[l]}, {l: eye[h]}, h) for l in range(L) for h in range(H)]
+        est = torch.zeros(L, H, dtype=torch.float64)
+        for start, rep, mask, only in groups:
+            for a in alphas:
+                for l, (diff, g) in _line_grads(model, cache, seq_len, start, rep, a, targets, mask).items():
+                    terms = (diff * g).sum(dim=(0, 1, 3)).double().cpu() / steps
+                    if only is None:
+                        est[l] += terms
+                    else:
+                        est[l, only] += terms[only]
+        out[mode] = est.numpy()
+    return out
+
+
+@torch.no_grad()
+def ablation_line(model: torch.nn.Module, tokens: torch.Tensor, head: tuple[int, int], mode: str = "mean",
+                  ts: Sequence[float] = tuple(k / 10 for k in range(11))) -> list[float]:
+    """Rise of the mean second-copy loss with ``head``'s ``z`` moved a fraction ``t`` of the way to its ablation,
+    ``z + t (z_ablated - z)``, for each ``t`` in ``ts`` (``t = 1``: the exact ablation; the slope at ``t = 0``: attribution
+    patching). Shows where the first-order estimate fails: a loss that is flat at 0 and rises late."""
+    check_model(model)
+    (mode,) = _check_modes([mode])
+    _check_heads(model, [head])
+    seq_len = _seq_len(tokens)
+    (resid, zs, clean), means = _scan_cache(model, tokens)
+    layer, h = head
+    targets = tokens[:, 1:][:, _queries(seq_len)].to(zs[0].device)
+    repl = _replacement(means, layer, mode)[h]
+    out = []
+    for t in ts:
+        def zedit(i, z, t=float(t)):
+            if i != layer:
+                return z
+            z = z.clone()
+            z[:, :, h] += t * (repl - z[:, :, h])
+            return z
+
+        x = _run_from(model, layer, resid[layer], seq_len, zedit=zedit, first_z=zs[layer])
+        out.append(float(_second_copy_ce(model, x, targets).mean()) - clean)
+    return out
+
 
 def attribution_patching(model: torch.nn.Module, tokens: torch.Tensor, modes: Sequence[str] = ABLATION_MODES) -> dict:
     """First-order estimate of every head's ablation effect from one forward and one backward pass.
 
     ``dLoss ~= sum_{batch, positions} (z_ablated - z_h) . dLoss/dz_h`` (the gradient of the mean second-copy loss
-    with respect to each head's ``z``, taken at the clean run). Returns ``{"<mode>": (L, H) estimates}``.
+    with respect to each head's ``z``, taken at the clean run; the means are taken from the same forward pass).
+    Returns ``{"<mode>": (L, H) estimates}``.
     """
     check_model(model)
     modes = _check_modes(modes)
     seq_len = _seq_len(tokens)
     H = model.config.n_head
+    probes, zs = [], []
+
+    def zedit(_i, z):
+        eps = torch.zeros_like(z, requires_grad=True)
+        probes.append(eps)
+        zs.append(z.detach())
+        return z + eps
+
     with torch.enable_grad():
-        x = embed(model, tokens.to(_device(model))).detach()
+        x = embed(model, tokens.to(_device(model)))
         bias = causal_bias(x.shape[1], x.dtype, x.device)
-        probes, zs = [], []
-
-        def zedit(i, z):
-            eps = torch.zeros_like(z, requires_grad=True)
-            probes.append(eps)
-            zs.append(z.detach())
-            return z + eps
-
-        blocks = model.transformer.h
-        for layer, block in enumerate(blocks):
+        for layer, block in enumerate(model.transformer.h):  # every position: the means need the last layer's z too
             x, _, _ = run_block(block, layer, x, H, bias=bias, zedit=zedit)
         q2 = _queries(seq_len)
-        targets = tokens[:, 1:][:, q2].to(x.device)
-        loss = _second_copy_ce(model, x[:, q2], targets, x.shape[0]).mean()
+        loss = _second_copy_ce(model, x[:, q2], tokens[:, 1:][:, q2].to(x.device)).mean()
         grads = torch.autograd.grad(loss, probes)
     means = torch.stack([z.mean(dim=(0, 1)) for z in zs])
-    out = {}
-    for mode in modes:
-        est = [((_replacement(means, l, mode)[None, None] - zs[l]) * grads[l]).sum(dim=(0, 1, 3)) for l in range(len(zs))]
-        out[mode] = torch.stack(est).double().cpu().numpy()
-    return out
+    return {mode: torch.stack([((_replacement(means, l, mode)[None, None] - zs[l]) * grads[l]).sum(dim=(0, 1, 3))
+                               for l in range(len(zs))]).double().cpu().numpy() for mode in modes}

@@ -32,7 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-composition", action="store_true",
                    help="skip the Q/K/V composition scores between head pairs (slow for GPT-2-size models)")
     p.add_argument("--no-attribution", action="store_true",
-                   help="skip attribution patching (the first-order estimate shown next to the exact ablation scan)")
+                   help="skip attribution patching and its integrated-gradients version (the estimates shown next to "
+                        "the exact ablation scan)")
+    p.add_argument("--ig-steps", type=int_arg(1, 1000), default=8,
+                   help="points on the line from clean to ablated z for integrated-gradients attribution patching "
+                        "(one forward + backward pass each, per ablation mode)")
     p.add_argument("--top", type=int_arg(1, 100_000), default=10, help="rows of the ranked table")
     p.add_argument("--out", default="induction_out", help="output folder for index.html, JSON and PNGs")
     p.add_argument("--no-progress", action="store_true")
@@ -102,7 +106,8 @@ def _induction(args: argparse.Namespace) -> int:
     tokenizer = _tokenizer(args, model)
     report = analyze_induction(model, model_name=str(args.model), seq_len=args.seq_len, batch=args.batch,
                                seed=args.seed, ablation=modes, composition=not args.no_composition,
-                               progress=not args.no_progress, attribution=not args.no_attribution, tokenizer=tokenizer)
+                               progress=not args.no_progress, attribution=not args.no_attribution, ig_steps=args.ig_steps,
+                               tokenizer=tokenizer)
     paths = report.save(args.out)  # results first, so a failure while printing loses nothing
     print(report.table(args.top))
     print(f"wrote {len(paths)} files to {args.out} (index.html, induction.json, heatmaps, attention_top_heads.png)")

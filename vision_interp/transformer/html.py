@@ -62,33 +62,62 @@ def _scores_section(r: "InductionReport", files: set[str]) -> str:
 
 
 def _ablation_section(r: "InductionReport", files: set[str]) -> str:
-    from .report import AGREEMENT_THRESHOLD, format_head
+    from .report import AGREEMENT_THRESHOLD, format_head, top_heads
 
-    if not r.attribution and not any(k.startswith("ablation_") for k in r.scores):
+    if not r.estimates() and not any(k.startswith("ablation_") for k in r.scores):
         return ""
-    parts = ["<h2>Exact ablation and attribution patching</h2>",
-             f"<p>Rule: attribution patching tracks the exact scan when the Pearson correlation over all "
-             f"{r.n_layer * r.n_head} heads is at least {AGREEMENT_THRESHOLD}.</p><table><tr><th>mode</th>"
-             "<th>Pearson r</th><th>Spearman</th><th>verdict</th><th>largest exact effect</th><th>its estimate</th></tr>"]
-    for mode, ag in r.agreement().items():
-        exact, est = r.scores[f"ablation_{mode}"], r.attribution[mode]
-        from .report import top_heads
-
-        (l, h, v), = top_heads(exact, 1)
-        verdict = "n/a" if ag["pearson"] is None else ("tracks the exact scan" if ag["tracks_exact"] else
-                                                       "does not track the exact scan; use the exact numbers")
-        fmt = lambda x: "n/a" if x is None else f"{x:.3f}"
-        parts.append(f"<tr><td>{_e(mode)}</td><td>{fmt(ag['pearson'])}</td><td>{fmt(ag['spearman'])}</td>"
-                     f"<td>{_e(verdict)}</td><td>{format_head(l, h)}: {v:+.3f} nats</td><td>{est[l, h]:+.3f} nats</td></tr>")
-    parts.append("</table><div class='grid'>")
+    ig = r.integrated_settings
+    parts = ["<h2>Exact ablation and its estimates</h2>",
+             "<p>Attribution patching: the gradient at the clean run, one forward and one backward pass. Integrated "
+             f"gradients: the gradient averaged over {_e(ig.get('steps', 'n/a'))} points on the straight line from the "
+             f"clean to the ablated z, with {'all heads of all layers' if ig.get('scope') == 'all' else _e(ig.get('scope'))} "
+             f"moved together ({_e(ig.get('steps', 'n/a'))} forward + backward passes per ablation mode). The estimates of all "
+             "heads then sum to the rise from ablating every head at once, so they rank heads; the sizes are the exact "
+             "scan's.</p>",
+             f"<p>Rule: an estimator tracks the exact scan when the Pearson correlation over all "
+             f"{r.n_layer * r.n_head} heads is at least {AGREEMENT_THRESHOLD}.</p><table><tr><th>estimator</th><th>mode</th>"
+             "<th>Pearson r</th><th>Spearman</th><th>max |error|</th><th>verdict</th><th>largest exact effect</th>"
+             "<th>its estimate</th></tr>"]
+    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"
+    estimates = r.estimates()
+    for name, per_mode in r.agreement().items():
+        for mode, ag in per_mode.items():
+            exact, est = r.scores[f"ablation_{mode}"], estimates[name][mode]
+            (l, h, _), = top_heads(abs(exact), 1)
+            verdict = "n/a" if ag["pearson"] is None else ("tracks the exact scan" if ag["tracks_exact"] else
+                                                           "does not track the exact scan; use the exact numbers")
+            parts.append(f"<tr><td>{_e(name.replace('_', ' '))}</td><td>{_e(mode)}</td><td>{fmt(ag['pearson'])}</td>"
+                         f"<td>{fmt(ag['spearman'])}</td><td>{ag['max_abs_error']:.3f} nats</td><td>{_e(verdict)}</td>"
+                         f"<td>{format_head(l, h)}: {exact[l, h]:+.3f} nats</td><td>{est[l, h]:+.3f} nats</td></tr>")
+    parts.append("</table>")
+    parts.append(_line_table(r))
+    parts.append("<div class='grid'>")
     scale = figures.SCALES["loss"][4]
     for mode in [n[len("ablation_"):] for n in r.scores if n.startswith("ablation_")]:
         parts.append(_fig(f"heatmap_ablation_{mode}.png", files,
                           f"exact {mode} ablation: rise of the second-copy loss (nats). Colour scale: {scale}."))
         parts.append(_fig(f"heatmap_attribution_{mode}.png", files,
                           f"attribution patching estimate, {mode} ablation (nats). Colour scale: {scale}."))
+        parts.append(_fig(f"heatmap_integrated_attribution_{mode}.png", files,
+                          f"integrated-gradients attribution patching estimate, {mode} ablation (nats). Colour scale: {scale}."))
     parts.append("</div>")
     return "".join(parts)
+
+
+def _line_table(r: "InductionReport") -> str:
+    """The loss along the line from clean to ablated z of the largest-effect head: why a first-order estimate can miss."""
+    if not r.ablation_lines:
+        return ""
+    rows = []
+    for mode, line in r.ablation_lines.items():
+        if not rows:
+            rows.append("<table><tr><th>mode</th><th>head</th><th>slope at t=0 (attribution patching)</th>"
+                        + "".join(f"<th>t={t:g}</th>" for t in line["t"]) + "</tr>")
+        rows.append(f"<tr><td>{_e(mode)}</td><td>{_e(line['head'])}</td><td>{line['slope_at_0']:+.3f}</td>"
+                    + "".join(f"<td>{v:+.3f}</td>" for v in line["loss_rise"]) + "</tr>")
+    return ("<p>Rise of the second-copy loss (nats) with the largest-effect head's z moved a fraction t of the way "
+            "to its ablation (t=1: the exact ablation). A first-order estimate reads only the slope at t=0.</p>"
+            + "".join(rows) + "</table>")
 
 
 def _joint_section(r: "InductionReport") -> str:

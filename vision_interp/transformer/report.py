@@ -19,7 +19,8 @@ import torch
 
 from .. import io as vio
 from . import figures
-from .ablation import ABLATION_MODES, ablation_scan, attribution_patching, joint_ablations
+from .ablation import (ABLATION_MODES, ablation_line, ablation_scan, attribution_patching, integrated_attribution_patching,
+                       joint_ablations)
 from .scores import (check_probe, composition_baseline, composition_scores, copy_slices, copying_scores,
                      fast_pattern_scores, head_weights, repeated_tokens, token_losses)
 
@@ -30,8 +31,15 @@ __all__ = ["InductionReport", "analyze_induction", "top_heads", "format_head", "
 # least this. Uniform causal attention gives about 1/(1.5*seq_len) (0.013 at seq_len 50).
 INDUCTION_THRESHOLD = 0.4
 PREV_TOKEN_THRESHOLD = 0.4
-# Attribution patching "tracks" the exact scan when Pearson r over all heads is at least this.
+# An estimator of the ablation effects "tracks" the exact scan when Pearson r over all heads is at least this.
 AGREEMENT_THRESHOLD = 0.8
+# Integrated-gradients attribution patching: points on the line from clean to ablated z, and which heads move together.
+IG_STEPS = 8
+IG_SCOPE = "all"
+# Points t at which the loss along the line z + t (z_ablated - z) is reported for the head with the largest effect.
+LINE_POINTS = tuple(k / 10 for k in range(11))
+# Estimators compared with the exact scan: report attribute -> name in the JSON, the table and the page.
+ESTIMATORS = {"attribution": "attribution_patching", "integrated": "integrated_attribution_patching"}
 
 # Ranking columns of the terminal table, in order.
 TABLE_SCORES = ("induction", "previous_token", "duplicate_token", "copying", "ablation_mean", "ablation_zero")
@@ -91,6 +99,9 @@ class InductionReport:
     mean_patterns: torch.Tensor | None = None  # (L, H, T, T) averaged over the batch
     position_loss: np.ndarray | None = None  # (T-1,) batch-mean loss of predicting token t+1
     attribution: dict[str, np.ndarray] = field(default_factory=dict)
+    integrated: dict[str, np.ndarray] = field(default_factory=dict)  # integrated-gradients attribution patching
+    integrated_settings: dict = field(default_factory=dict)  # {"steps", "scope"}
+    ablation_lines: dict = field(default_factory=dict)  # mode -> {"head", "t", "loss_rise", "slope_at_0"}
     joint: dict = field(default_factory=dict)
     baseline: dict = field(default_factory=dict)
     token_text: list[str] | None = None  # labels of the first sequence's tokens
@@ -125,15 +136,24 @@ class InductionReport:
         """Composition scores divided by the random-matrix baseline (1 = chance)."""
         return self.composition[kind] / self.baseline["mean"]
 
+    def estimates(self) -> dict[str, dict[str, np.ndarray]]:
+        """Every estimator of the ablation effects that was computed: ``{name: {mode: (L, H)}}``."""
+        return {name: getattr(self, attr) for attr, name in ESTIMATORS.items() if getattr(self, attr)}
+
     def agreement(self) -> dict:
-        """Pearson and Spearman correlation of attribution patching with the exact scan, per mode."""
-        out = {}
-        for mode, est in self.attribution.items():
-            exact = self.scores.get(f"ablation_{mode}")
-            if exact is not None:
+        """Per estimator and mode: Pearson and Spearman correlation with the exact scan over all heads, the largest
+        absolute error, and the verdict of the one rule (``tracks_exact``: Pearson r >= AGREEMENT_THRESHOLD)."""
+        out: dict = {}
+        for name, per_mode in self.estimates().items():
+            for mode, est in per_mode.items():
+                exact = self.scores.get(f"ablation_{mode}")
+                if exact is None:
+                    continue
                 r = _pearson(est, exact)
-                out[mode] = {"pearson": r, "spearman": _spearman(est, exact),
-                             "tracks_exact": None if r is None else bool(r >= AGREEMENT_THRESHOLD)}
+                out.setdefault(name, {})[mode] = {
+                    "pearson": r, "spearman": _spearman(est, exact),
+                    "max_abs_error": float(np.max(np.abs(np.asarray(est) - exact))),
+                    "tracks_exact": None if r is None else bool(r >= AGREEMENT_THRESHOLD)}
         return out
 
     def table(self, k: int = 10) -> str:
@@ -154,10 +174,16 @@ class InductionReport:
             src = top_heads(self.composition_into(l, h), 3)
             lines.append(f"K-composition into {format_head(l, h)}: " + ", ".join(
                 f"{format_head(a, b)} ({v:.3f} = {v / self.baseline['mean']:.1f}x chance)" for a, b, v in src))
-        for mode, ag in self.agreement().items():
-            if ag["pearson"] is not None:
-                lines.append(f"attribution patching vs exact {mode} ablation: Pearson r = {ag['pearson']:.3f}, "
-                             f"Spearman = {ag['spearman']:.3f}")
+        for name, per_mode in self.agreement().items():
+            for mode, ag in per_mode.items():
+                if ag["pearson"] is not None:
+                    verdict = "tracks" if ag["tracks_exact"] else "does not track"
+                    lines.append(f"{name} vs exact {mode} ablation: Pearson r = {ag['pearson']:.3f}, Spearman = "
+                                 f"{ag['spearman']:.3f}, max |error| {ag['max_abs_error']:.3f} nats: {verdict} "
+                                 f"(rule: r >= {AGREEMENT_THRESHOLD})")
+        for mode, line in self.ablation_lines.items():
+            lines.append(f"loss rise along z + t (z_{mode} - z) of {line['head']}: " + ", ".join(
+                f"t={t:g} {v:+.3f}" for t, v in zip(line["t"], line["loss_rise"])))
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -173,7 +199,11 @@ class InductionReport:
             "composition": {k: _nan_to_none(v) for k, v in self.composition.items()},
             "composition_baseline": self.baseline,
             "attribution_patching": {k: np.asarray(v).tolist() for k, v in self.attribution.items()},
-            "attribution_vs_exact": self.agreement(),
+            "integrated_attribution_patching": {**{k: np.asarray(v).tolist() for k, v in self.integrated.items()},
+                                                **({"settings": self.integrated_settings} if self.integrated else {})},
+            "attribution_vs_exact": {"rule": f"an estimator tracks the exact scan when Pearson r over all heads >= "
+                                             f"{AGREEMENT_THRESHOLD}", **self.agreement()},
+            "ablation_line": self.ablation_lines,
             "joint_ablations": self.joint,
             "detection": {"induction_threshold": INDUCTION_THRESHOLD, "previous_token_threshold": PREV_TOKEN_THRESHOLD,
                           "induction_heads": [format_head(*x) for x in self.induction_heads],
@@ -210,6 +240,10 @@ class InductionReport:
         for mode, est in self.attribution.items():
             paths.append(figures.score_grid(est, out / f"heatmap_attribution_{mode}.png", scale="loss",
                                             title=f"attribution patching, {mode} ablation (first-order estimate, nats)"))
+        for mode, est in self.integrated.items():
+            paths.append(figures.score_grid(est, out / f"heatmap_integrated_attribution_{mode}.png", scale="loss",
+                                            title=f"integrated-gradients attribution patching, {mode} ablation "
+                                                  f"({self.integrated_settings.get('steps')} steps, nats)"))
         if self.composition:
             l, h, _ = self.top("induction", 1)[0]
             if l > 0:
@@ -265,6 +299,11 @@ SCORE_DEFINITIONS = {
     "ablation_zero": "increase of the mean second-copy loss when the head's z is set to 0",
     "attribution_patching": "first-order estimate of the ablation effect: sum over batch and positions of "
                             "(z_ablated - z) . dLoss/dz, from one forward and one backward pass",
+    "integrated_attribution_patching": "sum over batch and positions of (z_ablated - z) . dLoss/dz averaged over points "
+                                       "alpha = (k+1/2)/steps on the straight line from clean to ablated z, all heads of "
+                                       "all layers moved together (scope 'all'): steps forward + backward passes",
+    "ablation_line": "rise of the second-copy loss with the largest-effect head's z moved a fraction t of the way to "
+                     "its ablation; its slope at t=0 is attribution patching, its value at t=1 the exact effect",
     "k_composition": "||W_OV1 W_QK2^T||_F / (||W_OV1||_F ||W_QK2||_F), indexed [l1][h1][l2][h2], null where l1 >= l2",
     "q_composition": "||W_OV1 W_QK2||_F / (||W_OV1||_F ||W_QK2||_F)",
     "v_composition": "||W_OV1 W_OV2||_F / (||W_OV1||_F ||W_OV2||_F)",
@@ -284,13 +323,16 @@ def _token_text(model: torch.nn.Module, tokens: torch.Tensor, tokenizer) -> list
 def analyze_induction(model: torch.nn.Module, *, model_name: str = "model", seq_len: int = 50, batch: int = 10,
                       seed: int = 0, ablation: Sequence[str] = ABLATION_MODES, fold_ln: bool = True,
                       composition: bool = True, max_rows: int = 64, progress: bool = True,
-                      attribution: bool = True, tokenizer=None) -> InductionReport:
+                      attribution: bool = True, ig_steps: int = IG_STEPS, tokenizer=None) -> InductionReport:
     """Compute every per-head score of a GPT-2 (see :data:`SCORE_DEFINITIONS`).
 
     ``ablation=()`` skips the exact scan and the joint ablations, ``composition=False`` the head-pair
-    composition scores, ``attribution=False`` attribution patching. ``tokenizer`` (optional) labels tokens.
+    composition scores, ``attribution=False`` both attribution-patching estimators (plain and integrated gradients
+    with ``ig_steps`` points). ``tokenizer`` (optional) labels tokens.
     """
     check_probe(model, seq_len, batch)
+    if isinstance(ig_steps, bool) or not isinstance(ig_steps, (int, np.integer)) or ig_steps < 1:
+        raise ValueError(f"ig_steps must be a positive integer, got {ig_steps!r}")
     ablation = list(ablation)
     bad = [m for m in ablation if m not in ABLATION_MODES]
     if bad:
@@ -320,6 +362,8 @@ def analyze_induction(model: torch.nn.Module, *, model_name: str = "model", seq_
     losses = {"first_copy": float(lt[:, s1].mean()), "second_copy": float(lt[:, s2].mean())}
     position_loss = lt.mean(0).double().cpu().numpy()
     attr: dict[str, np.ndarray] = {}
+    integrated: dict[str, np.ndarray] = {}
+    lines: dict = {}
     joint: dict = {}
     if ablation:
         t0 = time.perf_counter()
@@ -332,6 +376,16 @@ def analyze_induction(model: torch.nn.Module, *, model_name: str = "model", seq_
             t0 = time.perf_counter()
             attr = attribution_patching(model, tokens, ablation)
             timings["attribution_patching"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            integrated = integrated_attribution_patching(model, tokens, ablation, steps=int(ig_steps), scope=IG_SCOPE)
+            timings["integrated_attribution_patching"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for m in ablation:
+                (l, h, _), = top_heads(np.abs(scan[m]), 1)
+                rise = ablation_line(model, tokens, (l, h), m, LINE_POINTS)
+                lines[m] = {"head": format_head(l, h), "t": list(LINE_POINTS), "loss_rise": rise,
+                            "slope_at_0": float(attr[m][l, h]), "exact": float(scan[m][l, h])}
+            timings["ablation_line"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         joint = joint_ablations(model, tokens, detected_heads(scores["induction"], INDUCTION_THRESHOLD),
                                 detected_heads(scores["previous_token"], PREV_TOKEN_THRESHOLD), ablation)
@@ -340,6 +394,8 @@ def analyze_induction(model: torch.nn.Module, *, model_name: str = "model", seq_
     return InductionReport(model_name=model_name, config=config, seq_len=seq_len, batch=batch, seed=seed,
                            tokens=tokens, scores=scores, composition=comp, losses=losses,
                            example_patterns=example, mean_patterns=mean_patterns, position_loss=position_loss,
-                           attribution=attr, joint=joint, baseline=baseline,
+                           attribution=attr, integrated=integrated,
+                           integrated_settings={"steps": int(ig_steps), "scope": IG_SCOPE} if integrated else {},
+                           ablation_lines=lines, joint=joint, baseline=baseline,
                            token_text=_token_text(model, tokens, tokenizer),
                            timings={k: round(v, 3) for k, v in timings.items()})

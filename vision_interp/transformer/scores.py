@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..capture import hooks
 
@@ -364,7 +363,9 @@ def composition_baseline(d_model: int, d_head: int, samples: int = 200, seed: in
 
 def token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy per position, ``(batch, T-1)``: entry ``t`` is the loss of predicting ``tokens[:, t+1]``."""
-    return F.cross_entropy(logits[:, :-1].float().transpose(1, 2), tokens[:, 1:].to(logits.device), reduction="none")
+    from .forward import next_token_ce
+
+    return next_token_ce(logits[:, :-1], tokens[:, 1:])
 
 
 def copy_slices(seq_len: int) -> tuple[slice, slice]:
