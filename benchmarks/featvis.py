@@ -68,7 +68,9 @@ INCEPTION_CONFIGS: dict[str, RenderSettings] = {
     "decay1.5-polish-64": preset("lucid", decay_power=1.5, steps=64, polish_fraction=0.125),
     "polish-64": preset("lucid", steps=64, polish_fraction=0.125),  # the pixel polish without the smoother basis
     "decay1.5-64": preset("lucid", decay_power=1.5, steps=64),  # the smoother basis without the polish
-    "decay1.25-64": preset("lucid", decay_power=1.25, steps=64),  # the default without its polish
+    "decay1.25-64": preset("lucid", decay_power=1.25, steps=64),
+    "decay1.5-128": preset("lucid", decay_power=1.5, steps=128),
+    "betas0.97-128": preset("lucid", betas=(0.97, 0.999), steps=128),
     "polish-decay1.25-64": preset("lucid", decay_power=1.25, steps=64, polish_fraction=0.125),
     "smooth-256": preset("smooth-256"),
 }
@@ -138,6 +140,33 @@ def robust_values(model: nn.Module, objectives, images: torch.Tensor, draws: int
     tf, gen = make_transforms("standard"), torch.Generator().manual_seed(seed)
     return [float(evaluate_objective(model, o, tf(images[i : i + 1].repeat(draws, 1, 1, 1), gen)).mean())
             for i, o in enumerate(objectives)]
+
+
+def robust_curve(model_name: str, name: str, seed: int = 0) -> list[tuple[int, float, float]]:
+    """(step, mean clean activation, mean robust activation) at steps 32, 64, 96, 128, 256, 384, 512 (those
+    within the configuration's steps): whether a configuration's gains over the steps are robust."""
+    model, objs, _units, configs, shape = load(model_name)
+    s = configs[name].replace(input_shape=shape)
+    steps = [k for k in (32, 64, 96, 128, 256, 384, 512) if k <= s.steps]
+    res = render(model, objs, s, seed=seed, thresholds=steps, progress=False)
+    rows = [(k, statistics.mean(clean_values(model, objs, res.snapshots[k])),
+             statistics.mean(robust_values(model, objs, res.snapshots[k]))) for k in steps]
+    print(f"{model_name} {name}: " + " | ".join(f"{k}: clean {c:.1f} robust {r:.1f}" for k, c, r in rows), flush=True)
+    return rows
+
+
+def seed_check(model_name: str, name: str, seeds=(1, 2, 3)) -> list[tuple[int, float, float]]:
+    """(seed, mean activation / the reference's with the same seed, HF share) for other seeds than the
+    tables' seed 0: is the configuration's margin over the reference more than a lucky start?"""
+    model, objs, _units, configs, shape = load(model_name)
+    ref, new = configs["lucid"].replace(input_shape=shape), configs[name].replace(input_shape=shape)
+    rows = []
+    for seed in seeds:
+        r = statistics.mean(clean_values(model, objs, render(model, objs, ref, seed=seed, progress=False).images))
+        images = render(model, objs, new, seed=seed, progress=False).images
+        rows.append((seed, statistics.mean(clean_values(model, objs, images)) / r, high_frequency_share(images)))
+        print(f"{model_name} {name} seed {seed}: {rows[-1][1]:.4f}x the reference (same seed), HF share {rows[-1][2]:.4f}", flush=True)
+    return rows
 
 
 def high_frequency_share(images: torch.Tensor) -> float:
@@ -373,6 +402,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", action="append", default=[], help="MODEL:CONFIG to compute (cached); repeatable")
     ap.add_argument("--force", action="store_true", help="recompute even when cached")
+    ap.add_argument("--seed-check", action="append", default=[], metavar="MODEL:CONFIG",
+                    help="activation of CONFIG / the reference's for seeds 1, 2, 3 (not cached)")
+    ap.add_argument("--robust-curve", action="append", default=[], metavar="MODEL:CONFIG",
+                    help="print clean and transform-robust activation at steps 32..512 of one configuration (not cached)")
     ap.add_argument("--report", action="store_true", help="print tables from the cached curves (computing missing ones)")
     ap.add_argument("--models", default="inceptionv1,mnist")
     ap.add_argument("--configs", default=None,
@@ -390,6 +423,12 @@ def main() -> None:
     for spec in args.run:
         model_name, name = spec.split(":", 1)
         run_curve(model_name, name, force=args.force)
+    for spec in args.seed_check:
+        model_name, name = spec.split(":", 1)
+        seed_check(model_name, name)
+    for spec in args.robust_curve:
+        model_name, name = spec.split(":", 1)
+        robust_curve(model_name, name)
     if args.report:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
         summary = {}

@@ -43,6 +43,8 @@ _LAZY = {
     "train_induction_model": "vision_interp.transformer",
     "top_activating": "vision_interp.data.examples",
     "attribution_patching": "vision_interp.transformer",
+    "integrated_attribution_patching": "vision_interp.transformer",
+    "ablation_line": "vision_interp.transformer",
     "joint_ablations": "vision_interp.transformer",
     "fast_pattern_scores": "vision_interp.transformer",
     "composition_baseline": "vision_interp.transformer",
