@@ -32,6 +32,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -108,13 +109,20 @@ INCEPTION_SIZE = 224  # --size changes it (the whole table is then measured at t
 
 
 def load(model_name: str):
-    """(model, objectives, unit names, configs, input_shape)."""
+    """(model, objectives, unit names, configs, input_shape); built once per model and size (the He
+    initialisation of InceptionV1 is not free, and every table, timing and check reads the same model)."""
+    return _load(model_name, INCEPTION_SIZE)
+
+
+@functools.lru_cache(maxsize=None)
+def _load(model_name: str, inception_size: int):
+    """Uncached :func:`load`."""
     if model_name == "inceptionv1":
         from vision_interp.zoo import inceptionv1
 
         m = he_init(inceptionv1(pretrained=False))
         units = [f"{l}:{c}" for l, c in INCEPTION_UNITS]
-        return m, [channel(u) for u in units], units, INCEPTION_CONFIGS, (3, INCEPTION_SIZE, INCEPTION_SIZE)
+        return m, [channel(u) for u in units], units, INCEPTION_CONFIGS, (3, inception_size, inception_size)
     from vision_interp.zoo import mnist_cnn
 
     m = mnist_cnn()
