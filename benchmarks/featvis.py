@@ -14,14 +14,17 @@ Printed per configuration:
       issue 18's "mean channel activation"), and the minimum over units of act/act_ref512;
   (c) wall time to reach the reference's 512-step activation (first checkpoint where the mean
       ratio >= 1.0), as a ratio of the reference's 512 steps: cost(steps_needed) / cost_ref(512),
-      where a configuration with a pixel-basis polish pays its main-phase s/step for the main
-      steps and the (separately timed) polish s/step for the rest;
+      where each phase's steps are paid at that phase's (separately timed) s/step: coarse phases
+      at their smaller size, the main phase, the pixel-basis polish; for a configuration with
+      coarse phases, (a) is the mean over all its steps;
   the whole run's time as a ratio of the reference's;
   the frequency measure: share of spectral power above half Nyquist of the final images (mean
   over images; lower = smoother);
   the robust activation (InceptionV1): each final image's activation averaged over 16 draws of
   Lucid's standard transforms, mean over units, as a ratio of the reference's (does the gain
   survive the jitter/scale/rotation the reference was optimised under?);
+  the periodicity: correlation of each final image with itself shifted by half its size (about 0
+      for the reference; near 1 for a picture that is still a 2 x 2 tiling of a coarse phase's image);
   and the curve: mean activation ratio at each checkpoint, with the time ratio of that checkpoint.
 
 Usage:
@@ -47,6 +50,7 @@ sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
 
 from vision_interp.featvis import RenderSettings, channel, neuron, preset, render  # noqa: E402
+from vision_interp.featvis.settings import LARGE_INPUT_DEFAULT  # noqa: E402
 
 INCEPTION_UNITS = [("mixed3b", 30), ("mixed3b", 300), ("mixed4a", 97), ("mixed4a", 476),
                    ("mixed4d", 100), ("mixed4d", 400), ("mixed5b", 200), ("mixed5b", 900)]
@@ -74,6 +78,11 @@ INCEPTION_CONFIGS: dict[str, RenderSettings] = {
     "betas0.97-128": preset("lucid", betas=(0.97, 0.999), steps=128),
     "polish-decay1.25-64": preset("lucid", decay_power=1.25, steps=64, polish_fraction=0.125),
     "smooth-256": preset("smooth-256"),
+    # coarse-to-fine: most steps on 112 px images (tiled up), then a few at 224 px with a gentler lr
+    "pyramid": preset("pyramid"),
+    "pyramid-quarter": preset("pyramid", steps=352),
+    "pyramid-2of3-384": preset("pyramid", steps=384, coarse_phases=((2, 2 / 3, 0.05),)),
+    "pyramid-2of3-576": preset("pyramid", steps=576, coarse_phases=((2, 2 / 3, 0.05),)),
 }
 MNIST_CONFIGS: dict[str, RenderSettings] = {
     # the Lucid recipe at the only size the MNIST CNN accepts: no size-changing transforms
@@ -155,7 +164,7 @@ def robust_curve(model_name: str, name: str, seed: int = 0) -> list[tuple[int, f
     within the configuration's steps): whether a configuration's gains over the steps are robust."""
     model, objs, _units, configs, shape = load(model_name)
     s = configs[name].replace(input_shape=shape)
-    steps = [k for k in (32, 64, 96, 128, 256, 384, 512) if k <= s.steps]
+    steps = sorted({k for k in (32, 64, 96, 128, 256, 384, 512) if k <= s.steps} | {s.steps})
     res = render(model, objs, s, seed=seed, thresholds=steps, progress=False)
     rows = [(k, statistics.mean(clean_values(model, objs, res.snapshots[k])),
              statistics.mean(robust_values(model, objs, res.snapshots[k]))) for k in steps]
@@ -189,6 +198,19 @@ def high_frequency_share(images: torch.Tensor) -> float:
     high = (fx ** 2 + fy ** 2).sqrt() > 0.25
     share = (power * high).sum(dim=(-2, -1)) / power.sum(dim=(-2, -1)).clamp_min(1e-12)
     return float(share.mean())
+
+
+def periodicity(images: torch.Tensor) -> float:
+    """Correlation of each image (mean removed) with itself shifted by half its size, mean over the two
+    axes and the images: about 0 for a picture with no repeat at that period, 1 for an exact 2 x 2
+    tiling (what coarse phases start the full-size steps from). Blank images (a dead unit) count as 0."""
+    x = images.float() - images.float().mean(dim=(-2, -1), keepdim=True)
+    energy = x.pow(2).sum(dim=(1, 2, 3))
+    corr = []
+    for dim in (-2, -1):
+        shifted = torch.roll(x, x.shape[dim] // 2, dims=dim)
+        corr.append(torch.where(energy > 1e-6, (x * shifted).sum(dim=(1, 2, 3)) / energy.clamp_min(1e-6), torch.zeros_like(energy)))
+    return float(torch.stack(corr).mean())
 
 
 def _cache_path(model_name: str, name: str) -> Path:
@@ -272,26 +294,42 @@ def _main_signature(s: RenderSettings) -> tuple:
     return ("main",) + per_step_signature(s)
 
 
-def time_per_step(model_name: str, names: list[str], steps: int, rounds: int) -> dict[str, tuple[float, float]]:
-    """(main-phase, polish-phase) s/step/image per configuration, interleaved: each round renders every
-    distinct phase signature for ``steps`` steps in turn (after one warm-up), median over rounds.
-    Configurations with the same signature share the figure; the polish phase (pixel basis, no
-    transforms) is timed as one main step plus ``steps`` polish steps, less the main step timed in the same round."""
+def phases(s: RenderSettings) -> list[tuple[tuple, int, RenderSettings]]:
+    """(timing signature, steps, full-size-free settings of that phase) for each phase of ``s`` in order:
+    every coarse phase (at its own size), the main phase, the polish."""
+    out = []
+    c, h, w = s.input_shape
+    for (divisor, _fraction, _lr), n in zip(s.coarse_phases, s.phase_steps()):
+        sub = s.replace(coarse_phases=(), input_shape=(c, max(1, h // divisor), max(1, w // divisor)), polish_fraction=0.0)
+        out.append((_main_signature(sub), n, sub))
+    base = s.replace(coarse_phases=())
+    out.append((_main_signature(base), s.main_steps, base.replace(polish_fraction=0.0)))
+    if s.polish_steps:
+        out.append((("polish",) + per_step_signature(base), s.polish_steps, base))
+    return out
+
+
+def time_per_step(model_name: str, names: list[str], steps: int, rounds: int) -> dict[tuple, float]:
+    """s/step/image of every distinct phase (coarse phases at their size, main phase, polish) of the
+    configurations, interleaved: each round renders every phase signature for ``steps`` steps in turn
+    (after one warm-up), median over rounds. The polish phase (pixel basis, no transforms) is timed as
+    one main step plus ``steps`` polish steps, less the main step timed in the same round."""
     model, objs, _units, configs, shape = load(model_name)
-    phases: dict[tuple, RenderSettings] = {}
+    timed: dict[tuple, RenderSettings] = {}
     for n in names:
-        s = configs[n].replace(input_shape=shape)
-        phases.setdefault(_main_signature(s), _phase_settings(s, steps, False))
+        for sig, _n, sub in phases(configs[n].replace(input_shape=shape)):
+            if sig[0] == "main":
+                timed.setdefault(sig, _phase_settings(sub, steps, False))
     for n in names:
-        s = configs[n].replace(input_shape=shape)
-        if s.polish_steps:
-            phases.setdefault(("polish",) + per_step_signature(s), _phase_settings(s, steps, True))
-    samples: dict[tuple, list[float]] = {sig: [] for sig in phases}
-    for s in phases.values():
+        for sig, _n, sub in phases(configs[n].replace(input_shape=shape)):
+            if sig[0] == "polish":
+                timed.setdefault(sig, _phase_settings(sub, steps, True))
+    samples: dict[tuple, list[float]] = {sig: [] for sig in timed}
+    for s in timed.values():
         render(model, objs, s, progress=False)  # warm-up
     for _ in range(rounds):
         main_now: dict[tuple, float] = {}
-        for sig, s in phases.items():  # main phases first (dict order), so a polish timing can subtract its main step
+        for sig, s in timed.items():  # main phases first (dict order), so a polish timing can subtract its main step
             t = time.perf_counter()
             render(model, objs, s, progress=False)
             seconds = (time.perf_counter() - t) / len(objs)
@@ -300,19 +338,17 @@ def time_per_step(model_name: str, names: list[str], steps: int, rounds: int) ->
                 samples[sig].append(seconds / steps)
             else:
                 samples[sig].append((seconds - main_now[_main_signature(s)]) / steps)
-    out = {}
-    for n in names:
-        s = configs[n].replace(input_shape=shape)
-        main = statistics.median(samples[_main_signature(s)])
-        polish = statistics.median(samples[("polish",) + per_step_signature(s)]) if s.polish_steps else main
-        out[n] = (main, polish)
-    return out
+    return {sig: statistics.median(v) for sig, v in samples.items()}
 
 
-def cost(settings: RenderSettings, step: int, sps: tuple[float, float]) -> float:
-    """Seconds per image to run the first ``step`` steps of ``settings`` (main-phase steps, then polish)."""
-    main = settings.steps - settings.polish_steps
-    return min(step, main) * sps[0] + max(0, step - main) * sps[1]
+def cost(settings: RenderSettings, step: int, sps: dict[tuple, float]) -> float:
+    """Seconds per image to run the first ``step`` steps of ``settings``: each phase's steps at that
+    phase's s/step (coarse phases, main phase, polish)."""
+    total, left = 0.0, step
+    for sig, n, _sub in phases(settings):
+        k = min(left, n)
+        total, left = total + k * sps[sig], left - k
+    return total
 
 
 def ratios(curve: dict, reference: dict) -> dict[int, tuple[float, float]]:
@@ -335,32 +371,35 @@ def summarise(model_name: str, names: list[str], reference: str, default: str, t
     ref = curves[reference]
     ref_steps = max(int(k) for k in ref["curve"])
     settings = {n: RenderSettings.from_dict(curves[n]["key"]["settings"]) for n in names}
-    ref_cost = cost(settings[reference], ref_steps, sps[reference])
+    ref_cost = cost(settings[reference], ref_steps, sps)
     rows = []
     print(f"\n== {model_name}: {len(ref['units'])} units ({', '.join(ref['units'][:8])}{', ...' if len(ref['units']) > 8 else ''}); "
           f"reference = {reference!r} ({ref_steps} steps) ==")
     print(f"{'configuration':34s} {'s/step/img':>10s} {'steps':>5s} {'act/ref (mean)':>14s} {'(min unit)':>10s} "
-          f"{'steps to 1.0x':>13s} {'time to 1.0x / ref':>18s} {'HF share':>8s} {'run time / ref':>14s} {'robust act/ref':>14s}")
+          f"{'steps to 1.0x':>13s} {'time to 1.0x / ref':>18s} {'HF share':>8s} {'run time / ref':>14s} {'robust act/ref':>14s} "
+          f"{'periodicity':>12s}")
     robust = {n: statistics.mean(r) for n in names if (r := _robust(model_name, curves[n])) is not None}
     for n in names:
         c = curves[n]
         rs = ratios(c, ref)
         last = max(rs)
         reach = next((k for k, (mean, _) in rs.items() if k > 0 and mean >= 1.0), None)
-        t_ratio = cost(settings[n], reach, sps[n]) / ref_cost if reach is not None else None
-        per_step = cost(settings[n], last, sps[n]) / last
+        t_ratio = cost(settings[n], reach, sps) / ref_cost if reach is not None else None
+        per_step = cost(settings[n], last, sps) / last
         robust_ratio = robust[n] / robust[reference] if n in robust and reference in robust else None
-        rows.append(dict(config=n, s_per_step_image=per_step, time_ratio=cost(settings[n], last, sps[n]) / ref_cost,
+        period = _periodicity(c)
+        rows.append(dict(config=n, s_per_step_image=per_step, time_ratio=cost(settings[n], last, sps) / ref_cost,
                          robust_ratio=robust_ratio, steps=last, ratio_mean=rs[last][0], ratio_min=rs[last][1],
-                         steps_to_ref=reach, time_to_ref_ratio=t_ratio, hf_share=c["hf_share"], curve=rs,
+                         steps_to_ref=reach, time_to_ref_ratio=t_ratio, hf_share=c["hf_share"], periodicity=period, curve=rs,
                          settings=c["key"]["settings"]))
         print(f"{n:34s} {per_step:10.4f} {last:5d} {rs[last][0]:14.3f} {rs[last][1]:10.3f} "
               f"{(str(reach) if reach else 'never'):>13s} {(f'{t_ratio:.3f}' if t_ratio is not None else '-'):>18s} {c['hf_share']:8.4f} "
-              f"{rows[-1]['time_ratio']:14.3f} {(f'{robust_ratio:.3f}' if robust_ratio is not None else '-'):>14s}")
+              f"{rows[-1]['time_ratio']:14.3f} {(f'{robust_ratio:.3f}' if robust_ratio is not None else '-'):>14s} "
+              f"{(f'{period:.3f}' if period is not None else '-'):>12s}")
     print("curves (mean act/ref512 at checkpoint step; time as a fraction of the reference's 512-step time):")
     for row in rows:
         st = settings[row["config"]]
-        pts = "  ".join(f"{k}:{m:.3f}@{cost(st, k, sps[row['config']]) / ref_cost:.3f}" for k, (m, _) in row["curve"].items() if k)
+        pts = "  ".join(f"{k}:{m:.3f}@{cost(st, k, sps) / ref_cost:.3f}" for k, (m, _) in row["curve"].items() if k)
         print(f"  {row['config']:32s} {pts}")
     if images_dir:
         save_side_by_side(model_name, curves[reference], curves[default], reference, default, Path(images_dir))
@@ -383,6 +422,14 @@ def _robust(model_name: str, curve: dict) -> list[float] | None:
 
         save_json(_cache_path(model_name, curve["config"]), curve, indent=None)
     return curve["robust"]
+
+
+def _periodicity(curve: dict) -> float | None:
+    """:func:`periodicity` of the curve's final images; None when they are not on disk."""
+    try:
+        return periodicity(_final_images(curve))
+    except FileNotFoundError:
+        return None
 
 
 def _final_images(curve: dict) -> torch.Tensor:
@@ -442,7 +489,7 @@ def main() -> None:
         summary = {}
         for model_name in args.models.split(","):
             configs = INCEPTION_CONFIGS if model_name == "inceptionv1" else MNIST_CONFIGS
-            default = "smooth-256" if model_name == "inceptionv1" else "fast-small"
+            default = LARGE_INPUT_DEFAULT if model_name == "inceptionv1" else "fast-small"
             names = list(configs)
             if args.configs:
                 wanted = set(args.configs.split(",")) | {"lucid", default}
@@ -463,13 +510,14 @@ def markdown(summary: dict) -> str:
     lines = []
     for model_name, rows in summary.items():
         lines += [f"**{model_name}**", "",
-                  "| configuration | s/step/image | steps | run time / reference | activation / reference-512 (mean, min unit) | steps to 1.0x | time to 1.0x / reference | HF share | robust activation / reference |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| configuration | s/step/image | steps | run time / reference | activation / reference-512 (mean, min unit) | steps to 1.0x | time to 1.0x / reference | HF share | robust activation / reference | periodicity |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             t = f"{r['time_to_ref_ratio']:.3f}" if r["time_to_ref_ratio"] is not None else "never"
             rob = f"{r['robust_ratio']:.3f}" if r.get("robust_ratio") is not None else "-"
+            per = f"{r['periodicity']:.3f}" if r.get("periodicity") is not None else "-"
             lines.append(f"| {r['config']} | {r['s_per_step_image']:.4f} | {r['steps']} | {r['time_ratio']:.3f} | {r['ratio_mean']:.3f}, {r['ratio_min']:.3f} | "
-                         f"{r['steps_to_ref'] or 'never'} | {t} | {r['hf_share']:.4f} | {rob} |")
+                         f"{r['steps_to_ref'] or 'never'} | {t} | {r['hf_share']:.4f} | {rob} | {per} |")
         lines.append("")
     return "\n".join(lines)
 

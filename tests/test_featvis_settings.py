@@ -117,10 +117,16 @@ def test_presets_are_bit_reproducible(trained_mnist):
     y = render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "lucid", schedule="cosine", **kw)
     assert torch.equal(x.images, y.images) and x.settings["preset"] == "lucid" and x.settings["schedule"] == "cosine"
     kw = dict(input_shape=(3, 64, 64), steps=8, polish_fraction=0.125, progress=False)  # with one polish step
-    x, y = (render(model, [channel("mixed3a:1"), channel("mixed3a:2")], **kw) for _ in range(2))
+    x, y = (render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "smooth-256", **kw) for _ in range(2))
     assert torch.equal(x.images, y.images) and torch.equal(x.history, y.history) and x.settings["preset"] == "smooth-256"
-    assert default_settings(model).preset == "smooth-256" and default_settings(model).steps == 256
-    assert default_settings(model).decay_power == 1.25 and default_settings(model).polish_steps == 0
+    kw = dict(input_shape=(3, 64, 64), steps=11, progress=False)  # "pyramid": 10 steps at 32 px, 1 at 64 px
+    x, y = (render(model, [channel("mixed3a:1"), channel("mixed3a:2")], "pyramid", **kw) for _ in range(2))
+    assert torch.equal(x.images, y.images) and torch.equal(x.history, y.history) and x.settings["preset"] == "pyramid"
+    p = PRESETS["pyramid"]
+    assert (p.steps, p.phase_steps(), p.main_steps, p.polish_steps) == (704, [640], 64, 0)
+    assert p.decay_power == 1.25 and p.lr == 0.02 and p.coarse_phases == ((2, 10 / 11, 0.05),)
+    d = default_settings(model)
+    assert (d.preset, d.steps, d.decay_power, d.polish_steps, d.coarse_phases) == ("smooth-256", 256, 1.25, 0, ())
 
 
 def test_polish_steps_scale_with_steps_and_round_trip():

@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Optimise images that maximally excite a unit (--unit conv2:5, mixed4a:476@7,7) or each of\n"
             "several channels of a layer (--layer conv2 --channels 0-7), with per-model defaults\n"
-            "(InceptionV1: Fourier + decorrelated colour + Lucid's transforms at 224 px;\n"
-            "MNIST CNN: pixel parameterization at 28x28).\n\n"
+            "(InceptionV1: Fourier + decorrelated colour + Lucid's transforms at 224 px, 256 steps;\n"
+            "MNIST CNN: Fourier, no transforms, a pixel polish at 28x28, 112 steps).\n"
+            "--preset lucid is Lucid's 512-step recipe, the reference (docs/featvis.md).\n\n"
             "examples:\n"
             "  vision-interp visualize --model mnist_cnn --unit conv2:5 --out conv2_5.png\n"
             "  vision-interp visualize --model mnist_cnn --layer conv2 --channels 0-7 --out-dir vis/\n"
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--unit", type=unit_arg, help="unit layer:channel[@y,x] (a bare layer name means DeepDream on it)")
     what.add_argument("--layer", type=unit_arg, help="render each channel of this layer (see --channels)")
     p.add_argument("--channels", type=names_arg, default=None, help="with --layer: e.g. 0-7 or 1,3,5 (default: all)")
-    p.add_argument("--steps", type=int_arg(1, 100_000), default=None, help="optimisation steps (default: per model, 128 MNIST / 256 InceptionV1)")
+    p.add_argument("--steps", type=int_arg(1, 100_000), default=None, help="optimisation steps, coarse-phase steps included (default: the preset's: 256 InceptionV1, 112 MNIST)")
     p.add_argument("--size", type=int_arg(8, MAX_SIZE), default=None, help="image size in pixels (default: the model's input size)")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--lr", type=float_arg(0, 100, lo_open=True), default=None, help="Adam learning rate (default: per model)")
@@ -45,8 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-unit", type=int_arg(1, 64), default=None, help="with --diversity: images per channel (default 4)")
     p.add_argument("--batch-size", type=int_arg(1, 1024), default=None, help="with --layer: images per optimisation batch")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="render settings preset (default: per model, 'fast' for large inputs, 'fast-small' for small); "
-                        "'lucid' = Lucid's 512-step recipe, the reference")
+                   help="render settings preset (default: per model, 'fast-small' below 96 px, else 'smooth-256'); "
+                        "'lucid' = Lucid's 512-step recipe, the reference; 'pyramid' = most steps on tiled half-size images "
+                        "(faster climb, 2x2-periodic pictures; docs/featvis.md)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model (faster on CPUs with bf16 support)")
     p.add_argument("--scale", type=int_arg(1, 64), default=None, help="enlarge PNGs by this factor (default: 8 for images under 64 px)")
     p.add_argument("--out", default=None, help="with --unit: output PNG (default: <unit>.png)")

@@ -48,8 +48,11 @@ class Objective:
     """
 
     def __init__(self, fn: ValueFn, layers: Iterable[str], description: str, checks: Sequence[CheckFn] = (),
-                 unit_objective: "Objective | None" = None):
+                 unit_objective: "Objective | None" = None, reads_position: bool = False):
         self.fn = fn
+        self.reads_position = bool(reads_position)
+        """True when a value depends on where in the image things are (a neuron at one position): such an
+        objective has no meaning on a smaller tiled image, so render's coarse phases are refused for it."""
         self.layers = tuple(dict.fromkeys(layers))
         self.description = description
         self.checks = tuple(checks)
@@ -80,13 +83,16 @@ class Objective:
                 a.layers + b.layers,
                 f"({a.description} {symbol} {b.description})",
                 a.checks + b.checks,
+                reads_position=a.reads_position or b.reads_position,
             )
         if isinstance(other, (int, float)) or (isinstance(other, torch.Tensor) and other.numel() == 1):
             k = float(other)
             u = self.unit_objective
             if reverse:
-                return Objective(lambda acts: op(k, self(acts)), self.layers, f"{k:g} {symbol} {self.description}", self.checks, u)
-            return Objective(lambda acts: op(self(acts), k), self.layers, f"{self.description} {symbol} {k:g}", self.checks, u)
+                return Objective(lambda acts: op(k, self(acts)), self.layers, f"{k:g} {symbol} {self.description}", self.checks, u,
+                                 self.reads_position)
+            return Objective(lambda acts: op(self(acts), k), self.layers, f"{self.description} {symbol} {k:g}", self.checks, u,
+                             self.reads_position)
         return NotImplemented
 
     def __add__(self, other):
@@ -116,7 +122,8 @@ class Objective:
         return self._combine(other, operator.truediv, "/", reverse=True)
 
     def __neg__(self):
-        return Objective(lambda acts: -self(acts), self.layers, f"-{self.description}", self.checks, self.unit_objective)
+        return Objective(lambda acts: -self(acts), self.layers, f"-{self.description}", self.checks, self.unit_objective,
+                         self.reads_position)
 
 
 def as_objective(obj: "Objective | UnitSpec") -> Objective:
@@ -229,7 +236,7 @@ def neuron(unit_or_layer: UnitSpec, c: int | None = None, y: int | None = None, 
             a = a[:, py, px]
         return _batch_mask(a, batch)
 
-    obj = Objective(fn, [layer], desc, [_check_unit(Unit(layer, ch, pos), True), _check_batch(batch, desc)])
+    obj = Objective(fn, [layer], desc, [_check_unit(Unit(layer, ch, pos), True), _check_batch(batch, desc)], reads_position=True)
     obj.unit_objective = obj if batch is None else None
     return obj
 

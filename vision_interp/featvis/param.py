@@ -81,6 +81,13 @@ class ImageParam(nn.Module):
         return f"{type(self).__name__}{self.shape}"
 
 
+def _undo_colour(param: ImageParam, t: torch.Tensor) -> torch.Tensor:
+    """The inverse of the colour mixing in :meth:`ImageParam.forward` (identity without decorrelation)."""
+    if not param.decorrelate:
+        return t
+    return torch.einsum("ndhw,cd->nchw", t, torch.linalg.inv(param.color.double()).float())
+
+
 class PixelParam(ImageParam):
     """One free parameter per pixel (the naive basis)."""
 
@@ -92,13 +99,15 @@ class PixelParam(ImageParam):
         return self.pixels
 
     @classmethod
-    def from_images(cls, images: torch.Tensor, valid: Valid = "sigmoid", eps: float = 1e-4) -> "PixelParam":
+    def from_images(cls, images: torch.Tensor, valid: Valid = "sigmoid", eps: float = 1e-4, *,
+                    decorrelate: bool = False) -> "PixelParam":
         """A pixel basis whose first output is ``images`` (for the sigmoid clipped to [eps, 1 - eps]): to
         continue an optimisation in the pixel basis from wherever another parameterization got."""
-        param = cls(images.shape, sd=0.0, decorrelate=False, valid=valid)
-        x = images.detach().float()
+        param = cls(images.shape, sd=0.0, decorrelate=decorrelate, valid=valid)
+        x = images.detach().float().cpu()
+        t = torch.logit(x.clamp(eps, 1 - eps)) if valid == "sigmoid" else x - 0.5
         with torch.no_grad():
-            param.pixels.copy_(torch.logit(x.clamp(eps, 1 - eps)) if valid == "sigmoid" else x - 0.5)
+            param.pixels.copy_(_undo_colour(param, t))
         return param.to(images.device)
 
 
@@ -123,6 +132,22 @@ class FourierParam(ImageParam):
         h, w = self.shape[2], self.shape[3]
         spec = torch.view_as_complex((self.spectrum * self.scale).contiguous())
         return torch.fft.irfft2(spec, s=(h, w), norm="ortho")
+
+    @classmethod
+    def from_images(cls, images: torch.Tensor, *, decay_power: float = 1.0, decorrelate: bool = True,
+                    valid: Valid = "sigmoid", eps: float = 1e-4) -> "FourierParam":
+        """A Fourier basis whose first output is ``images`` (for the sigmoid clipped to [eps, 1 - eps]).
+
+        The inverse of :meth:`forward`: undo the sigmoid (or the clamp's +0.5), the colour mixing and
+        the 1/f scaling. Used to continue at full size from a tiled coarse-size result.
+        """
+        param = cls(images.shape, sd=0.0, decay_power=decay_power, decorrelate=decorrelate, valid=valid)
+        x = images.detach().float().cpu()
+        t = torch.logit(x.clamp(eps, 1 - eps)) if valid == "sigmoid" else x - 0.5
+        spec = torch.fft.rfft2(_undo_colour(param, t), norm="ortho") / param.scale[..., 0]
+        with torch.no_grad():
+            param.spectrum.copy_(torch.view_as_real(spec))
+        return param.to(images.device)
 
 
 def image_param(

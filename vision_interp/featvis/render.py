@@ -30,7 +30,7 @@ from ..capture import LayerNotReachedError, capture
 from ..units import UnitRangeError, UnknownLayerError, default_input_shape, layer_shape
 from ..zoo.spec import model_spec
 from .objectives import Objective, as_objective, bound_layer
-from .param import ImageParam, PixelParam, image_param
+from .param import FourierParam, ImageParam, PixelParam, image_param
 from .settings import RenderSettings, default_settings, pick_device, preset
 from .transform import Compose, make_transforms
 
@@ -137,7 +137,7 @@ def _per_element(objectives: Sequence[Objective]) -> Objective:
     layers = [l for o in objs for l in o.layers]
     checks = [c for o in objs for c in o.checks]
     desc = "; ".join(f"[{i}] {o.description}" for i, o in enumerate(objs))
-    return Objective(fn, layers, desc, checks)
+    return Objective(fn, layers, desc, checks, reads_position=any(o.reads_position for o in objs))
 
 
 def _is_objective_list(objective) -> bool:
@@ -218,6 +218,28 @@ def _validate(model: nn.Module, obj: Objective, paths: Sequence[str], tf: Compos
     return clean_ok, snaps
 
 
+def _validate_coarse(model: nn.Module, obj: Objective, paths: Sequence[str], tf: Compose, settings: RenderSettings, n: int) -> None:
+    """Every coarse phase's size must be taken by the model (after the transforms) and by the objective,
+    and the objective must not read one position (a tiled smaller image does not stand in for it)."""
+    if obj.reads_position:
+        raise ValueError(f"objective {obj.description!r} reads one position, which a tiled coarse image does not stand in for: "
+                         "use coarse_phases=() (or a preset without them, e.g. 'smooth-256')")
+    c = int(settings.input_shape[0])
+    for i, (divisor, _fraction, _lr) in enumerate(settings.coarse_phases):
+        h, w = _phase_size(settings, i)
+        try:
+            out_h, out_w = tf.out_size((h, w))
+        except ValueError:
+            out_h, out_w = h, w
+        what = f"coarse phase {i} (1/{divisor} of the side: {h}x{w}, {out_h}x{out_w} after transforms)"
+        try:
+            _check_input_size(model, paths, (c, out_h, out_w), what)
+            obj.check(model, (c, out_h, out_w), n)
+        except (ValueError, UnitRangeError) as e:
+            raise ValueError(f"{what}: {e}; the coarse phases need an objective that reads the layer at any size (a channel mean, "
+                             "not one position) and a model that takes the smaller images: use smaller divisors or coarse_phases=()") from e
+
+
 @contextlib.contextmanager
 def _frozen(model: nn.Module, device: torch.device) -> Iterator[None]:
     """Eval mode, parameters without gradients, on ``device``; all restored afterwards (also on errors)."""
@@ -293,10 +315,11 @@ class _Trajectory:
         self.bar = tqdm(total=steps, desc=f"render {desc[:40]}" + (f" (+{n - 1})" if n > 1 else ""),
                         disable=not progress, leave=False)
 
-    def record(self, step: int, values: torch.Tensor, img_param: ImageParam) -> None:
+    def record(self, step: int, values: torch.Tensor, images: Callable[[], torch.Tensor]) -> None:
+        """``images()`` gives the full-size images of this step (only called for a snapshot)."""
         self.history[step - 1] = values.detach().cpu()
         if step in self.snaps:
-            self.snapshots[step] = img_param().detach().cpu()
+            self.snapshots[step] = images().detach().cpu()
         if self.on_step is not None:
             self.on_step(step, values.detach())
         self.bar.update(1)
@@ -305,8 +328,10 @@ class _Trajectory:
 
 
 def _ascend(img_param: ImageParam, evaluate: _Evaluator, opt: torch.optim.Optimizer, sched, steps: range,
-            transform: bool, trajectory: _Trajectory) -> None:
-    """Gradient ascent on the summed objective for the given (1-based, global) step numbers."""
+            transform: bool, trajectory: _Trajectory, full_size: tuple[int, int] | None = None) -> None:
+    """Gradient ascent on the summed objective for the given (1-based, global) step numbers
+    (``full_size``: snapshots of a coarse phase are its images tiled up to that size)."""
+    snapshot = (lambda: tile_images(img_param(), full_size)) if full_size is not None else img_param
     for step in steps:
         opt.zero_grad(set_to_none=True)
         values = evaluate(img_param(), train=True, transform=transform)
@@ -320,26 +345,61 @@ def _ascend(img_param: ImageParam, evaluate: _Evaluator, opt: torch.optim.Optimi
         opt.step()
         if sched is not None:
             sched.step()
-        trajectory.record(step, values, img_param)
+        trajectory.record(step, values, snapshot)
 
 
 def _optimise(img_param: ImageParam, evaluate: _Evaluator, settings: RenderSettings, snaps: list[int], desc: str,
               progress: bool, on_step: Callable[[int, torch.Tensor], None] | None
               ) -> tuple[torch.Tensor, dict[int, torch.Tensor], ImageParam]:
     """The main phase (the settings' basis, with transforms), then the pixel-basis polish without
-    transforms; returns the objective history (steps, N), the snapshots and the final parameterization."""
+    transforms; returns the objective history (steps, N), the snapshots and the final parameterization.
+
+    With ``coarse_phases``, ``img_param`` is the first (smallest) phase's; each phase ends by tiling
+    its images up to the next size and continuing from them in the same basis."""
     trajectory = _Trajectory(settings.steps, img_param.shape[0], snaps, desc, progress, on_step)
+    full = (int(settings.input_shape[1]), int(settings.input_shape[2])) if settings.coarse_phases else None
     if 0 in trajectory.snaps:
-        trajectory.snapshots[0] = img_param().detach().cpu()
-    main = settings.main_steps
+        trajectory.snapshots[0] = (tile_images(img_param(), full) if full else img_param()).detach().cpu()
+    done = 0
+    for i, ((_divisor, _fraction, lr), steps) in enumerate(zip(settings.coarse_phases, settings.phase_steps())):
+        if i:
+            img_param = _param_like(settings, tile_images(img_param().detach(), _phase_size(settings, i)))
+        opt = torch.optim.Adam(img_param.parameters(), lr=lr, betas=settings.betas)
+        _ascend(img_param, evaluate, opt, None, range(done + 1, done + steps + 1), True, trajectory, full)
+        done += steps
+    if settings.coarse_phases:
+        img_param = _param_like(settings, tile_images(img_param().detach(), full))
+    main = done + settings.main_steps
     opt, sched = _optimizer(settings, img_param.parameters())
-    _ascend(img_param, evaluate, opt, sched, range(1, main + 1), True, trajectory)
+    _ascend(img_param, evaluate, opt, sched, range(done + 1, main + 1), True, trajectory)
     if settings.polish_steps:
         img_param = PixelParam.from_images(img_param().detach(), valid=settings.polish_valid)
         opt = torch.optim.Adam(img_param.parameters(), lr=settings.polish_lr, betas=settings.betas)
         _ascend(img_param, evaluate, opt, None, range(main + 1, settings.steps + 1), False, trajectory)
     trajectory.bar.close()
     return trajectory.history, trajectory.snapshots, img_param
+
+
+def tile_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``images`` repeated side by side (and cropped) to fill ``size``: a coarse phase's texture at full size."""
+    h, w = images.shape[-2:]
+    reps = (-(-size[0] // h), -(-size[1] // w))
+    return images.repeat(1, 1, *reps)[..., : size[0], : size[1]]
+
+
+def _phase_size(settings: RenderSettings, phase: int) -> tuple[int, int]:
+    """(H, W) of coarse phase ``phase``: the full size divided by its divisor (at least 1 pixel)."""
+    divisor = settings.coarse_phases[phase][0]
+    _c, h, w = settings.input_shape
+    return max(1, h // divisor), max(1, w // divisor)
+
+
+def _param_like(settings: RenderSettings, images: torch.Tensor) -> ImageParam:
+    """The settings' parameterization, starting at ``images`` (the next phase continues from them)."""
+    decorrelate = settings.decorrelate and images.shape[1] == 3
+    if settings.param == "fft":
+        return FourierParam.from_images(images, decay_power=settings.decay_power, decorrelate=decorrelate, valid=settings.valid)
+    return PixelParam.from_images(images, valid=settings.valid, decorrelate=decorrelate)
 
 
 def _judge(evaluate: _Evaluator, images: torch.Tensor, clean_ok: bool, objective: Objective | None = None) -> torch.Tensor:
@@ -424,21 +484,29 @@ def render(
     """
     t_start = time.perf_counter()
     param_obj, custom_tf = _split_objects(options)
-    settings = resolve_settings(model, settings, options)
-    tf = make_transforms(custom_tf if custom_tf is not None else settings.transforms)
     obj, per_image = _as_batch_objective(objective)
     if not obj.layers:
         raise ValueError(f"objective {obj.description!r} reads no layer")
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    img_param = _build_param(model, settings, param_obj, batch or (len(per_image) if per_image else None), seed)
+    paths = [bound_layer(model, name) for name in obj.layers]
+    n_given = batch or (len(per_image) if per_image else None)
+    settings = resolve_settings(model, settings, options)
+    if settings.coarse_phases and settings.input_shape is None:
+        settings = settings.replace(input_shape=tuple(int(v) for v in default_input_shape(model)))
+    tf = make_transforms(custom_tf if custom_tf is not None else settings.transforms)
+    if settings.coarse_phases and param_obj is not None:
+        raise ValueError("coarse_phases start from the settings' own parameterization; with param=<ImageParam> use coarse_phases=()")
+    img_param = _build_param(model, settings, param_obj, n_given, seed)
     n = img_param.shape[0]
     descs = _descriptions(obj, per_image, descriptions, n)
-    paths = [bound_layer(model, name) for name in obj.layers]
     clean_ok, snaps = _validate(model, obj, paths, tf, img_param.shape, settings.steps, thresholds)
     if settings.polish_steps and not clean_ok:
         raise ValueError(f"polish_steps={settings.polish_steps} optimises the untransformed {img_param.shape[2]}x"
                          f"{img_param.shape[3]} image, which the model does not take; use polish_steps=0")
+    if settings.coarse_phases:
+        _validate_coarse(model, obj, paths, tf, settings, n)
+        img_param = _build_param(model, settings.replace(input_shape=(img_param.shape[1], *_phase_size(settings, 0))), None, n, seed)
     device = pick_device(model, settings)
     gen = torch.Generator().manual_seed(int(seed))
     with _frozen(model, device):
@@ -511,7 +579,7 @@ def _channels_per_element(layer: str, chans: Sequence[int], position: tuple[int,
             v = sel.flatten(1).mean(1) if sel.ndim > 1 else sel
         return v
 
-    obj = Objective(fn, [layer], desc)
+    obj = Objective(fn, [layer], desc, reads_position=position is not None)
     obj.unit_objective = obj
     return obj
 
