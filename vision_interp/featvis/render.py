@@ -497,16 +497,18 @@ def render(
     tf = make_transforms(custom_tf if custom_tf is not None else settings.transforms)
     if settings.coarse_phases and param_obj is not None:
         raise ValueError("coarse_phases start from the settings' own parameterization; with param=<ImageParam> use coarse_phases=()")
-    img_param = _build_param(model, settings, param_obj, n_given, seed)
+    # with coarse phases the optimisation starts on the first phase's smaller images
+    first = settings.replace(input_shape=(settings.input_shape[0], *_phase_size(settings, 0))) if settings.coarse_phases else settings
+    img_param = _build_param(model, first, param_obj, n_given, seed)
     n = img_param.shape[0]
+    shape = (n, *settings.input_shape) if settings.coarse_phases else img_param.shape
     descs = _descriptions(obj, per_image, descriptions, n)
-    clean_ok, snaps = _validate(model, obj, paths, tf, img_param.shape, settings.steps, thresholds)
+    clean_ok, snaps = _validate(model, obj, paths, tf, shape, settings.steps, thresholds)
     if settings.polish_steps and not clean_ok:
-        raise ValueError(f"polish_steps={settings.polish_steps} optimises the untransformed {img_param.shape[2]}x"
-                         f"{img_param.shape[3]} image, which the model does not take; use polish_steps=0")
+        raise ValueError(f"polish_steps={settings.polish_steps} optimises the untransformed {shape[2]}x"
+                         f"{shape[3]} image, which the model does not take; use polish_steps=0")
     if settings.coarse_phases:
         _validate_coarse(model, obj, paths, tf, settings, n)
-        img_param = _build_param(model, settings.replace(input_shape=(img_param.shape[1], *_phase_size(settings, 0))), None, n, seed)
     device = pick_device(model, settings)
     gen = torch.Generator().manual_seed(int(seed))
     with _frozen(model, device):
