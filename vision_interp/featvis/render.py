@@ -233,7 +233,7 @@ def _validate_coarse(model: nn.Module, obj: Objective, paths: Sequence[str], tf:
             out_h, out_w = h, w
         what = f"coarse phase {i} (1/{divisor} of the side: {h}x{w}, {out_h}x{out_w} after transforms)"
         try:
-            _check_input_size(model, paths, (c, out_h, out_w), what)
+            _check_input_size(model, paths, (c, out_h, out_w), "after transforms")
             obj.check(model, (c, out_h, out_w), n)
         except (ValueError, UnitRangeError) as e:
             raise ValueError(f"{what}: {e}; the coarse phases need an objective that reads the layer at any size (a channel mean, "
