@@ -53,6 +53,7 @@ _LAZY = {
     "attach_features": ("vision_interp.features", "attach"),
     "detach_features": ("vision_interp.features", "detach"),
     "load_dictionary": "vision_interp.features",
+    "show": "vision_interp.display",
     "train_dictionary": "vision_interp.features",
 }
 
@@ -64,7 +65,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(module), attr)
         globals()[name] = value
         return value
-    if name in ("gallery", "exercises", "transformer", "data", "zoo", "features", "universality"):
+    if name in ("gallery", "exercises", "transformer", "data", "zoo", "features", "universality", "display"):
         return import_module(f"vision_interp.{name}")
     raise AttributeError(f"module 'vision_interp' has no attribute {name!r}")
 

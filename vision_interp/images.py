@@ -23,6 +23,7 @@ __all__ = [
     "to_numpy_image",
     "to_pil",
     "save_png",
+    "png_bytes",
     "make_grid",
     "diverging",
     "overlay",
@@ -86,9 +87,17 @@ def save_png(img: torch.Tensor | np.ndarray | Image.Image, path: str | os.PathLi
         pil = to_pil(t)
     else:
         pil = img if scale <= 1 else img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return atomic_write_bytes(path, png_bytes(pil))
+
+
+def png_bytes(img: torch.Tensor | np.ndarray | Image.Image, *, scale: int = 1) -> bytes:
+    """The compressed PNG file of an image, in memory (for notebooks and inline data URIs)."""
+    pil = img if isinstance(img, Image.Image) else to_pil(upscale(_as_tensor(img), scale) if scale > 1 else _as_tensor(img))
+    if isinstance(img, Image.Image) and scale > 1:
+        pil = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     buf = _io.BytesIO()
     pil.save(buf, format="PNG", optimize=True)
-    return atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def normalize01(img: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,14 @@ class LayerAttribution:
     target: str
     method: str
 
+    def __repr__(self) -> str:  # short; the pictures are in _repr_html_ (vision_interp.display)
+        from ..display import text
+        return text(self)
+
+    def _repr_html_(self) -> str:
+        from ..display import html
+        return html(self)
+
     @property
     def channels(self) -> torch.Tensor:
         """(N, C): each channel's contribution, summed over positions."""

@@ -33,6 +33,10 @@ class CompletenessResult:
     output_difference: torch.Tensor
     n_steps: int
 
+    def _repr_html_(self) -> str:  # notebook display (vision_interp.display); str() stays the text summary
+        from ..display import html
+        return html(self)
+
     @property
     def error(self) -> torch.Tensor:
         return (self.attribution_sum - self.output_difference).abs()
@@ -118,6 +122,10 @@ class RandomizationResult:
     layers: list[str]
     correlations: torch.Tensor
     method: str
+
+    def _repr_html_(self) -> str:  # notebook display (vision_interp.display); str() stays the text summary
+        from ..display import html
+        return html(self)
 
     @property
     def mean(self) -> list[float]:

@@ -33,6 +33,18 @@ class NeuronGroups:
     error: float
     iterations: int
 
+    def __repr__(self) -> str:  # short; the pictures are in _repr_html_ (vision_interp.display)
+        from ..display import text
+        return text(self)
+
+    def _repr_html_(self) -> str:
+        from ..display import html
+        return html(self)
+
+    def _repr_png_(self) -> bytes | None:
+        from ..display import png
+        return png(self)
+
     def reconstruction(self) -> torch.Tensor:
         """The activations rebuilt from the groups, same shape as the input activations."""
         g = self.groups if self.groups.ndim == 4 else self.groups[None]

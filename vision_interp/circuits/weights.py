@@ -455,7 +455,15 @@ def top_connections(
         resolve_layer(model, other)
         kernels = expanded_weights(model, u.layer, other, src_channels=[u.channel], input_shape=input_shape)[:, 0]
     ranked = rank_connections(kernels, other, k)
-    return {"unit": f"{name}:{u.channel}", "layer": other, "direction": direction, **ranked}
+    return Connections({"unit": f"{name}:{u.channel}", "layer": other, "direction": direction, **ranked})
+
+
+class Connections(dict):
+    """The plain dict :func:`top_connections` returns, plus a notebook display (strengths as bars)."""
+
+    def _repr_html_(self) -> str:
+        from ..display import connections
+        return connections(self).html
 
 
 def layer_top_connections(

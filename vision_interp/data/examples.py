@@ -41,6 +41,14 @@ class TopExamples:
     values: torch.Tensor
     positions: torch.Tensor | None
 
+    def __repr__(self) -> str:  # short; the pictures are in _repr_html_ (vision_interp.display)
+        from ..display import text
+        return text(self)
+
+    def _repr_html_(self) -> str:
+        from ..display import html
+        return html(self)
+
     def for_channel(self, channel: int) -> list[dict]:
         """The examples of one channel as plain dicts (index, value, position)."""
         row = self.channels.index(channel)

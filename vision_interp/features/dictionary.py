@@ -34,6 +34,14 @@ class Dictionary:
     layer: str  # source layer (module path)
     card: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # short; the pictures are in _repr_html_ (vision_interp.display)
+        from ..display import text
+        return text(self)
+
+    def _repr_html_(self) -> str:
+        from ..display import html
+        return html(self)
+
     @property
     def n_features(self) -> int:
         return self.module.n_features

@@ -78,6 +78,18 @@ class RenderResult:
     settings: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
+    def __repr__(self) -> str:  # short; the pictures are in _repr_html_ (vision_interp.display)
+        from ..display import text
+        return text(self)
+
+    def _repr_html_(self) -> str:
+        from ..display import html
+        return html(self)
+
+    def _repr_png_(self) -> bytes | None:
+        from ..display import png
+        return png(self)
+
     def __len__(self) -> int:
         return self.images.shape[0]
 

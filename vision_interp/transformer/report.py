@@ -107,6 +107,14 @@ class InductionReport:
     token_text: list[str] | None = None  # labels of the first sequence's tokens
     timings: dict[str, float] = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # short; the pictures are in _repr_html_ (vision_interp.display)
+        from ..display import text
+        return text(self)
+
+    def _repr_html_(self) -> str:
+        from ..display import html
+        return html(self)
+
     @property
     def n_layer(self) -> int:
         return int(self.config["n_layer"])
