@@ -117,6 +117,8 @@ def test_weights_and_connections(model):
     thumbs = {f"conv1:{c}": torch.rand(1, 9, 9) for c in range(8)}
     pics, text = check_html(vi.show(conn, model, pictures=thumbs).html)
     assert len(pics) == 6 + 6 + 1  # a kernel and a picture per connection, one colour bar
+    html = display.connections(conn).html
+    assert html.count("background:#3b5bd0") == 3 and html.count("background:#d03b3b") == 3  # inhibitory blue
     with pytest.raises(ValueError, match="needs the dict top_connections"):
         display.connections({"unit": "conv2:3"})
 

@@ -222,7 +222,7 @@ def attribution(inputs: torch.Tensor, attributions: torch.Tensor, *, target: Any
         label = labels[i] if labels is not None else f"input {i}"
         cells = [_figure(_rgb(xi), _e(label)),
                  _figure(vimg.overlay(xi, hi, alpha=alpha, vmax=vmax or 1e-12), "overlay"),
-                 _figure(vimg.diverging(hi, vmax or 1e-12), f"sum {_num(float(hi.sum()))}"),
+                 _figure(vimg.diverging(hi, vmax or 1e-12), f"heatmap (sum {_num(float(hi.sum()), '.3g')})"),
                  colorbar(vmax, "attribution summed over channels; red raises the target, blue lowers it")]
         rows.append(f"<div>{''.join(cells)}</div>")
     what = " of ".join(p for p in (method, f"target {target}" if target is not None else None) if p)
@@ -256,7 +256,7 @@ def layer_attribution(la, inputs: torch.Tensor | None = None, *, k: int = 8, ind
     rows = []
     for c, v, share in top:
         pic = thumbs.get(f"{la.layer}:{c}")
-        rows.append([_img(pic, f"{la.layer}:{c}", _scale_for(*pic.shape[-2:]) if pic.shape[-1] < 64 else 1)
+        rows.append([_img(pic, f"{la.layer}:{c}", max(1, 64 // pic.shape[-1]))
                      if pic is not None else "", f"<b>{_e(la.layer)}:{c}</b>", _num(v), f"{100 * share:+.1f}%", _bar(v, vmax)])
     header = (["visualization"] if thumbs else [""]) + ["channel", "contribution", "share of |total|", ""]
     parts.append(_table(header, rows))
@@ -315,7 +315,7 @@ def weights(w: torch.Tensor, *, src: str | None = None, dst: str | None = None, 
         raise ValueError(f"weights must be (C_out, C_in, kh, kw) or (C_out, C_in), got shape {tuple(t.shape)}")
     shown = t[:max_rows, :max_cols]
     vmax = float(t.abs().max()) or 1e-12
-    scale = max(1, min(8, 48 // max(t.shape[-1], 1)))
+    scale = max(1, min(8, 48 // max(t.shape[-1], 1), 480 // max(shown.shape[0] * (t.shape[-2] + 1), 1)))  # fits ~480 px
     grid = kernel_grid(shown, scale=scale, vmax=vmax)
     more = "" if shown.shape[:2] == t.shape[:2] else (
         f"<div style='color:#a33'>showing {shown.shape[0]} x {shown.shape[1]} of {t.shape[0]} x {t.shape[1]} kernels</div>")
@@ -338,7 +338,7 @@ def connections(conn: Mapping[str, Any], model=None, *, pictures: Mapping[str, t
     kmax = max((float(k.abs().max()) for k in kernels.values()), default=0.0) or 1e-12
     smax = max((abs(s) for kind in ("excitatory", "inhibitory") for _, s in conn[kind]), default=0.0)
     parts = []
-    for kind, sign in (("excitatory", 1.0), ("inhibitory", -1.0)):
+    for kind in ("excitatory", "inhibitory"):
         rows = []
         for u, s in conn[kind]:
             row = []
@@ -349,7 +349,7 @@ def connections(conn: Mapping[str, Any], model=None, *, pictures: Mapping[str, t
             if thumbs:
                 pic = thumbs.get(u)
                 row.append(_img(pic, u, max(1, 64 // pic.shape[-1])) if pic is not None else "")
-            rows.append(row + [f"<b>{_e(u)}</b>", _num(s), _bar(sign * s, smax)])
+            rows.append(row + [f"<b>{_e(u)}</b>", _num(s), _bar(s, smax)])  # inhibitory strengths are negative: blue
         header = (["kernel"] if kernels else []) + (["visualization"] if thumbs else []) + ["unit", "strength", ""]
         parts.append(f"<div style='{_FIG};margin-right:24px'><div style='font-weight:600'>{kind}</div>{_table(header, rows)}</div>")
     cb = colorbar(kmax, "kernel weight (expanded)") if kernels else ""
@@ -431,7 +431,7 @@ def dataset_examples(top, dataset: torch.Tensor | None = None, model=None, *, pe
                 cells.append(f"<span style='{_FIG};font-size:11px'>{cap}</span>")
         rows.append([f"<b>{_e(top.layer)}:{c}</b>", "".join(cells)])
     what = "receptive-field patches" if rf is not None else ("whole images" if dataset is not None else "dataset index")
-    note = f"<div style='color:#555'>top {n} of each channel ({what}; value = the channel's largest activation)</div>"
+    note = f"<div style='color:#555'>top {n} of each unit ({what}; value = the channel's largest activation)</div>"
     return View(_wrap(note + _table(["unit", "examples"], rows), f"dataset examples: {top.layer}"), None, _examples_text(top))
 
 
