@@ -97,7 +97,7 @@ def _figure(img: torch.Tensor, caption: str, alt: str | None = None, scale: int 
     h, w = img.shape[-2:]
     s = _scale_for(h, w) if scale is None else scale
     return (f"<figure style='{_FIG}'>{_img(img, alt or caption, s)}"
-            f"<figcaption style='{_CAP.format(w=max(w * s, 90))}'>{caption}</figcaption></figure>")
+            f"<figcaption style='{_CAP.format(w=max(w * s, 120))}'>{caption}</figcaption></figure>")
 
 
 def _wrap(body: str, title: str = "") -> str:
