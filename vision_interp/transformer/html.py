@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from .. import io as vio
 from . import figures
+from .rules import (AGREEMENT_THRESHOLD, INDUCTION_THRESHOLD, PREV_TOKEN_THRESHOLD, SCORE_DEFINITIONS, SCORE_SCALES,
+                    format_head, top_heads)
 
 if TYPE_CHECKING:
     from .report import InductionReport
@@ -28,8 +30,6 @@ def _e(x: object) -> str:
 
 
 def _heads(heads) -> str:
-    from .report import format_head
-
     return ", ".join(format_head(l, h) for l, h in heads) or "none"
 
 
@@ -40,8 +40,6 @@ def _fig(name: str, files: set[str], caption: str) -> str:
 
 
 def _summary(r: "InductionReport") -> str:
-    from .report import INDUCTION_THRESHOLD, PREV_TOKEN_THRESHOLD
-
     lo = r.losses
     return (f"<p>Probe: [BOS] + R + R, R = {r.seq_len} random tokens, batch {r.batch}, seed {r.seed}. Mean loss on the "
             f"first copy {lo['first_copy']:.3f} nats, on the second copy {lo['second_copy']:.3f} nats "
@@ -52,8 +50,6 @@ def _summary(r: "InductionReport") -> str:
 
 
 def _scores_section(r: "InductionReport", files: set[str]) -> str:
-    from .report import SCORE_DEFINITIONS, SCORE_SCALES
-
     items = []
     for name in [n for n in r.scores if not n.startswith("ablation_")]:  # ablations: their own section
         scale = figures.SCALES[SCORE_SCALES.get(name, "unit")][4]
@@ -62,8 +58,6 @@ def _scores_section(r: "InductionReport", files: set[str]) -> str:
 
 
 def _ablation_section(r: "InductionReport", files: set[str]) -> str:
-    from .report import AGREEMENT_THRESHOLD, format_head, top_heads
-
     if not r.estimates() and not any(k.startswith("ablation_") for k in r.scores):
         return ""
     ig = r.integrated_settings
@@ -146,8 +140,6 @@ def _joint_section(r: "InductionReport") -> str:
 
 
 def _composition_section(r: "InductionReport", files: set[str]) -> str:
-    from .report import format_head
-
     if not r.composition:
         return ""
     b = r.baseline
