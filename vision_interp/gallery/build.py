@@ -1000,10 +1000,8 @@ def cli_inputs(args) -> tuple[nn.Module, Path | None, list[tuple[str, str]] | No
     if not args.random_weights:
         if Path(str(args.model)).is_file():
             checkpoint = Path(str(args.model))
-        elif args.model == "mnist_cnn":
-            from ..zoo.mnist_cnn import DEFAULT_CHECKPOINT  # the committed file (a path constant, not a model class)
-
-            checkpoint = DEFAULT_CHECKPOINT
+        elif args.model == "mnist_cnn" and model_spec(model).weights_file:
+            checkpoint = Path(model_spec(model).weights_file)  # the committed file the zoo loaded
     return model, checkpoint, links
 
 
