@@ -241,7 +241,14 @@ def _short(name: str, n: int = 26) -> str:
 
 # =============================================================================== 4-5. circuits and causal tests
 
+def _effects(abl) -> dict:
+    """The four effect numbers of a closed-form ablation, in the order results.json stores them."""
+    return {k: getattr(abl, k) for k in ("margin_drop", "others_margin_drop", "specificity", "accuracy_drop")}
+
+
 def stage_circuits(ex) -> None:
+    from ..circuits import closed_form_ablation
+
     m = ex.model
     a = _acts(ex)["pool2"]
     W = m.fc.weight.detach()
@@ -259,10 +266,14 @@ def stage_circuits(ex) -> None:
         crow = [{"img": mean_img, "title": f"mean {d} ({int((y == d).sum())} images)"}]
         cl_out = []
         for cl in clauses:
-            em = CI.clause_effects(clean, y, CI.ablation_delta(W, a, cl.channel, cl.positions, mean), d)
-            ez = CI.clause_effects(clean, y, CI.ablation_delta(W, a, cl.channel, cl.positions, 0.0), d)
-            rc = CI.random_controls(W, a, y, clean, cl, exclude, mean, n_ctrl, gen)
-            pct = 100.0 * float(np.mean(np.asarray(rc["margin_drops"]) < em["margin_drop"]))
+            unit = ("pool2", cl.channel)
+            abl = closed_form_ablation(m, unit, ex.x, y, d, positions=cl.positions, mode="mean", controls=n_ctrl,
+                                       exclude=sorted(exclude), generator=gen, activations=a, logits=clean)
+            em = _effects(abl)
+            ez = _effects(closed_form_ablation(m, unit, ex.x, y, d, positions=cl.positions, mode="zero", activations=a, logits=clean))
+            rc = {"margin_drops": abl.control_drops, "size_ratio_max": abl.control_size_ratio_max, "n": len(abl.control_drops),
+                  "channels_used": abl.control_channels}
+            pct = abl.percentile
             verdict = CI.verdict(em["margin_drop"], pct, em["specificity"])
             on_d = float(contrib[y == d][:, cl.channel, cl.positions].mean())
             on_other = float(contrib[y != d][:, cl.channel, cl.positions].mean())
@@ -346,7 +357,7 @@ def _blur(x: torch.Tensor, sigma: float = 3.0) -> torch.Tensor:
 
 
 def stage_attribution(ex) -> None:
-    from ..attribution import attribute
+    from ..attribution import attribute, deletion_insertion
 
     m = ex.model
     per = 4 if ex.cfg.quick else 10
@@ -368,21 +379,10 @@ def stage_attribution(ex) -> None:
     rankings = {k: torch.argsort(v.flatten(1), 1, descending=True) for k, v in maps.items()}
     rankings["random"] = torch.stack([torch.randperm(784, generator=gen) for _ in range(len(xs))])
     curves = {}
-    flat_x, flat_b = xs.flatten(1), blurred.flatten(1)
-    with torch.no_grad():
-        for k, order in rankings.items():
-            dele, ins = [], []
-            for f in fracs:
-                n = int(round(f * 784))
-                mask = torch.zeros_like(flat_x, dtype=torch.bool)
-                if n:
-                    mask.scatter_(1, order[:, :n], True)
-                xd = torch.where(mask, flat_b, flat_x).view_as(xs)
-                xi = torch.where(mask, flat_x, flat_b).view_as(xs)
-                dele.append(float(torch.softmax(m(xd), 1).gather(1, ys[:, None]).mean()))
-                ins.append(float(torch.softmax(m(xi), 1).gather(1, ys[:, None]).mean()))
-            curves[k] = {"deletion": [_r(v) for v in dele], "insertion": [_r(v) for v in ins],
-                         "deletion_auc": _r(np.mean(dele)), "insertion_auc": _r(np.mean(ins))}
+    for k, order in rankings.items():
+        c = deletion_insertion(m, xs, ys, order=order, replacement=blurred, fractions=fracs)
+        curves[k] = {"deletion": [_r(v) for v in c.deletion], "insertion": [_r(v) for v in c.insertion],
+                     "deletion_auc": _r(c.deletion_auc), "insertion_auc": _r(c.insertion_auc)}
     ex.results["attribution"] = {"images": len(xs), "ig_steps": steps, "methods": names, "background_share": absent,
                                  "agreement_r": agree, "faithfulness": curves, "fractions": fracs,
                                  "cannot_show": {
