@@ -128,3 +128,14 @@ def test_random_zoo_mnist_cnn_is_frozen_like_the_pretrained_one():
 
     model = mnist_cnn(pretrained=False)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+def test_spec_names_the_checkpoint_the_zoo_loaded(tmp_path):
+    """model_spec(...).weights_file is how a consumer (the gallery's checkpoint hash) learns the file
+    without importing the zoo model module; random weights have none."""
+    from vision_interp.zoo import load_model
+    from vision_interp.zoo.mnist_cnn import DEFAULT_CHECKPOINT
+    from vision_interp.zoo.spec import model_spec
+
+    assert model_spec(load_model("mnist_cnn")).weights_file == str(DEFAULT_CHECKPOINT)
+    assert model_spec(load_model("mnist_cnn", pretrained=False)).weights_file is None

@@ -6,6 +6,9 @@
   (ReLU -> identity, max pool -> average pool, LRN skipped), exact Jacobian of that linearization.
 * :func:`top_connections` -- a unit's strongest excitatory and inhibitory inputs or outputs.
 * :func:`classifier_view` -- how each last-layer channel and position feeds each class logit.
+* :func:`contrastive_logit_attribution` -- class-contrastive direct logit attribution of a layer
+  the logits read linearly; :func:`closed_form_ablation` -- exact mean/zero ablation of a unit's
+  positions there, with size-matched random controls.
 * :func:`neuron_groups` -- NMF of a layer's activations into a few groups.
 * :func:`circuit_diagram`, :func:`save_kernel_grid` -- pictures (PNG, HTML).
 """
@@ -13,6 +16,8 @@
 from .diagram import circuit_diagram, kernel_grid, save_kernel_grid
 from .graph import CircuitError, Geometry, linear_path, trace_graph
 from .groups import NeuronGroups, layer_neuron_groups, neuron_groups, neuron_groups_picture, nmf, save_neuron_groups
+from .logit_attribution import (AblationResult, ContrastiveAttribution, closed_form_ablation,
+                                contrastive_logit_attribution)
 from .weights import (
     classifier_view,
     connection_weights,
@@ -27,6 +32,10 @@ from .weights import (
 )
 
 __all__ = [
+    "AblationResult",
+    "ContrastiveAttribution",
+    "closed_form_ablation",
+    "contrastive_logit_attribution",
     "CircuitError",
     "Geometry",
     "NeuronGroups",

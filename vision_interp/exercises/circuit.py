@@ -9,6 +9,11 @@ other digits scores positive (evidence from an absent feature: an "inhibitory" c
 
 Ablating pool2 positions changes the logits exactly by W[:, c, P] @ (v - a[c, P]), so every
 ablation (named or random control) is computed in closed form from cached activations.
+
+The methods themselves are the library's (:mod:`vision_interp.circuits.logit_attribution`:
+:func:`~vision_interp.circuits.contrastive_logit_attribution`,
+:func:`~vision_interp.circuits.closed_form_ablation`); this module holds what is the exercise's own:
+clauses, their selection and wording, and the verdict rule.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+# the generic methods live in the library (any CNN whose logits read a layer linearly); re-exported here
+from ..circuits.logit_attribution import ablation_delta, contrastive_map, margins, size_matched_controls
+from ..circuits.logit_attribution import ablation_effects as clause_effects
 
 __all__ = ["Clause", "contrastive_map", "select_clauses", "ablation_delta", "margins", "clause_effects", "verdict",
            "VERDICT_RULE", "PERCENTILE_MIN", "SPECIFICITY_MIN", "random_controls", "region_word"]
@@ -52,13 +61,6 @@ class Clause:
 
     def as_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
-
-
-def contrastive_map(W: torch.Tensor, acts: torch.Tensor, labels: torch.Tensor, digit: int) -> torch.Tensor:
-    """(C, P) class-contrastive direct logit attribution of every pool2 cell to logit ``digit``."""
-    a = acts.flatten(2)
-    diff = a[labels == digit].mean(0) - a[labels != digit].mean(0)
-    return W[digit].view_as(diff) * diff
 
 
 def select_clauses(W: torch.Tensor, acts: torch.Tensor, labels: torch.Tensor, digit: int, n_clauses: int = 3,
@@ -111,67 +113,10 @@ def region_word(positions: list[int], side: int = 7) -> str:
     return word
 
 
-def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    own = logits.gather(1, labels[:, None])[:, 0]
-    other = logits.scatter(1, labels[:, None], float("-inf")).max(1).values
-    return own - other
-
-
-def ablation_delta(W: torch.Tensor, acts: torch.Tensor, channel: int, positions: list[int], value: torch.Tensor | float) -> torch.Tensor:
-    """(N, classes) exact change of the logits when pool2 ``channel`` at ``positions`` is set to ``value``."""
-    a = acts.flatten(2)[:, channel, positions]  # (N, k)
-    v = value[channel, positions] if isinstance(value, torch.Tensor) else torch.full_like(a[0], float(value))
-    wc = W.view(W.shape[0], acts.shape[1], -1)[:, channel, positions]  # (classes, k)
-    return (v - a) @ wc.T
-
-
-def clause_effects(clean: torch.Tensor, labels: torch.Tensor, delta: torch.Tensor, digit: int) -> dict:
-    """Margin drop on the digit's images, mean margin drop over the other digits' own images, accuracy drop."""
-    m0 = margins(clean, labels)
-    m1 = margins(clean + delta, labels)
-    drop = m0 - m1
-    per = torch.stack([drop[labels == k].mean() for k in range(int(clean.shape[1]))])
-    sel = labels == digit
-    acc0 = (clean[sel].argmax(1) == digit).float().mean()
-    acc1 = ((clean + delta)[sel].argmax(1) == digit).float().mean()
-    others = float(torch.cat([per[:digit], per[digit + 1 :]]).mean())
-    d = float(per[digit])
-    spec = d / others if others > 1e-9 else (float("inf") if d > 0 else 0.0)
-    return {"margin_drop": d, "others_margin_drop": others, "specificity": spec, "accuracy_drop": float(acc0 - acc1)}
-
-
 def random_controls(W: torch.Tensor, acts: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor, clause: Clause,
                     exclude: set[int], value: torch.Tensor, n: int, gen: torch.Generator, pool_factor: int = 3) -> dict:
     """``n`` random controls for a clause: same number of positions, a channel not in ``exclude``, and
     activation-matched: from ``pool_factor * n`` candidates, the ``n`` whose mean-ablation perturbation
     on the digit's images (mean |v - a| summed over positions) is closest to the clause's."""
-    k = len(clause.positions)
-    allowed = [c for c in range(acts.shape[1]) if c not in exclude]
-    a = acts.flatten(2)[labels == clause.digit]
-    per_cell = (value - a).abs().mean(0)  # (C, P): mean |v - a| on the digit's images
-
-    def size(c: int, pos: list[int]) -> float:
-        return float(per_cell[c, pos].sum())
-
-    target = size(clause.channel, clause.positions)
-    cands = []
-    for i in range(pool_factor * n):
-        c = allowed[int(torch.randint(len(allowed), (1,), generator=gen))]
-        if i % 2:  # half the candidates favour cells that move a lot, so large named sets find matches
-            pos = sorted(torch.multinomial(per_cell[c] + 1e-6, k, replacement=False, generator=gen).tolist())
-        else:
-            pos = sorted(torch.randperm(a.shape[2], generator=gen)[:k].tolist())
-        cands.append((abs(np.log(max(size(c, pos), 1e-6) / max(target, 1e-6))), c, pos))
-    cands.sort(key=lambda t: t[0])
-    chosen = cands[:n]
-    sel = labels == clause.digit
-    acts_d = acts[sel]
-    deltas = torch.stack([ablation_delta(W, acts_d, c, pos, value) for _, c, pos in chosen])  # (n, N_d, classes)
-    m0 = margins(clean[sel], labels[sel])
-    lg = clean[sel][None] + deltas
-    y = labels[sel][None, :, None].expand(len(chosen), -1, 1)
-    own = lg.gather(2, y)[..., 0]
-    other = lg.scatter(2, y, float("-inf")).max(2).values
-    drops = (m0[None] - (own - other)).mean(1)
-    return {"margin_drops": drops.tolist(), "size_ratio_max": float(np.exp(chosen[-1][0])), "n": len(chosen),
-            "channels_used": sorted({c for _, c, _ in chosen})}
+    return size_matched_controls(W, acts, labels, clean, clause.digit, clause.channel, clause.positions, exclude, value, n,
+                                 gen, pool_factor)

@@ -18,6 +18,8 @@ from typing import Any, Iterator, Sequence
 
 from torch import nn
 
+from .render import render_job
+
 __all__ = ["run_jobs", "require_ray"]
 
 
@@ -33,8 +35,6 @@ def require_ray():
 def run_jobs(executor: str, model: nn.Module, specs: Sequence[tuple], settings, render_size, ray_address: str | None = None
              ) -> Iterator[tuple[Any, dict]]:
     """Yield (job, rendered tensors) for each spec ``(job, layer, channels, base_seed)``."""
-    from .build import render_job
-
     if not specs:
         return
     if executor == "local":
@@ -46,7 +46,6 @@ def run_jobs(executor: str, model: nn.Module, specs: Sequence[tuple], settings, 
 
 def _run_ray(model: nn.Module, specs: Sequence[tuple], settings, render_size, address: str | None) -> Iterator[tuple[Any, dict]]:
     ray = require_ray()
-    from .build import render_job
 
     started_here = not ray.is_initialized()
     if started_here:

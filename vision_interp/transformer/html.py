@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .. import io as vio
 from . import figures
-
-if TYPE_CHECKING:
-    from .report import InductionReport
+from .rules import (AGREEMENT_THRESHOLD, INDUCTION_THRESHOLD, PREV_TOKEN_THRESHOLD, SCORE_DEFINITIONS, SCORE_SCALES,
+                    format_head, top_heads)
 
 __all__ = ["write_page"]
+
+# an InductionReport: report.py imports this module to write its page, so the page does not import report back
+Report = Any
 
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em;color:#222}
 img{max-width:100%;border:1px solid #ddd;margin:4px 0}table{border-collapse:collapse;margin:.5em 0}
@@ -28,8 +30,6 @@ def _e(x: object) -> str:
 
 
 def _heads(heads) -> str:
-    from .report import format_head
-
     return ", ".join(format_head(l, h) for l, h in heads) or "none"
 
 
@@ -39,9 +39,7 @@ def _fig(name: str, files: set[str], caption: str) -> str:
     return f'<figure><img src="{_e(name)}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
 
 
-def _summary(r: "InductionReport") -> str:
-    from .report import INDUCTION_THRESHOLD, PREV_TOKEN_THRESHOLD
-
+def _summary(r: Report) -> str:
     lo = r.losses
     return (f"<p>Probe: [BOS] + R + R, R = {r.seq_len} random tokens, batch {r.batch}, seed {r.seed}. Mean loss on the "
             f"first copy {lo['first_copy']:.3f} nats, on the second copy {lo['second_copy']:.3f} nats "
@@ -51,9 +49,7 @@ def _summary(r: "InductionReport") -> str:
             f"Induction heads: {_e(_heads(r.induction_heads))}. Previous-token heads: {_e(_heads(r.previous_token_heads))}.</p>")
 
 
-def _scores_section(r: "InductionReport", files: set[str]) -> str:
-    from .report import SCORE_DEFINITIONS, SCORE_SCALES
-
+def _scores_section(r: Report, files: set[str]) -> str:
     items = []
     for name in [n for n in r.scores if not n.startswith("ablation_")]:  # ablations: their own section
         scale = figures.SCALES[SCORE_SCALES.get(name, "unit")][4]
@@ -61,9 +57,7 @@ def _scores_section(r: "InductionReport", files: set[str]) -> str:
     return "<h2>Scores of every head (layer x head)</h2><div class='grid'>" + "".join(items) + "</div>"
 
 
-def _ablation_section(r: "InductionReport", files: set[str]) -> str:
-    from .report import AGREEMENT_THRESHOLD, format_head, top_heads
-
+def _ablation_section(r: Report, files: set[str]) -> str:
     if not r.estimates() and not any(k.startswith("ablation_") for k in r.scores):
         return ""
     ig = r.integrated_settings
@@ -104,7 +98,7 @@ def _ablation_section(r: "InductionReport", files: set[str]) -> str:
     return "".join(parts)
 
 
-def _line_table(r: "InductionReport") -> str:
+def _line_table(r: Report) -> str:
     """The loss along the line from clean to ablated z of the largest-effect head: why a first-order estimate can miss."""
     if not r.ablation_lines:
         return ""
@@ -120,7 +114,7 @@ def _line_table(r: "InductionReport") -> str:
             + "".join(rows) + "</table>")
 
 
-def _joint_section(r: "InductionReport") -> str:
+def _joint_section(r: Report) -> str:
     j = r.joint
     if not j:
         return ""
@@ -145,9 +139,7 @@ def _joint_section(r: "InductionReport") -> str:
     return "".join(rows) + "</table>" + single
 
 
-def _composition_section(r: "InductionReport", files: set[str]) -> str:
-    from .report import format_head
-
+def _composition_section(r: Report, files: set[str]) -> str:
     if not r.composition:
         return ""
     b = r.baseline
@@ -173,7 +165,7 @@ def _composition_section(r: "InductionReport", files: set[str]) -> str:
     return "".join(parts)
 
 
-def write_page(r: "InductionReport", out: Path, files: list[str]) -> Path:
+def write_page(r: Report, out: Path, files: list[str]) -> Path:
     """Assemble ``index.html`` from the report and the files already written to ``out``."""
     have = set(files)
     body = [f"<h1>Induction heads: {_e(r.model_name)}</h1>",

@@ -21,18 +21,15 @@ from .. import io as vio
 from . import figures
 from .ablation import (ABLATION_MODES, ablation_line, ablation_scan, attribution_patching, integrated_attribution_patching,
                        joint_ablations)
+from .html import write_page
+from .rules import (AGREEMENT_THRESHOLD, INDUCTION_THRESHOLD, PREV_TOKEN_THRESHOLD, SCORE_DEFINITIONS, SCORE_SCALES,
+                    detected_heads, format_head, top_heads)
 from .scores import (check_probe, composition_baseline, composition_scores, copy_slices, copying_scores,
                      fast_pattern_scores, head_weights, repeated_tokens, token_losses)
 
 __all__ = ["InductionReport", "analyze_induction", "top_heads", "format_head", "detected_heads",
            "INDUCTION_THRESHOLD", "PREV_TOKEN_THRESHOLD", "AGREEMENT_THRESHOLD"]
 
-# Detection rules (stated in the report): a head is an induction / previous-token head when its score is at
-# least this. Uniform causal attention gives about 1/(1.5*seq_len) (0.013 at seq_len 50).
-INDUCTION_THRESHOLD = 0.4
-PREV_TOKEN_THRESHOLD = 0.4
-# An estimator of the ablation effects "tracks" the exact scan when Pearson r over all heads is at least this.
-AGREEMENT_THRESHOLD = 0.8
 # Integrated-gradients attribution patching: points on the line from clean to ablated z, and which heads move together.
 IG_STEPS = 8
 IG_SCOPE = "all"
@@ -45,29 +42,11 @@ ESTIMATORS = {"attribution": "attribution_patching", "integrated": "integrated_a
 TABLE_SCORES = ("induction", "previous_token", "duplicate_token", "copying", "ablation_mean", "ablation_zero")
 
 
-def format_head(layer: int, head: int) -> str:
-    """Heads are written ``layer.head`` (``5.1``), as in the induction-head literature."""
-    return f"{layer}.{head}"
-
-
-def top_heads(scores: np.ndarray, k: int = 5) -> list[tuple[int, int, float]]:
-    """The ``k`` highest-scoring heads of an ``(L, H)`` array as ``(layer, head, score)``, best first."""
-    flat = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf).ravel()
-    order = np.argsort(-flat, kind="stable")[:k]
-    H = scores.shape[1]
-    return [(int(i // H), int(i % H), float(flat[i])) for i in order]
-
-
 def _nan_to_none(a: np.ndarray):
     if np.ndim(a) == 0:
         v = float(a)
         return None if np.isnan(v) else v
     return [_nan_to_none(x) for x in a]
-
-
-def detected_heads(scores: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """Heads whose score is at least ``threshold``, best first."""
-    return [(l, h) for l, h, v in top_heads(scores, scores.size) if v >= threshold]
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -232,8 +211,6 @@ class InductionReport:
 
     def save(self, out_dir: str | os.PathLike, *, window: int = 20) -> list[Path]:
         """Write ``induction.json``, the PNGs and ``index.html`` (the page that shows them all)."""
-        from .html import write_page
-
         out = Path(out_dir)
         paths = [vio.save_json(out / "induction.json", self.to_json())]
         paths += self._save_figures(out, window)
@@ -288,38 +265,6 @@ class InductionReport:
             panels, path, seq_len=s, key_labels=key_labels, query_labels=query_labels, first_query=q0,
             title=f"{self.model_name}: attention of the last {nq} queries to every key; labels 'position:token' of "
                   f"sequence 0 (position n' = second copy)")
-
-
-# Colour scale of each score's grid (see figures.SCALES).
-SCORE_SCALES = {"copying": "signed_unit", "ablation_mean": "loss", "ablation_zero": "loss"}
-
-SCORE_DEFINITIONS = {
-    "induction": "mean attention from each second-copy position q to q-(seq_len-1) (the token after the previous "
-                 "occurrence), over batch and second-copy queries",
-    "previous_token": "mean attention from position i to i-1 over all i>=1 and the batch",
-    "duplicate_token": "mean attention from each second-copy position q to q-seq_len (earlier copy of the same token)",
-    "copying": "Re(sum lambda)/sum|lambda| over the nonzero eigenvalues of the full OV circuit W_E W_V W_O W_U (via the "
-               "d_head x d_head matrix W_O W_U W_E W_V), W_U centred over the vocabulary, LayerNorm weights and centring folded",
-    "copying_positive_share": "share of those eigenvalues with positive real part",
-    "copying_top1": "share of tokens t whose own logit is the largest in row t of the full OV circuit (restricted to the "
-                    "non-BOS vocabulary, or a seeded sample of 2048 tokens)",
-    "ablation_mean": "increase of the mean second-copy loss when the head's z is replaced by its mean over batch and positions",
-    "ablation_zero": "increase of the mean second-copy loss when the head's z is set to 0",
-    "attribution_patching": "first-order estimate of the ablation effect: sum over batch and positions of "
-                            "(z_ablated - z) . dLoss/dz, from one forward and one backward pass",
-    "integrated_attribution_patching": "sum over batch and positions of (z_ablated - z) . dLoss/dz averaged over points "
-                                       "alpha = (k+1/2)/steps on the straight line from clean to ablated z, all heads of "
-                                       "all layers moved together (scope 'all'): steps forward + backward passes",
-    "ablation_line": "rise of the second-copy loss with the largest-effect head's z moved a fraction t of the way to "
-                     "its ablation; its slope at t=0 is attribution patching, its value at t=1 the exact effect",
-    "k_composition": "||W_OV1 W_QK2^T||_F / (||W_OV1||_F ||W_QK2||_F), indexed [l1][h1][l2][h2], null where l1 >= l2",
-    "q_composition": "||W_OV1 W_QK2||_F / (||W_OV1||_F ||W_QK2||_F)",
-    "v_composition": "||W_OV1 W_OV2||_F / (||W_OV1||_F ||W_OV2||_F)",
-    "composition_baseline": "mean of the same ratio for i.i.d. Gaussian W_V, W_O, W_Q, W_K of the heads' shapes",
-    "joint_ablations": "second-copy loss with all detected induction heads ablated together, all previous-token heads "
-                       "together, and only the keys of the induction heads reading the ablated previous-token heads",
-    "second_copy_loss": "mean next-token loss predicting R[1:] in the second copy (first token of each copy excluded)",
-}
 
 
 def _token_text(model: torch.nn.Module, tokens: torch.Tensor, tokenizer) -> list[str] | None:

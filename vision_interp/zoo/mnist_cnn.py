@@ -92,6 +92,7 @@ def mnist_cnn(pretrained: bool = True, path: str | os.PathLike | None = None) ->
     c1, c2 = sd["conv1.weight"].shape[0], sd["conv2.weight"].shape[0]
     model = MnistCNN(c1, c2)
     model.load_state_dict(sd, strict=True)
+    model.weights_file = str(path)  # read through model_spec(model).weights_file (e.g. the gallery's checkpoint hash)
     return _frozen(model)
 
 

@@ -3,7 +3,8 @@
 Any ``nn.Module`` works without a spec; a model that wants better defaults (Lucid's layer names,
 the layers a gallery should show, feature-visualization settings, class names) sets
 ``model.spec = ModelSpec(...)``. Older models that set the individual attributes
-(``layer_aliases``, ``input_shape``, ``gallery_layers``, ``featvis_defaults``, ``class_names``) are
+(``layer_aliases``, ``input_shape``, ``gallery_layers``, ``featvis_defaults``, ``class_names``,
+``weights_file``) are
 read the same way, so :func:`model_spec` is the only place that looks at a model's attributes.
 
 Modules inside a model take part in circuits' linearisation by duck typing, never by class:
@@ -36,6 +37,7 @@ class ModelSpec:
     gallery_layers: tuple[str, ...] | None = None  # what ``--layers all`` means
     featvis_defaults: dict[str, Any] = field(default_factory=dict)  # overrides for render defaults
     logits_layer: str | None = None  # module path (or alias) of the class logits
+    weights_file: str | None = None  # the checkpoint file the weights were loaded from, if one was
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,7 @@ class ModelSpec:
             "gallery_layers": list(self.gallery_layers) if self.gallery_layers else None,
             "featvis_defaults": dict(self.featvis_defaults),
             "logits_layer": self.logits_layer,
+            "weights_file": self.weights_file,
         }
 
 
@@ -74,4 +77,5 @@ def model_spec(model: nn.Module) -> ModelSpec:
         gallery_layers=_tuple_or_none(getattr(model, "gallery_layers", None)),
         featvis_defaults=dict(getattr(model, "featvis_defaults", None) or {}),
         logits_layer=aliases.get("logits"),
+        weights_file=str(getattr(model, "weights_file", None) or "") or None,
     )
