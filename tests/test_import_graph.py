@@ -18,6 +18,11 @@ ZOO_MODEL_MODULES = {"vision_interp.zoo.inceptionv1", "vision_interp.zoo.mnist_c
 # names the zoo package re-exports from its model modules ("from ..zoo import InceptionV1" is a model import;
 # "from ..zoo.spec import model_spec", the model protocol, is not)
 ZOO_MODEL_NAMES = {"InceptionV1", "inceptionv1", "MnistCNN", "mnist_cnn", "load_class_names"}
+# The notebook display protocol: a result class's ``__repr__`` / ``_repr_html_`` / ``_repr_png_`` hands itself
+# to ``vision_interp.display``, the presentation layer above every subpackage. That import, inside one of these
+# methods and nowhere else, is the one sanctioned way back up; any other import of display is an edge like all.
+DISPLAY = "vision_interp.display"
+DISPLAY_METHODS = {"__repr__", "_repr_html_", "_repr_png_"}
 
 
 def _module_name(path: Path) -> str:
@@ -38,18 +43,33 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     return _imports_in(ast.parse(path.read_text(encoding="utf-8")), name, path.name == "__init__.py", known)
 
 
+def _display_protocol_nodes(tree: ast.AST) -> set[int]:
+    """ids of the import statements that sit in a display-protocol method (see DISPLAY_METHODS)."""
+    inside: set[int] = set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name in DISPLAY_METHODS:
+            inside |= {id(st) for st in ast.walk(fn) if isinstance(st, (ast.Import, ast.ImportFrom))}
+    return inside
+
+
+def _resolve_from(st: ast.ImportFrom, package: str) -> str:
+    if st.level:
+        base = package.split(".")[: len(package.split(".")) - (st.level - 1)]
+        return ".".join(base + ([st.module] if st.module else []))
+    return st.module or ""
+
+
 def _imports_in(tree: ast.AST, name: str, is_package: bool, known: set[str]) -> set[str]:
     package = name if is_package else name.rpartition(".")[0]
     out: set[str] = set()
+    protocol = _display_protocol_nodes(tree)
     for st in ast.walk(tree):
+        if id(st) in protocol and isinstance(st, ast.ImportFrom) and _resolve_from(st, package) == DISPLAY:
+            continue
         if isinstance(st, ast.Import):
             out |= {a.name for a in st.names if a.name.startswith("vision_interp")}
         elif isinstance(st, ast.ImportFrom):
-            if st.level:
-                base = package.split(".")[: len(package.split(".")) - (st.level - 1)]
-                mod = ".".join(base + ([st.module] if st.module else []))
-            else:
-                mod = st.module or ""
+            mod = _resolve_from(st, package)
             if not mod.startswith("vision_interp"):
                 continue
             out.add(mod)
@@ -138,6 +158,19 @@ def test_lazy_and_type_checking_imports_are_edges():
            "def f():\n    from .c import g\n    from .zoo.mnist_cnn import DEFAULT_CHECKPOINT\n    return g\n")
     found = _imports_in(ast.parse(src), "vision_interp.a", False, known)
     assert found == {"vision_interp.b", "vision_interp.c", "vision_interp.zoo.mnist_cnn"}
+
+
+def test_display_is_imported_only_by_the_display_protocol():
+    """Result classes reach vision_interp.display only from __repr__/_repr_html_/_repr_png_; the exemption
+    above is that narrow (and it is real: a display import anywhere else is an ordinary edge)."""
+    src = ("class R:\n    def _repr_html_(self):\n        from ..display import html\n        return html(self)\n"
+           "def f():\n    from ..display import html\n")
+    known = {DISPLAY, "vision_interp.pkg.mod"}
+    assert _imports_in(ast.parse(src), "vision_interp.pkg.mod", False, known) == {DISPLAY}
+    src_ok = "class R:\n    def __repr__(self):\n        from ..display import text\n        return text(self)\n"
+    assert _imports_in(ast.parse(src_ok), "vision_interp.pkg.mod", False, known) == set()
+    importers = {m for m, deps in _graph().items() if DISPLAY in deps and not m.startswith(DISPLAY)}
+    assert importers <= {"vision_interp"}, f"modules importing display outside the display protocol: {sorted(importers)}"
 
 
 def _core_cycles(owner_prefixes: tuple[str, ...]) -> list[list[str]]:
