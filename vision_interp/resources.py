@@ -22,7 +22,6 @@ the cache, never into an installed package.
 from __future__ import annotations
 
 import importlib.resources
-import importlib.util
 import os
 from pathlib import Path
 
@@ -49,25 +48,13 @@ def _checkout_models(package_dir: Path) -> Path | None:
     return None
 
 
-def _mapped_models() -> Path | None:
-    """``vision_interp.models`` as the import system maps it (an editable install's finder)."""
-    try:
-        spec = importlib.util.find_spec(f"{PACKAGE}.models")
-    except (ImportError, ValueError):
-        return None
-    for loc in (spec.submodule_search_locations or []) if spec else []:
-        if Path(loc).is_dir():
-            return Path(loc)
-    return None
-
-
 def models_dir() -> Path:
     """The package's own models folder (installed package data, or the checkout's ``models/``).
 
     Raises FileNotFoundError when the package was installed without its models.
     """
     package_dir = _package_dir()
-    for candidate in (package_dir / "models", _checkout_models(package_dir), _mapped_models()):
+    for candidate in (package_dir / "models", _checkout_models(package_dir)):
         if candidate is not None and candidate.is_dir():
             return candidate
     raise FileNotFoundError(
