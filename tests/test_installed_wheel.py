@@ -151,3 +151,16 @@ def test_commands_find_the_packaged_models(installed):
     _run([cli, "visualize", "--model", "mnist_cnn", "--unit", "conv2:5", "--steps", "16", "--out", "v.png", "--no-progress"], env, work)
     assert (work / "v.png").stat().st_size > 100
     _untouched(installed)
+
+
+def test_no_data_anywhere_is_one_line_naming_the_default_location(installed):
+    """No --data-dir, no $VISION_INTERP_DATA, no network: where it looked (the user cache) and how to fix it."""
+    env = {k: v for k, v in installed["env"].items() if k != "VISION_INTERP_DATA"}
+    env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", no_proxy="")  # offline
+    r = subprocess.run([installed["bin"] / "vision-interp", "mnist-exercise", "--quick", "--out", "nodata"], cwd=installed["work"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    where = Path(env["VISION_INTERP_CACHE"]) / "data" / "mnist" / "raw"
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"vision-interp mnist-exercise: error: MNIST not found in {where}"), r.stderr
+    assert "--data-dir" in r.stderr and "$VISION_INTERP_DATA" in r.stderr
+    _untouched(installed)
