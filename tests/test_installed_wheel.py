@@ -164,3 +164,20 @@ def test_no_data_anywhere_is_one_line_naming_the_default_location(installed):
     assert r.stderr.startswith(f"vision-interp mnist-exercise: error: MNIST not found in {where}"), r.stderr
     assert "--data-dir" in r.stderr and "$VISION_INTERP_DATA" in r.stderr
     _untouched(installed)
+
+
+def test_editable_install_reads_the_checkout_models(installed, tmp_path):
+    """``pip install -e`` (what ``make`` does) keeps finding the checkout's top-level models/."""
+    src = _source_copy(tmp_path / "clone")
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    py = env_dir / "bin" / "python"
+    site_packages = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], {}, tmp_path).stdout.strip())
+    (site_packages / "_test_dependencies.pth").write_text((installed["site"] / "_test_dependencies.pth").read_text())
+    _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "--no-build-isolation",
+          "--disable-pip-version-check", "--quiet", "-e", src], dict(os.environ), tmp_path)
+    probe = ("import vision_interp as vi; from vision_interp import resources as r; vi.mnist_cnn(); "
+             "from vision_interp import features; features.load_dictionary('mnist_cnn_conv2_sae'); "
+             "print(vi.__file__); print(r.models_dir())")
+    out = _run([py, "-c", probe], installed["env"], installed["work"]).stdout.split()
+    assert Path(out[0]).parent == src / "vision_interp" and Path(out[1]) == src / "models"

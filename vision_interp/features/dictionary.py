@@ -153,7 +153,7 @@ def _path_for(name_or_path: str | os.PathLike, *, saving: bool = False) -> Path:
 
 def save_dictionary(dictionary: Dictionary, out: str | os.PathLike) -> Path:
     """Write ``out.safetensors`` + ``out.json`` + ``out.md`` (``out`` without suffix, or a bare name
-    for ``models/features/<name>``). Returns the safetensors path."""
+    for ``features/<name>`` in :func:`vision_interp.resources.user_models_dir`). Returns the safetensors path."""
     base = _path_for(out, saving=True)
     m = dictionary.module
     meta = {"format": FORMAT, "layer": dictionary.layer, "n_features": str(m.n_features), "k": str(m.k), "d_in": str(m.d_in)}
@@ -184,7 +184,8 @@ def _card_markdown(name: str, card: dict) -> str:
 
 
 def load_dictionary(name_or_path: str | os.PathLike) -> Dictionary:
-    """A dictionary by name (``models/features/<name>``) or path (with or without ``.safetensors``)."""
+    """A dictionary by name (``features/<name>`` along the models search path of :mod:`vision_interp.resources`)
+    or path (with or without ``.safetensors``)."""
     base = _path_for(name_or_path)
     weights, card_path = base.with_suffix(".safetensors"), base.with_suffix(".json")
     if not weights.is_file():
