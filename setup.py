@@ -23,5 +23,6 @@ models = model_packages()
 setup(
     packages=packages + models,
     package_dir={"vision_interp.models": "models"},
-    package_data={"vision_interp": ["py.typed"], **{name: MODEL_FILES for name in models}},
+    # gallery/assets/* matches nothing today (the gallery's CSS/JS are inline) and ships any assets added later
+    package_data={"vision_interp": ["py.typed", "gallery/assets/*"], **{name: MODEL_FILES for name in models}},
 )
