@@ -544,7 +544,10 @@ def test_failed_run_leaves_no_new_folders(work, capsys, monkeypatch, tmp_path_fa
     monkeypatch.setattr(vio, "download", _raise(ConnectionError("no network in tests")))
     rc, err = run_main(["train-mnist", "--data-dir", str(empty_data), "--out", str(work / "a" / "b" / "c"),
                         "--no-progress"], capsys, work)
-    assert rc == 1 and first_line(err).startswith("vision-interp train-mnist: failed: ConnectionError: could not download"), err
+    line = first_line(err)  # one line: where it looked, why, and how to point at the files
+    assert rc == 2 and line.startswith(f"vision-interp train-mnist: error: MNIST not found in {empty_data / 'mnist' / 'raw'}"), err
+    assert "no network in tests" in line and "--data-dir" in line and "$VISION_INTERP_DATA" in line, err
+    assert len(err.strip().splitlines()) == 1, err
     assert not (empty_data / "mnist").exists() and not (work / "a").exists()
 
 

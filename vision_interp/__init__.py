@@ -26,7 +26,7 @@ from .units import (LayerNameCollisionError, Unit, UnitHandle, UnitRangeError, U
 from .zoo import inceptionv1, list_models, load_model, mnist_cnn
 from .zoo.spec import ModelSpec, model_spec
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it (dynamic version)
 
 # name -> module, imported on first attribute access (heavy or rarely needed at import time)
 _LAZY = {

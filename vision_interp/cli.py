@@ -16,6 +16,7 @@ import sys
 import traceback
 from typing import Sequence
 
+from . import __version__
 from .cli_common import Formatter, Parser, UsageError, forget_created_dirs, remove_created_dirs
 
 COMMAND_MODULES = (
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=Formatter,
     )
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -15,9 +15,10 @@ import torch
 
 from .. import io as vio
 from .idx import read_idx
-from .paths import data_dir
+from .paths import DATA_ENV, data_dir
 
-__all__ = ["MNIST_FILES", "MNIST_MIRRORS", "mnist_dir", "load_mnist", "ensure_mnist", "MnistSplit", "data_checksum"]
+__all__ = ["MNIST_FILES", "MNIST_MIRRORS", "mnist_dir", "load_mnist", "ensure_mnist", "MnistSplit", "data_checksum",
+           "MnistUnavailableError"]
 
 # name: (sha256 of the uncompressed file, md5 of the canonical .gz, number of items)
 MNIST_FILES = {
@@ -30,6 +31,23 @@ MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
+
+
+class MnistUnavailableError(FileNotFoundError, ConnectionError):
+    """MNIST is not in the data directory and could not be downloaded (no network, or every mirror failed).
+
+    A FileNotFoundError (the CLI reports it as bad input, exit 2) and, for callers that catch download
+    failures, a ConnectionError.
+    """
+
+
+def _unavailable(folder: Path, missing: list[str], why: str) -> MnistUnavailableError:
+    """One line: where MNIST was looked for, why it is not there, and how to point at the files."""
+    why = why if len(why) <= 200 else why[:197] + "..."
+    return MnistUnavailableError(
+        f"MNIST not found in {folder} (missing {', '.join(missing)}) and {why}; pass --data-dir DIR or set "
+        f"${DATA_ENV}=DIR, where DIR/mnist/raw/ holds the four MNIST files (train-images-idx3-ubyte etc., .gz or not)"
+    )
 
 
 @dataclass
@@ -66,10 +84,7 @@ def ensure_mnist(data: str | os.PathLike | None = None, *, download: bool = True
     if not missing:
         return folder
     if not download:
-        raise FileNotFoundError(
-            f"MNIST files missing in {folder}: {', '.join(missing)}. Pass --data-dir pointing at a folder with "
-            "mnist/raw/*, set $VISION_INTERP_DATA, or allow downloading."
-        )
+        raise _unavailable(folder, missing, "downloading is off")
     created = vio.make_parents(folder / next(iter(MNIST_FILES)))  # removed again when nothing could be downloaded
     try:
         for name in missing:
@@ -84,12 +99,12 @@ def ensure_mnist(data: str | os.PathLike | None = None, *, download: bool = True
                         raise vio.ChecksumError(f"sha256 mismatch for the contents of {mirror}{name}.gz")
                     vio.atomic_write_bytes(folder / name, raw)
                     break
-                except Exception as e:  # try the next mirror, report all failures at the end
-                    errors.append(f"{mirror}: {e}")
+                except Exception as e:  # try the next mirror, report the failures at the end
+                    errors.append(str(getattr(e.__cause__, "reason", None) or e))  # "Name or service not known"
                 finally:
                     tmp.unlink(missing_ok=True)
             else:
-                raise ConnectionError(f"could not download {name}: " + "; ".join(errors))
+                raise _unavailable(folder, missing, f"could not be downloaded from {len(errors)} mirrors ({'; '.join(dict.fromkeys(errors))})")
     except BaseException:
         vio.remove_empty_dirs(created)
         raise

@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 from .. import io as vio
+from .. import resources
 from .sae import SAEConfig, TopKSAE, train_topk_sae
 
 __all__ = ["Dictionary", "FEATURES_DIR", "layer_samples", "train_dictionary", "save_dictionary", "load_dictionary"]
 
-FEATURES_DIR = Path(__file__).resolve().parents[2] / "models" / "features"
+FEATURES_SUBDIR = "features"  # named dictionaries live in <models folder>/features (vision_interp.resources)
+FEATURES_DIR = resources.find_model(FEATURES_SUBDIR) or resources.models_search_path()[0] / FEATURES_SUBDIR
 FORMAT = "vision_interp.features/1"
 
 
@@ -136,19 +138,31 @@ def train_dictionary(model: nn.Module, layer: str, images: torch.Tensor, config:
     return Dictionary(sae, path, card)
 
 
-def _path_for(name_or_path: str | os.PathLike) -> Path:
+def _bare_name(name_or_path: str | os.PathLike) -> str | None:
+    """The name when ``name_or_path`` names a dictionary in the models folder rather than a path, else None."""
     p = Path(name_or_path)
-    if p.suffix in (".safetensors", ".json"):
-        return p.with_suffix("")
-    if p.parent != Path(".") or p.exists() or Path(f"{p}.safetensors").is_file():
-        return p
-    return FEATURES_DIR / p.name
+    if p.suffix in (".safetensors", ".json") or p.parent != Path(".") or p.exists() or Path(f"{p}.safetensors").is_file():
+        return None
+    return p.name
+
+
+def _path_for(name_or_path: str | os.PathLike, *, saving: bool = False) -> Path:
+    """Base path (no suffix): a path as given, or a bare name looked up along the models search path
+    (loading) or placed in the user's models folder (saving; never inside an installed package)."""
+    name = _bare_name(name_or_path)
+    if name is None:
+        p = Path(name_or_path)
+        return p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    if saving:
+        return resources.user_models_dir() / FEATURES_SUBDIR / name
+    found = resources.find_model(f"{FEATURES_SUBDIR}/{name}.safetensors")
+    return found.with_suffix("") if found else resources.models_search_path()[0] / FEATURES_SUBDIR / name
 
 
 def save_dictionary(dictionary: Dictionary, out: str | os.PathLike) -> Path:
     """Write ``out.safetensors`` + ``out.json`` + ``out.md`` (``out`` without suffix, or a bare name
-    for ``models/features/<name>``). Returns the safetensors path."""
-    base = _path_for(out)
+    for ``features/<name>`` in :func:`vision_interp.resources.user_models_dir`). Returns the safetensors path."""
+    base = _path_for(out, saving=True)
     m = dictionary.module
     meta = {"format": FORMAT, "layer": dictionary.layer, "n_features": str(m.n_features), "k": str(m.k), "d_in": str(m.d_in)}
     weights = vio.save_state_dict(base.with_suffix(".safetensors"), m.state_dict(), metadata=meta)
@@ -178,11 +192,12 @@ def _card_markdown(name: str, card: dict) -> str:
 
 
 def load_dictionary(name_or_path: str | os.PathLike) -> Dictionary:
-    """A dictionary by name (``models/features/<name>``) or path (with or without ``.safetensors``)."""
+    """A dictionary by name (``features/<name>`` along the models search path of :mod:`vision_interp.resources`)
+    or path (with or without ``.safetensors``)."""
     base = _path_for(name_or_path)
     weights, card_path = base.with_suffix(".safetensors"), base.with_suffix(".json")
     if not weights.is_file():
-        known = sorted(p.stem for p in FEATURES_DIR.glob("*.safetensors")) if FEATURES_DIR.is_dir() else []
+        known = [p.stem for p in resources.list_model_files(FEATURES_SUBDIR, "*.safetensors")]
         raise FileNotFoundError(f"no dictionary at {weights}; known names: {', '.join(known) or 'none'}")
     if not card_path.is_file():
         raise FileNotFoundError(f"dictionary card {card_path} is missing")

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .. import io as vio
+from .. import resources
 
 __all__ = [
     "TOY_MODEL_NAME",
@@ -34,9 +35,8 @@ __all__ = [
     "check_gpt2_config",
 ]
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 TOY_MODEL_NAME = "induction_2l"
-TOY_MODEL_DIR = MODELS_DIR / TOY_MODEL_NAME
+TOY_MODEL_DIR = resources.find_model(TOY_MODEL_NAME) or resources.models_search_path()[0] / TOY_MODEL_NAME
 _TOY_ALIASES = {TOY_MODEL_NAME, "toy", "induction-2l"}
 _HUB_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 KNOWN_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
@@ -199,11 +199,14 @@ def load_gpt2(name_or_path: str | os.PathLike = TOY_MODEL_NAME, *, device: str |
     """
     name = str(name_or_path)
     if name in _TOY_ALIASES:
-        if not (TOY_MODEL_DIR / "model.safetensors").is_file():
+        weights = resources.find_model(f"{TOY_MODEL_NAME}/model.safetensors")
+        if weights is None:
+            where = ", ".join(str(r) for r in resources.models_search_path())
             raise FileNotFoundError(
-                f"the committed toy model is missing at {TOY_MODEL_DIR}; recreate it with `vision-interp train-induction`"
+                f"the committed toy model {TOY_MODEL_NAME}/ is missing (looked in {where}); "
+                "recreate it with `vision-interp train-induction`"
             )
-        return _load_local(TOY_MODEL_DIR, device)
+        return _load_local(weights.parent, device)
     path = Path(name).expanduser()
     if path.is_dir():
         return _load_local(path, device)

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import io as vio
-from .loading import TOY_MODEL_DIR, save_gpt2
+from .. import resources
+from .loading import TOY_MODEL_NAME, save_gpt2
 
 WHO = "train-induction"  # how resume messages name this run
 
@@ -269,17 +270,20 @@ def resume_path(out_dir: str | os.PathLike) -> Path:
     return Path(out_dir) / "train.partial" / "resume.pt"
 
 
-def train_and_save(out_dir: str | os.PathLike = TOY_MODEL_DIR, cfg: ToyConfig = ToyConfig(), *,
+def train_and_save(out_dir: str | os.PathLike | None = None, cfg: ToyConfig = ToyConfig(), *,
                    progress: bool = True, log: Callable[[str], None] | None = None,
                    checkpoint_every: int = CHECKPOINT_EVERY) -> dict:
     """Train, measure first/second-copy loss on held-out repeated sequences, write checkpoint + model card.
 
     Every ``checkpoint_every`` steps the training state goes to ``<out_dir>/train.partial/resume.pt``
     (atomically); a rerun with the same configuration resumes from it and gives bit-identical weights.
-    The folder is removed once the model, card and README are written.
+    The folder is removed once the model, card and README are written. ``out_dir`` defaults to
+    ``induction_2l/`` in the user's models folder (the checkout's ``models/`` in a clone).
     """
     from .scores import copy_losses, repeated_tokens
 
+    if out_dir is None:
+        out_dir = resources.user_models_dir() / TOY_MODEL_NAME
     partial = resume_path(out_dir)
     model, hist = train_induction_model(cfg, progress=progress, log=log, resume_path=partial, checkpoint_every=checkpoint_every)
     seq_len = cfg.probe_seq_len

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "write a report page.",
                        formatter_class=Formatter)
     add_data_dir(p)
-    p.add_argument("--models-dir", type=existing_dir, default=None, help="folder of the seed models (default: models/universality)")
+    p.add_argument("--models-dir", type=existing_dir, default=None,
+                   help="folder of the seed models (default: the package's models/universality; --train writes to "
+                        "the user's models folder, which is the clone's models/ in a checkout)")
     p.add_argument("--seeds", type=text_arg(200), default="0,1,2,3", help="comma-separated seeds (N >= 2)")
     p.add_argument("--epochs", type=int_arg(1, 100), default=2, help="training epochs per model (when training)")
     p.add_argument("--train", action="store_true", help="train missing seed models (existing ones with the same config are kept)")
@@ -33,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _universality(args: argparse.Namespace) -> int:
-    from .seeds import SEED_MODELS_DIR
+    from .seeds import seed_models_dir
     from .run import run_universality
     from .study import UniversalityConfig
 
@@ -47,7 +49,8 @@ def _universality(args: argparse.Namespace) -> int:
     config = UniversalityConfig(layers=tuple(s.strip() for s in args.layers.split(",") if s.strip()),
                                 feature_layer=args.feature_layer or None, images=args.images, threshold=args.threshold)
     config.validate()
-    index = run_universality(seeds, args.models_dir or SEED_MODELS_DIR, args.out, config, data_dir=args.data_dir,
-                             train=args.train, epochs=args.epochs, groups=args.groups, steps=args.steps)
+    models_dir = args.models_dir or seed_models_dir(seeds, train=args.train)
+    index = run_universality(seeds, models_dir, args.out, config, data_dir=args.data_dir, train=args.train,
+                             epochs=args.epochs, groups=args.groups, steps=args.steps)
     print(f"wrote {index}")
     return 0

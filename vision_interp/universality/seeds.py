@@ -18,15 +18,30 @@ import torch
 from torch import nn
 
 from .. import io as vio
+from .. import resources
 
-__all__ = ["SEED_MODELS_DIR", "train_seed_models", "load_seed_models", "load_control", "random_model", "seed_model_names"]
+__all__ = ["SEED_MODELS_DIR", "train_seed_models", "load_seed_models", "load_control", "random_model", "seed_model_names",
+           "seed_models_dir"]
 
-SEED_MODELS_DIR = Path(__file__).resolve().parents[2] / "models" / "universality"
+SEED_MODELS_DIR = resources.find_model("universality") or resources.models_search_path()[0] / "universality"
 SHUFFLED = "shuffled_labels"
 
 
 def seed_model_names(seeds: list[int]) -> list[str]:
     return [f"mnist_cnn_seed{s}" for s in seeds]
+
+
+def seed_models_dir(seeds: list[int] | None = None, *, train: bool = False) -> Path:
+    """Where the seed models are read (the packaged folder when it holds every requested seed, else the
+    user's) or, with ``train``, written: the user's models folder, never inside an installed package."""
+    user = resources.user_models_dir() / "universality"
+    if train:
+        return user
+    names = seed_model_names(seeds) if seeds is not None else []
+    for folder in (SEED_MODELS_DIR, user):
+        if all((folder / f"{n}.safetensors").is_file() for n in names) and folder.is_dir():
+            return folder
+    return SEED_MODELS_DIR
 
 
 def _card_matches(card_path: Path, config: dict, labels: str) -> bool:
@@ -61,11 +76,12 @@ def _train_one(name: str, images: torch.Tensor, labels: torch.Tensor, test, conf
     return card
 
 
-def train_seed_models(seeds: list[int], out_dir: str | os.PathLike = SEED_MODELS_DIR, *, epochs: int = 2,
+def train_seed_models(seeds: list[int], out_dir: str | os.PathLike | None = None, *, epochs: int = 2,
                       data_dir: str | os.PathLike | None = None, shuffled_control: bool = True,
                       control_seed: int = 100, progress: bool = True, log=print) -> dict[str, dict]:
     """Train (or keep, when a checkpoint with the same config exists) one model per seed, and the
-    shuffled-label control. Returns ``{name: card}``. Resumable: each model is written atomically."""
+    shuffled-label control. Returns ``{name: card}``. Resumable: each model is written atomically.
+    ``out_dir`` defaults to :func:`seed_models_dir` ``(train=True)``."""
     from ..data.mnist import data_checksum, load_mnist
     from ..zoo.mnist_cnn import TrainConfig
 
@@ -75,7 +91,7 @@ def train_seed_models(seeds: list[int], out_dir: str | os.PathLike = SEED_MODELS
         raise ValueError(f"seeds must be distinct, got {seeds}")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
-    out = Path(out_dir)
+    out = Path(out_dir) if out_dir is not None else seed_models_dir(train=True)
     train = load_mnist("train", data_dir)
     test = load_mnist("test", data_dir)
     data_sha = data_checksum(data_dir)

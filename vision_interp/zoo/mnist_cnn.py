@@ -28,14 +28,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import io as vio
+from .. import resources
 
 WHO = "train mnist_cnn"  # how resume messages name this run
 
 __all__ = ["MnistCNN", "mnist_cnn", "TrainConfig", "train_mnist_cnn", "evaluate", "DEFAULT_CHECKPOINT"]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-DEFAULT_CHECKPOINT = MODELS_DIR / "mnist_cnn.safetensors"
+CHECKPOINT_NAME = "mnist_cnn.safetensors"  # relative to the models folder (vision_interp.resources)
+DEFAULT_CHECKPOINT = resources.find_model(CHECKPOINT_NAME) or resources.models_search_path()[0] / CHECKPOINT_NAME
 
 
 class Normalize(nn.Module):
@@ -81,9 +82,9 @@ class MnistCNN(nn.Module):
 
 def mnist_cnn(pretrained: bool = True, path: str | os.PathLike | None = None) -> MnistCNN:
     """The committed trained MNIST CNN (eval mode, frozen), or a fresh random one with ``pretrained=False``."""
-    path = Path(path) if path else DEFAULT_CHECKPOINT
     if not pretrained:
         return _frozen(MnistCNN())
+    path = Path(path) if path else resources.model_path(CHECKPOINT_NAME)
     if not path.is_file():
         raise FileNotFoundError(
             f"no MNIST CNN checkpoint at {path}; train one with `vision-interp train-mnist --out {path.parent}`"

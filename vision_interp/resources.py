@@ -1,0 +1,133 @@
+"""Where models live: the one place that knows.
+
+The committed models (the MNIST CNN, dictionary features and transcoders under ``features/``, the
+toy induction model ``induction_2l/``, the universality seed models ``universality/``) and their
+model cards sit in the repository's top-level ``models/`` folder. The wheel maps that folder into
+the package as ``vision_interp/models`` (package data, see ``setup.py``), so an installed package
+finds them through :mod:`importlib.resources`; a source checkout (editable install, or the repo on
+``PYTHONPATH``) reads the checkout's ``models/`` folder directly.
+
+A model file named by a path relative to ``models/`` (``"mnist_cnn.safetensors"``,
+``"features/mnist_cnn_conv2_sae.safetensors"``) is looked up in this order, first hit wins:
+
+1. the package data (``vision_interp/models`` when installed, ``<checkout>/models`` in a clone);
+2. ``$VISION_INTERP_MODELS``, a user folder with the same layout;
+3. the download cache, ``<cache>/models`` (``$VISION_INTERP_CACHE``, else ``~/.cache/vision_interp``).
+
+Trainers that save under a bare name write to :func:`user_models_dir`: the checkout's ``models/``
+in a clone (so retraining regenerates the committed files), otherwise ``$VISION_INTERP_MODELS`` or
+the cache, never into an installed package.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from pathlib import Path
+
+from .io import cache_dir
+
+__all__ = ["MODELS_ENV", "models_dir", "models_search_path", "model_path", "find_model", "user_models_dir",
+           "is_source_checkout", "list_model_files"]
+
+MODELS_ENV = "VISION_INTERP_MODELS"
+PACKAGE = "vision_interp"
+
+
+def _package_dir() -> Path:
+    """The directory the ``vision_interp`` package was imported from."""
+    return Path(str(importlib.resources.files(PACKAGE)))
+
+
+def _checkout_models(package_dir: Path) -> Path | None:
+    """``<checkout>/models`` when the package is imported from a source checkout (its pyproject beside it)."""
+    root = package_dir.parent
+    models = root / "models"
+    if models.is_dir() and (root / "pyproject.toml").is_file() and (root / "setup.py").is_file():
+        return models
+    return None
+
+
+def models_dir() -> Path:
+    """The package's own models folder (installed package data, or the checkout's ``models/``).
+
+    Raises FileNotFoundError when the package was installed without its models.
+    """
+    package_dir = _package_dir()
+    for candidate in (package_dir / "models", _checkout_models(package_dir)):
+        if candidate is not None and candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"vision_interp's models folder is missing (looked in {package_dir / 'models'}); reinstall the package, "
+        f"or point ${MODELS_ENV} at a folder holding the model files"
+    )
+
+
+def is_source_checkout() -> bool:
+    """True when the package runs from a source checkout (its models folder is the repo's ``models/``)."""
+    return _checkout_models(_package_dir()) is not None
+
+
+def models_search_path() -> list[Path]:
+    """The folders searched for a model file, in order (see the module docstring)."""
+    roots: list[Path] = []
+    try:
+        roots.append(models_dir())
+    except FileNotFoundError:
+        pass
+    env = os.environ.get(MODELS_ENV)
+    if env:
+        roots.append(Path(env).expanduser())
+    roots.append(cache_dir() / "models")
+    return roots
+
+
+def _check_relative(relative: str | os.PathLike) -> Path:
+    rel = Path(relative)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise ValueError(f"model file names are relative to the models folder (e.g. 'mnist_cnn.safetensors'), got {str(relative)!r}")
+    return rel
+
+
+def find_model(relative: str | os.PathLike) -> Path | None:
+    """The first existing ``<root>/relative`` along :func:`models_search_path` (file or folder), else None."""
+    rel = _check_relative(relative)
+    for root in models_search_path():
+        if (root / rel).exists():
+            return root / rel
+    return None
+
+
+def model_path(relative: str | os.PathLike) -> Path:
+    """Like :func:`find_model`, but a missing model is a FileNotFoundError that names every folder searched."""
+    found = find_model(relative)
+    if found is None:
+        where = ", ".join(str(r) for r in models_search_path())
+        raise FileNotFoundError(f"no model file {Path(relative).as_posix()} in {where} (searched in this order; "
+                                f"set ${MODELS_ENV} to a folder holding it)")
+    return found
+
+
+def user_models_dir() -> Path:
+    """Where trainers save under a bare name: the checkout's ``models/`` in a clone, else
+    ``$VISION_INTERP_MODELS``, else ``<cache>/models`` (never inside an installed package)."""
+    checkout = _checkout_models(_package_dir())
+    if checkout is not None:
+        return checkout
+    env = os.environ.get(MODELS_ENV)
+    return Path(env).expanduser() if env else cache_dir() / "models"
+
+
+def list_model_files(subdir: str | os.PathLike = ".", pattern: str = "*") -> list[Path]:
+    """Files matching ``pattern`` in ``subdir`` of every searched folder; a name found twice is listed
+    once, from the folder that wins the search."""
+    rel = Path(subdir)
+    if str(subdir) != ".":
+        rel = _check_relative(subdir)
+    seen: dict[str, Path] = {}
+    for root in models_search_path():
+        folder = root / rel
+        if folder.is_dir():
+            for p in sorted(folder.glob(pattern)):
+                seen.setdefault(p.name, p)
+    return [seen[k] for k in sorted(seen)]
