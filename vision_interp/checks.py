@@ -99,7 +99,7 @@ def check_images(x: Any, model: nn.Module | None = None, *, arg: str = "inputs",
         raise InputTypeError(f"{arg}: expected a torch.Tensor of images (N, C, H, W) in [0, 1], got {type(x).__name__}")
     if not x.is_floating_point():
         hint = " (e.g. images.float() / 255 for 0..255 images)" if x.dtype in (torch.uint8, torch.int16, torch.int32, torch.int64) else ""
-        raise InputError(f"{arg}: dtype {x.dtype}; images must be floating point with values in [0, 1]{hint}")
+        raise InputError(f"{arg}: dtype {x.dtype}; give float images with values in [0, 1]{hint}")
     single = x.ndim == 3 and allow_single
     xb = x[None] if single else x
     if xb.ndim != 4:

@@ -25,16 +25,17 @@ from another thread at the same time is not covered; give such code its own ``co
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["ModelBusyError", "ModelState", "WAIT_SECONDS", "snapshot", "using"]
+__all__ = ["ModelBusyError", "ModelState", "WAIT_SECONDS", "exclusive", "runs_model", "snapshot", "using"]
 
 WAIT_SECONDS: float = 600.0
 """How long a call waits for a model another thread is using before raising :class:`ModelBusyError`."""
@@ -124,3 +125,15 @@ def using(model: nn.Module, *, eval: bool = True, freeze: bool = False, grad: bo
             yield model
         finally:
             state.restore()
+
+
+def runs_model(fn: Callable) -> Callable:
+    """Decorator for a public function whose first argument is the model: the whole call runs
+    under :func:`using` (eval mode on the caller's behalf, state restored, one thread at a time)."""
+
+    @functools.wraps(fn)
+    def wrapper(model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        with using(model, what=f"{fn.__name__}()"):
+            return fn(model, *args, **kwargs)
+
+    return wrapper

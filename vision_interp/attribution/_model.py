@@ -348,8 +348,8 @@ def resolve_target(prep: Prepared, x: torch.Tensor, target: TargetSpec) -> Resol
         if not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
             raise checks.InputTypeError(f"target: per-example class indices must be integers, got {idx[:5]!r}")
         if len(idx) != n:
-            raise checks.InputError(f"target: {len(idx)} per-example class indices for {n} input(s); give one per input "
-                                    "or a single class index")
+            raise checks.InputError(f"target: {len(idx)} per-example class indices for {n} input(s); give {n} integers "
+                                    "(one per input) or a single class index")
         n_classes = _n_classes(prep)
         bad = [i for i in idx if not 0 <= i < n_classes]
         if bad:

@@ -26,7 +26,9 @@ from torch import nn
 
 from .. import images as vimages
 from .. import io as vio
-from ..capture import LayerNotReachedError, capture
+from ..capture import LayerNotReachedError, _capture
+from ..checks import check_images
+from ..model_state import using
 from ..units import UnitRangeError, UnknownLayerError, default_input_shape, layer_shape
 from ..zoo.spec import model_spec
 from .objectives import Objective, as_objective, bound_layer
@@ -242,24 +244,18 @@ def _validate_coarse(model: nn.Module, obj: Objective, paths: Sequence[str], tf:
 
 @contextlib.contextmanager
 def _frozen(model: nn.Module, device: torch.device) -> Iterator[None]:
-    """Eval mode, parameters without gradients, on ``device``; all restored afterwards (also on errors)."""
+    """Eval mode, parameters without gradients, on ``device``; every module's mode and every parameter's
+    ``requires_grad`` restored afterwards, also on errors; one thread at a time (:func:`..model_state.using`)."""
     p0 = next(model.parameters(), None)
     orig_device = p0.device if p0 is not None else device
-    frozen = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    try:
-        for p, _ in frozen:
-            p.requires_grad_(False)
-        model.eval()
+    with using(model, freeze=True, what="feature visualization"):
         if device != orig_device:
             model.to(device)
-        yield
-    finally:
-        for p, req in frozen:
-            p.requires_grad_(req)
-        model.train(was_training)
-        if device != orig_device:
-            model.to(orig_device)
+        try:
+            yield
+        finally:
+            if device != orig_device:
+                model.to(orig_device)
 
 
 class _Evaluator:
@@ -282,7 +278,7 @@ class _Evaluator:
         x = x.contiguous(memory_format=self.memory_format)
         # judged values are always computed in fp32, so bf16 runs are measured like fp32 ones
         with torch.set_grad_enabled(train), (self.autocast if train else contextlib.nullcontext()):
-            cache = capture(self.model, x, self.paths, stop_early=True)
+            cache = _capture(self.model, x, self.paths, stop_early=True)
             raw = _tensors_by_path(cache, self.paths)
             acts = {name: raw[path] for name, path in zip(self.names, self.paths)}
             return (objective or self.obj)(acts).float()
@@ -589,12 +585,11 @@ def _channels_per_element(layer: str, chans: Sequence[int], position: tuple[int,
 def evaluate_objective(model: nn.Module, objective: Objective, images: torch.Tensor) -> torch.Tensor | None:
     """``objective`` on ``images`` as they are (eval mode, no gradients, fp32); None when the model
     rejects their size."""
-    p = next(model.parameters(), None)
-    x = images.to(p.device) if p is not None else images
+    x, _ = check_images(images, model, arg="images", allow_single=False)
     paths = [bound_layer(model, name) for name in objective.layers]
     with _frozen(model, x.device), torch.no_grad():
         try:
-            raw = _tensors_by_path(capture(model, x, paths, stop_early=True), paths)
+            raw = _tensors_by_path(_capture(model, x, paths, stop_early=True), paths)
         except (ValueError, RuntimeError):
             return None
         return objective({name: raw[path] for name, path in zip(objective.layers, paths)}).float().cpu()
