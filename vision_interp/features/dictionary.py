@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .. import io as vio
+from ..checks import FileContentError, check_state_dict
 from .sae import SAEConfig, TopKSAE, train_topk_sae
 
 __all__ = ["Dictionary", "FEATURES_DIR", "layer_samples", "train_dictionary", "save_dictionary", "load_dictionary"]
@@ -179,10 +180,20 @@ def load_dictionary(name_or_path: str | os.PathLike) -> Dictionary:
     if not card_path.is_file():
         raise FileNotFoundError(f"dictionary card {card_path} is missing")
     card = vio.load_json(card_path)
+    if not isinstance(card, dict):
+        raise FileContentError(f"{card_path}: holds a JSON {type(card).__name__}; expected a dictionary card (a JSON object)")
     if card.get("format") != FORMAT:
         raise ValueError(f"{card_path}: not a vision_interp dictionary card (format {card.get('format')!r}, expected {FORMAT!r})")
     sd = vio.load_state_dict(weights)
-    n_features, d_in = sd["W_enc"].shape
+    shape = sd["W_enc"].shape if "W_enc" in sd and sd["W_enc"].ndim == 2 else (None, None)
+    n_features, d_in = shape
+    check_state_dict(sd, {"W_enc": (None, None), "b_enc": (n_features,), "W_dec": (n_features, d_in), "b_dec": (d_in,),
+                          "scale": ()}, weights)
+    k = card.get("k")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_features:
+        raise FileContentError(f"{card_path}: 'k' is {k!r}; expected an integer in 1..{n_features} (the number of features)")
+    if not isinstance(card.get("layer"), str) or not card["layer"]:
+        raise FileContentError(f"{card_path}: 'layer' is {card.get('layer')!r}; expected the layer name the dictionary reads")
     sae = TopKSAE(int(d_in), int(n_features), int(card["k"]))
     sae.load_state_dict(sd, strict=True)
     sae.eval()

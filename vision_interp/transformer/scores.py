@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..checks import InputError, InputTypeError, check_token_ids
+from ..model_state import runs_model
 from ..capture import hooks
 
 __all__ = [
@@ -57,8 +59,9 @@ def check_probe(model: torch.nn.Module, seq_len: int, batch: int) -> None:
     """Validate the probe size against the model's context window before any forward pass."""
     check_model(model)
     for name, v in (("seq_len", seq_len), ("batch", batch)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (2 if name == "seq_len" else 1):
+            raise InputError(f"{name}: {v!r}; must be an integer >= {2 if name == 'seq_len' else 1}"
+                             + (" (a repeated sequence needs two tokens to have a previous token to copy)" if name == "seq_len" else ""))
     n_pos = int(model.config.n_positions)
     if 2 * seq_len + 1 > n_pos:
         raise ValueError(
@@ -89,10 +92,16 @@ def repeated_tokens(model: torch.nn.Module, seq_len: int = 50, batch: int = 10, 
     return torch.cat([bos_col, r, r], dim=1)
 
 
-def _seq_len(tokens: torch.Tensor) -> int:
+def _seq_len(tokens: torch.Tensor, model: torch.nn.Module | None = None) -> int:
+    """``seq_len`` of ``[BOS] + R + R`` token ids; with ``model``, the ids are also checked against its
+    vocabulary and context window (:func:`..checks.check_token_ids`) before any forward pass."""
+    if model is not None:
+        check_token_ids(tokens, vocab_size=int(model.config.vocab_size), n_ctx=int(model.config.n_positions), min_len=3)
+    if not isinstance(tokens, torch.Tensor):
+        raise InputTypeError(f"tokens: expected a (batch, 2*seq_len+1) tensor of token ids, got {type(tokens).__name__}")
     T = tokens.shape[-1]
     if tokens.ndim != 2 or T < 3 or T % 2 == 0:
-        raise ValueError(f"expected [BOS] + R + R token ids of shape (batch, 2*seq_len+1), got {tuple(tokens.shape)}")
+        raise InputError(f"tokens: expected [BOS] + R + R token ids of shape (batch, 2*seq_len+1), got {tuple(tokens.shape)}")
     return (T - 1) // 2
 
 
@@ -100,6 +109,7 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+@runs_model
 @torch.no_grad()
 def attention_patterns(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Attention probabilities of every head, ``(n_layer, batch, n_head, T, T)``, from one forward pass.
@@ -108,6 +118,7 @@ def attention_patterns(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Te
     the model must use eager attention (SDPA never materialises the probabilities).
     """
     check_model(model)
+    check_token_ids(tokens, vocab_size=int(model.config.vocab_size), n_ctx=int(model.config.n_positions))
     impl = getattr(model.config, "_attn_implementation", "eager")
     if impl != "eager":
         raise ValueError(f"attention patterns need eager attention, the model uses {impl!r}; "
@@ -157,6 +168,7 @@ def duplicate_token_scores(patterns: torch.Tensor, seq_len: int) -> np.ndarray:
     return _diag_mean(patterns, seq_len, seq_len)
 
 
+@runs_model
 @torch.no_grad()
 def fast_pattern_scores(model: torch.nn.Module, tokens: torch.Tensor, *, keep_patterns: bool = False
                         ) -> tuple[dict[str, np.ndarray], torch.Tensor | None, torch.Tensor | None]:
@@ -171,7 +183,7 @@ def fast_pattern_scores(model: torch.nn.Module, tokens: torch.Tensor, *, keep_pa
     from .forward import attention_pattern, causal_bias, embed, qkv, run_block
 
     check_model(model)
-    seq_len = _seq_len(tokens)
+    seq_len = _seq_len(tokens, model)
     L, H = model.config.n_layer, model.config.n_head
     x = embed(model, tokens.to(_device(model)))
     bias = causal_bias(x.shape[1], x.dtype, x.device)
@@ -377,10 +389,11 @@ def copy_slices(seq_len: int) -> tuple[slice, slice]:
     return slice(1, seq_len), slice(seq_len + 1, 2 * seq_len)
 
 
+@runs_model
 @torch.no_grad()
 def copy_losses(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[float, float]:
     """Mean loss on the first and on the second copy of ``[BOS] + R + R`` (see :func:`copy_slices`)."""
-    seq_len = _seq_len(tokens)
+    seq_len = _seq_len(tokens, model)
     logits = model(tokens.to(_device(model))).logits
     lt = token_losses(logits, tokens)
     s1, s2 = copy_slices(seq_len)
