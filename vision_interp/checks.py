@@ -23,7 +23,7 @@ from torch import nn
 
 __all__ = [
     "InputError", "InputTypeError", "NonFiniteError", "FileContentError", "TargetRangeError",
-    "check_images", "check_baselines", "check_int", "check_number", "check_finite", "check_finite_result",
+    "check_model", "check_instance", "check_matrix", "check_images", "check_baselines", "check_int", "check_number", "check_finite", "check_finite_result",
     "check_class_target", "check_token_ids", "check_state_dict", "check_window",
 ]
 
@@ -46,6 +46,34 @@ class TargetRangeError(IndexError, InputError):
 
 class FileContentError(InputError):
     """A file that exists but does not hold what was expected (keys, shapes)."""
+
+
+def check_model(model: Any, arg: str = "model") -> nn.Module:
+    """A ``torch.nn.Module`` (a string, a path or a state dict is refused with what to pass instead)."""
+    if not isinstance(model, nn.Module):
+        hint = " (load it first, e.g. vision_interp.load_model(name))" if isinstance(model, (str, bytes)) else ""
+        raise InputTypeError(f"{arg}: expected a torch.nn.Module, got {type(model).__name__}{hint}")
+    return model
+
+
+def check_instance(value: Any, cls: type | tuple[type, ...], arg: str) -> Any:
+    """``value`` is an instance of ``cls``; else an InputTypeError naming the argument and the expected type."""
+    if not isinstance(value, cls):
+        names = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+        raise InputTypeError(f"{arg}: expected {names}, got {type(value).__name__}")
+    return value
+
+
+def check_matrix(t: Any, arg: str, *, ndim: int | tuple[int, ...] = 2, finite: bool = True) -> torch.Tensor:
+    """A tensor with ``ndim`` dimensions (one of them when a tuple), finite unless ``finite=False``."""
+    if not isinstance(t, torch.Tensor):
+        raise InputTypeError(f"{arg}: expected a torch.Tensor, got {type(t).__name__}")
+    dims = (ndim,) if isinstance(ndim, int) else ndim
+    if t.ndim not in dims:
+        raise InputError(f"{arg}: shape {tuple(t.shape)}; expected {' or '.join(str(d) for d in dims)} dimensions")
+    if finite:
+        check_finite(t, arg)
+    return t
 
 
 def _nonfinite_summary(t: torch.Tensor) -> str:

@@ -261,6 +261,9 @@ def _aliases(model: nn.Module) -> dict[str, str]:
 
 def layer_names(model: nn.Module, *, include_aliases: bool = True) -> list[str]:
     """Every addressable layer name: module paths in registration order, then aliases."""
+    from .checks import check_model
+
+    check_model(model)
     names = [n for n, _ in model.named_modules() if n]
     if include_aliases:
         seen = set(names)

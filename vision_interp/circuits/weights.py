@@ -30,6 +30,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..checks import check_int
 from ..model_state import runs_model
 from ..units import UnitRangeError, parse_channel_list, resolve_layer, resolve_unit
 from .graph import (
@@ -421,6 +422,7 @@ def rank_connections(kernels: torch.Tensor, layer: str, k: int = 8) -> dict[str,
 
     A kernel with both signs can appear in both lists; ties keep the lower channel first.
     """
+    check_int(k, "k", minimum=1)
     flat = kernels.detach().float().reshape(kernels.shape[0], -1).cpu()
     pos = flat.clamp_min(0).norm(dim=1)
     neg = (-flat).clamp_min(0).norm(dim=1)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import io as vio
-from ..checks import FileContentError, check_state_dict
+from ..checks import FileContentError, check_images, check_instance, check_state_dict
 from .sae import SAEConfig, TopKSAE, train_topk_sae
 
 __all__ = ["Dictionary", "FEATURES_DIR", "layer_samples", "train_dictionary", "save_dictionary", "load_dictionary"]
@@ -70,17 +70,14 @@ def _model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
 
 
-@torch.no_grad()
 def layer_activations(model: nn.Module, layer: str, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """The layer's output on ``images``, batched, detached, on the CPU: ``(N, C, H, W)`` or ``(N, C)``."""
-    from ..capture import capture
+    """The layer's output on ``images``, batched, detached, on the CPU: ``(N, C, H, W)`` or ``(N, C)``.
+    Through the package's one dataset loop (checked images, eval mode, no gradients)."""
+    from ..capture import capture_dataset
     from ..units import resolve_layer
 
     path = resolve_layer(model, layer)
-    dev, dtype = _model_device(model)
-    outs = [capture(model, images[i:i + batch_size].to(dev, dtype), [path], detach=True)[path].float().cpu()
-            for i in range(0, len(images), batch_size)]
-    return torch.cat(outs)
+    return torch.cat([cache[path].float().cpu() for _, cache in capture_dataset(model, images, [path], batch_size=batch_size)])
 
 
 def as_samples(acts: torch.Tensor) -> torch.Tensor:
@@ -88,7 +85,7 @@ def as_samples(acts: torch.Tensor) -> torch.Tensor:
     if acts.ndim == 2:
         return acts
     if acts.ndim != 4:
-        raise ValueError(f"expected (N, C, H, W) or (N, C) activations, got {tuple(acts.shape)}")
+        raise ValueError(f"acts: expected (N, C, H, W) or (N, C) activations, got {tuple(acts.shape)}")
     return acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1])
 
 
@@ -103,8 +100,7 @@ def train_dictionary(model: nn.Module, layer: str, images: torch.Tensor, config:
     from ..units import resolve_layer
 
     path = resolve_layer(model, layer)
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+    check_images(images, model, arg="images", allow_single=False)
     config.validate(1)
     x = layer_samples(model, path, images)
     t0 = time.perf_counter()
@@ -141,6 +137,7 @@ def _path_for(name_or_path: str | os.PathLike) -> Path:
 def save_dictionary(dictionary: Dictionary, out: str | os.PathLike) -> Path:
     """Write ``out.safetensors`` + ``out.json`` + ``out.md`` (``out`` without suffix, or a bare name
     for ``models/features/<name>``). Returns the safetensors path."""
+    check_instance(dictionary, Dictionary, "dictionary")
     base = _path_for(out)
     m = dictionary.module
     meta = {"format": FORMAT, "layer": dictionary.layer, "n_features": str(m.n_features), "k": str(m.k), "d_in": str(m.d_in)}

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..capture import hooks
+from ..checks import check_token_ids
 from ..model_state import runs_model
 from .forward import attn_residual, causal_bias, embed, mlp_residual, next_token_ce, run_block, unembed_ce, upcast
 from .scores import _device, _seq_len, check_model, copy_slices
@@ -76,6 +77,7 @@ def _clean_run(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[list[torch
 @torch.no_grad()
 def head_means(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Mean ``z`` of every head over batch and positions of the clean run, ``(L, H, d_head)``."""
+    check_token_ids(tokens, vocab_size=int(model.config.vocab_size), n_ctx=int(model.config.n_positions))
     _, zs, _ = _clean_run(model, tokens)
     H = model.config.n_head
     return torch.stack([upcast(z).mean(dim=(0, 1)).view(H, -1) for z in zs])

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import io as vio
+from ..checks import InputError, check_int, check_number
 from ..model_state import runs_model
 from . import figures
 from .ablation import (ABLATION_MODES, ablation_line, ablation_scan, attribution_patching, integrated_attribution_patching,
@@ -48,11 +49,16 @@ TABLE_SCORES = ("induction", "previous_token", "duplicate_token", "copying", "ab
 
 def format_head(layer: int, head: int) -> str:
     """Heads are written ``layer.head`` (``5.1``), as in the induction-head literature."""
+    check_int(layer, "layer", minimum=0)
+    check_int(head, "head", minimum=0)
     return f"{layer}.{head}"
 
 
 def top_heads(scores: np.ndarray, k: int = 5) -> list[tuple[int, int, float]]:
     """The ``k`` highest-scoring heads of an ``(L, H)`` array as ``(layer, head, score)``, best first."""
+    check_int(k, "k", minimum=1)
+    if np.ndim(scores) != 2:
+        raise InputError(f"scores: shape {np.shape(scores)}; expected (n_layer, n_head)")
     flat = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf).ravel()
     order = np.argsort(-flat, kind="stable")[:k]
     H = scores.shape[1]
@@ -68,6 +74,7 @@ def _nan_to_none(a: np.ndarray):
 
 def detected_heads(scores: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """Heads whose score is at least ``threshold``, best first."""
+    check_number(threshold, "threshold")
     return [(l, h) for l, h, v in top_heads(scores, scores.size) if v >= threshold]
 
 
