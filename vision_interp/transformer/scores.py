@@ -60,7 +60,7 @@ def check_probe(model: torch.nn.Module, seq_len: int, batch: int) -> None:
     check_model(model)
     for name, v in (("seq_len", seq_len), ("batch", batch)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (2 if name == "seq_len" else 1):
-            raise InputError(f"{name}: {v!r}; must be an integer >= {2 if name == 'seq_len' else 1}"
+            raise InputError(f"{name}: {v!r}; must be a positive integer" + (" >= 2" if name == "seq_len" else "")
                              + (" (a repeated sequence needs two tokens to have a previous token to copy)" if name == "seq_len" else ""))
     n_pos = int(model.config.n_positions)
     if 2 * seq_len + 1 > n_pos:
