@@ -16,6 +16,7 @@ result that is not finite is an error naming the result (:func:`check_finite_res
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -83,11 +84,24 @@ def _nonfinite_summary(t: torch.Tensor) -> str:
     return " and ".join(parts) + f" value(s) of {t.numel()}"
 
 
+def _finite_range(t: torch.Tensor) -> tuple[float, float] | None:
+    """``(min, max)`` of a real tensor, or None when it holds NaN or infinity (one pass: NaN propagates
+    through min/max and an infinity is an extreme, so this is cheaper than ``isfinite().all()``)."""
+    lo, hi = torch.aminmax(t.detach())
+    lo, hi = float(lo), float(hi)
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
+
 def check_finite(t: torch.Tensor, arg: str) -> None:
     """Refuse NaN or infinity in an input tensor."""
-    if t.is_floating_point() or t.is_complex():
-        if not bool(torch.isfinite(t).all()):
-            raise NonFiniteError(f"{arg}: {_nonfinite_summary(t)}; every value must be a finite number")
+    if t.is_complex():
+        ok = bool(torch.isfinite(t).all())
+    elif t.is_floating_point() and t.numel():
+        ok = _finite_range(t) is not None
+    else:
+        return
+    if not ok:
+        raise NonFiniteError(f"{arg}: {_nonfinite_summary(t)}; every value must be a finite number")
 
 
 def check_finite_result(t: torch.Tensor, what: str, hint: str = "") -> torch.Tensor:
@@ -142,9 +156,11 @@ def check_images(x: Any, model: nn.Module | None = None, *, arg: str = "inputs",
         raise InputError(f"{arg}: {xb.shape[1]} channels (shape {tuple(x.shape)}); {type(model).__name__} expects "
                          f"{expected[0]}-channel images (input_shape {expected})")
     values = xb.detach()
-    check_finite(values, arg)
+    span = _finite_range(values)
+    if span is None:
+        raise NonFiniteError(f"{arg}: {_nonfinite_summary(values)}; every value must be a finite number")
     if value_range is not None:
-        lo, hi = float(values.min()), float(values.max())
+        lo, hi = span
         if lo < value_range[0] - tolerance or hi > value_range[1] + tolerance:
             hint = " (they look like 0..255 pixels: divide by 255)" if hi > 2 and float(values.frac().abs().max()) == 0 else ""
             raise InputError(f"{arg}: values span [{lo:.4g}, {hi:.4g}]; images must be in "

@@ -55,7 +55,8 @@ class ModelState:
 
     def restore(self) -> None:
         for m, flag in self.modes:
-            m.training = flag  # the flag itself: module.train() would also reset the children
+            if m.training is not flag:
+                m.training = flag  # the flag itself: module.train() would also reset the children
         for p, req in self.requires_grad:
             if p.requires_grad != req:
                 p.requires_grad_(req)
@@ -115,8 +116,8 @@ def using(model: nn.Module, *, eval: bool = True, freeze: bool = False, grad: bo
     with exclusive(model, what):
         state = snapshot(model)
         try:
-            if eval:
-                model.eval()
+            if eval and any(flag for _, flag in state.modes):
+                model.eval()  # the module's own train(False), in case a model overrides it
             if freeze:
                 for p, _ in state.requires_grad:
                     p.requires_grad_(False)
