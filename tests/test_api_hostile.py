@@ -242,6 +242,14 @@ CASES: list[Case] = [
          lambda r: r is True, "identical, statistics not updated"),
     Case(vi.attribute_dataset, "batch_size 0", lambda e: vi.attribute_dataset(e.m, e.x, 3, "saliency", batch_size=0, progress=False), VE, "batch_size"),
     Case(vi.attribute_dataset, "a NaN pixel", lambda e: vi.attribute_dataset(e.m, e.nan, 3, "saliency", progress=False), NF, "inputs"),
+    Case(vi.attribute_dataset, "one baseline per image (N, C, H, W)", lambda e: vi.attribute_dataset(
+        e.m, e.x, 3, "integrated_gradients", baselines=torch.zeros(2, 1, 28, 28), n_steps=4, progress=False),
+         is_tensor_shape(2, 1, 28, 28), "finite (2, 1, 28, 28)"),
+    Case(vi.attribute_dataset, "per-image baselines over batches of 1", lambda e: torch.allclose(
+        vi.attribute_dataset(e.m, e.x, 3, "integrated_gradients", baselines=torch.stack([e.x[1], e.x[0]]) * 0.5, n_steps=4,
+                             batch_size=1, progress=False),
+        vi.attribute(e.m, e.x, 3, "integrated_gradients", baselines=torch.stack([e.x[1], e.x[0]]) * 0.5, n_steps=4), atol=1e-6),
+         lambda r: r is True, "each image with its own baseline (equals one batch)"),
     Case(A.attribute_batches, "5 targets for 2 images (refused before the loop)", lambda e: A.attribute_batches(e.m, e.x, [1, 2, 3, 4, 5], "saliency"), VE, "target"),
     Case(A.class_mean_attributions, "negative labels", lambda e: A.class_mean_attributions(e.m, e.x, torch.tensor([-1, 2]), "saliency", progress=False), VE, "labels"),
     Case(vi.layer_attribution, "a NaN pixel", lambda e: vi.layer_attribution(e.m, e.nan, "conv2", 3), NF, "inputs"),

@@ -289,11 +289,7 @@ def attribute_batches(
     if isinstance(target, (torch.Tensor, list)) and not (isinstance(target, list) and target and isinstance(target[0], str)):
         if len(target) != n and not (isinstance(target, torch.Tensor) and target.numel() == 1):
             raise InputError(f"target: {len(target)} per-example class indices for {n} image(s); give one per image")
-    if isinstance(options.get("baselines"), torch.Tensor) and options["baselines"].ndim == 4 \
-            and len(options["baselines"]) != 1 and n > batch_size:
-        raise InputError(f"baselines: shape {tuple(options['baselines'].shape)}; over batches give one baseline for every "
-                         f"image: shape {tuple(x_all.shape[1:])} or {(1, *x_all.shape[1:])}, or a number")
-    first_opts = check_options(options, x_all[:1])
+    first_opts = check_options(options, x_all)  # baselines are checked against every image once
     with using(model, what="attribute_batches()"):
         prep = prepare(model, x_all)
         # a bad target, layer or option fails here, before the long loop
@@ -301,11 +297,20 @@ def attribute_batches(
     return _attribute_loop(model, prep, method, x_all, target, batch_size, progress, options)
 
 
+def _slice_baselines(options: dict[str, Any], n: int, start: int, stop: int) -> dict[str, Any]:
+    """Per-image baselines (N, C, H, W) follow their images into each batch."""
+    b = options.get("baselines")
+    if isinstance(b, torch.Tensor) and b.ndim == 4 and len(b) == n and n > 1:
+        return {**options, "baselines": b[start:stop]}
+    return options
+
+
 def _attribute_loop(model: nn.Module, prep: Prepared, method: str, x_all: torch.Tensor, target: TargetSpec,
                     batch_size: int, progress: bool, options: dict[str, Any]) -> Iterator[tuple[int, torch.Tensor]]:
     """The batches of :func:`attribute_batches`; the model is held per batch, never across a ``yield``."""
+    n = len(x_all)
     for start, xb in dataset_batches(x_all, batch_size, progress=progress, desc=f"attribute ({method})"):
-        opts = check_options(options, xb)
+        opts = check_options(_slice_baselines(options, n, start, start + len(xb)), xb)
         with using(model, what="attribute_batches()"):
             resolved = resolve_target(prep, xb, _slice_target(target, start, start + len(xb)))
             attr = _run(method, prep, xb, resolved, opts).cpu()
