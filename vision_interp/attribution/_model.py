@@ -29,7 +29,7 @@ from torch import nn
 from .. import checks
 from ..capture import _capture, select_unit
 from ..trace import Trace, TraceError, trace
-from ..units import Unit, UnitHandle, UnknownLayerError, close_names, model_device_dtype, resolve_layer, resolve_unit
+from ..units import Unit, UnitHandle, UnknownLayerError, close_names, resolve_layer, resolve_unit
 from ..zoo.spec import model_spec
 
 __all__ = [

@@ -65,11 +65,6 @@ class Dictionary:
         return self.module.decode(z)
 
 
-def _model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    p = next(model.parameters(), None)
-    return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
-
-
 def layer_activations(model: nn.Module, layer: str, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The layer's output on ``images``, batched, detached, on the CPU: ``(N, C, H, W)`` or ``(N, C)``.
     Through the package's one dataset loop (checked images, eval mode, no gradients)."""
