@@ -608,3 +608,27 @@ def test_state_restored_after_keyboard_interrupt() -> None:
     finally:
         handle.remove()
     assert_same_state(before, full_state(m), "after KeyboardInterrupt")
+
+
+def test_abandoned_generator_does_not_hold_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """capture_dataset holds the model per batch only: breaking out of the loop leaves it free for other threads."""
+    m = _net()
+    monkeypatch.setattr(model_state, "WAIT_SECONDS", 0.5)
+    loop = vi.capture_dataset(m, torch.rand(4, 1, 28, 28), "conv2", batch_size=1)
+    next(loop)  # the caller stops after one batch and keeps the generator alive
+    result: list[Any] = []
+    t = threading.Thread(target=lambda: result.append(vi.capture(m, torch.rand(1, 1, 28, 28), "conv2")["conv2"].shape))
+    t.start()
+    t.join()
+    assert result == [torch.Size([1, 16, 14, 14])]
+
+
+def test_nested_calls_in_one_thread_do_not_wait() -> None:
+    """The model's lock is re-entrant: a toolkit call inside the caller's own hooks block runs at once."""
+    m = _net()
+    before = full_state(m)
+    seen: list[int] = []
+    with vi.hooks(m, {"conv1": lambda _m, _i, out: seen.append(out.shape[0])}):
+        attr = vi.attribute(m, torch.rand(2, 1, 28, 28), 3, "saliency")
+    assert attr.shape == (2, 1, 28, 28) and seen  # the caller's hook ran during the attribution
+    assert_same_state(before, full_state(m), "nested calls")
