@@ -16,6 +16,8 @@ from typing import Any
 from . import attribution, circuits, featvis
 from .attribution import (LayerAttribution, attribute, attribute_dataset, ig_completeness, layer_attribution,
                           randomization_test, unit_attribution)
+from .checks import FileContentError, InputError, InputTypeError, NonFiniteError
+from .model_state import ModelBusyError
 from .capture import ActivationCache, LayerNotReachedError, capture, capture_dataset, hooks, run_with_cache
 from .circuits import (CircuitError, circuit_diagram, classifier_view, connection_weights, direct_weights,
                        expanded_weights, layer_neuron_groups, neuron_groups, top_connections)
@@ -75,6 +77,8 @@ __all__ = [
     "Unit", "UnitHandle", "UnitRangeError", "UnknownLayerError", "LayerNameCollisionError", "parse_unit",
     "parse_channel_list", "resolve_layer", "resolve_unit", "layer_names", "layer_shape", "model_device_dtype",
     "ActivationCache", "LayerNotReachedError", "capture", "capture_dataset", "hooks", "run_with_cache",
+    # errors of the argument checks and of shared use (vision_interp.checks, vision_interp.model_state)
+    "InputError", "InputTypeError", "NonFiniteError", "FileContentError", "ModelBusyError",
     # model structure
     "trace", "Trace", "TraceError", "Window",
     # models

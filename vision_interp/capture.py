@@ -23,8 +23,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from . import checks
+from .model_state import exclusive, using
 from .trace import LayerNotReachedError
-from .units import UnitSpec, model_device_dtype, parse_unit, resolve_layer, resolve_layers
+from .units import Unit, UnitSpec, check_unit_range, model_device_dtype, parse_unit, resolve_layer, resolve_layers
 
 __all__ = ["ActivationCache", "LayerNotReachedError", "capture", "capture_dataset", "dataset_batches", "hooks",
            "run_with_cache", "select_unit"]
@@ -46,18 +48,25 @@ def hooks(model: nn.Module, fns: Mapping[str, HookFn]) -> Iterator[dict[str, tor
     ``fns`` maps a layer name (or alias) to ``fn(module, inputs, output)``; returning a value
     replaces the layer's output. Names are validated before anything is attached; an alias and
     the path of the same module in one mapping is an error (one of the two would be dropped).
+    The model is held for this thread while the hooks are attached (see :mod:`.model_state`): another
+    thread's toolkit call waits instead of running through these hooks.
     """
     modules = dict(model.named_modules())
     paths = resolve_layers(model, fns)
     resolved = {paths[name]: fn for name, fn in fns.items()}
+    for name, fn in fns.items():
+        if not callable(fn):
+            raise checks.InputTypeError(f"fns[{name!r}]: expected a hook function fn(module, inputs, output), "
+                                        f"got {type(fn).__name__}")
     handles: dict[str, torch.utils.hooks.RemovableHandle] = {}
-    try:
-        for path, fn in resolved.items():
-            handles[path] = modules[path].register_forward_hook(fn)
-        yield handles
-    finally:
-        for h in handles.values():
-            h.remove()
+    with exclusive(model, "hooks()"):
+        try:
+            for path, fn in resolved.items():
+                handles[path] = modules[path].register_forward_hook(fn)
+            yield handles
+        finally:
+            for h in handles.values():
+                h.remove()
 
 
 def select_unit(act: torch.Tensor, spec: UnitSpec) -> torch.Tensor:
@@ -89,6 +98,8 @@ class ActivationCache(Mapping):
         return resolve_layer(self._model, name)
 
     def __getitem__(self, name: UnitSpec) -> Any:
+        """The layer's activation, or a unit of it checked exactly as :func:`resolve_unit` checks it
+        (a negative or too large channel or position is a :class:`UnitRangeError`, never a wrapped index)."""
         unit = parse_unit(name)
         path = self._key(unit.layer)
         if path not in self._acts:
@@ -96,6 +107,10 @@ class ActivationCache(Mapping):
         act = self._acts[path]
         if not unit.has_channel:
             return act
+        if not isinstance(act, torch.Tensor):
+            raise checks.InputTypeError(f"{name!r}: layer {unit.layer!r} outputs {type(act).__name__}, not a tensor; "
+                                        "index the layer itself")
+        check_unit_range(unit, tuple(act.shape[1:]))
         return select_unit(act, unit)
 
     def __iter__(self) -> Iterator[str]:
@@ -125,12 +140,49 @@ def capture(
     produced its output, so no compute is spent on later layers. Activations keep their autograd
     graph unless ``detach`` is set (feature visualization needs the graph). If a module is called
     several times, its first call is recorded.
+
+    Checked first (:mod:`.checks`): image inputs are float, finite, in [0, 1], with the model's
+    channels (other precisions are converted to the model's dtype). The model runs in eval mode
+    on your behalf and every module's own mode is restored afterwards (:mod:`.model_state`).
     """
+    paths = _layer_paths(model, layers)
+    inputs = _checked_inputs(model, inputs)
+    with using(model, what="capture()"):
+        return _capture(model, inputs, paths, stop_early=stop_early, detach=detach)
+
+
+def _layer_paths(model: nn.Module, layers: Sequence[str] | str, arg: str = "layers") -> list[str]:
+    """Module paths for ``layers`` (a name or a non-empty list of names), duplicates dropped."""
+    if not isinstance(model, nn.Module):
+        raise checks.InputTypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if isinstance(layers, str):
         layers = [layers]
+    if not isinstance(layers, (list, tuple)) or not all(isinstance(n, (str, Unit)) for n in layers):
+        raise checks.InputTypeError(f"{arg}: expected a layer name or a list of layer names, got {layers!r}")
     paths = list(dict.fromkeys(resolve_layer(model, n) for n in layers))
     if not paths:
-        raise ValueError("capture() needs at least one layer name")
+        raise checks.InputError(f"{arg}: an empty list; give at least one layer name (see vision_interp.layer_names(model))")
+    return paths
+
+
+def _checked_inputs(model: nn.Module, inputs: Any, arg: str = "inputs") -> Any:
+    """Image batches get the image checks; a tuple of arguments and non-image tensors only finiteness."""
+    if isinstance(inputs, torch.Tensor):
+        if inputs.ndim == 4 or (inputs.ndim == 3 and (inputs.is_floating_point() or inputs.dtype == torch.uint8)):
+            return checks.check_images(inputs, model, arg=arg, allow_single=False, keep_graph=True)[0]
+        checks.check_finite(inputs, arg)
+        return inputs
+    if isinstance(inputs, (tuple, list)):
+        for i, v in enumerate(inputs):
+            if isinstance(v, torch.Tensor):
+                checks.check_finite(v, f"{arg}[{i}]")
+        return inputs
+    raise checks.InputTypeError(f"{arg}: expected a torch.Tensor (or a tuple of forward() arguments), got {type(inputs).__name__}")
+
+
+def _capture(model: nn.Module, inputs: Any, paths: list[str], *, stop_early: bool = True,
+             detach: bool = False) -> ActivationCache:
+    """:func:`capture` without checks or mode changes, for inner loops that checked once (featvis steps)."""
     acts: dict[str, Any] = {}
 
     def make_hook(path: str) -> HookFn:
@@ -165,12 +217,21 @@ def capture(
 
 
 def run_with_cache(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str] | None = None, *, detach: bool = True) -> tuple[Any, ActivationCache]:
-    """Full forward pass returning ``(output, cache)``; all leaf modules when ``layers`` is None."""
+    """Full forward pass returning ``(output, cache)``; all leaf modules when ``layers`` is None.
+    Same checks and eval-mode rule as :func:`capture`."""
     if layers is None:
+        if not isinstance(model, nn.Module):
+            raise checks.InputTypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         layers = [n for n, m in model.named_modules() if n and not list(m.children())]
+    paths = _layer_paths(model, list(layers))
+    inputs = _checked_inputs(model, inputs)
+    with using(model, what="run_with_cache()"):
+        return _run_with_cache(model, inputs, paths, detach)
+
+
+def _run_with_cache(model: nn.Module, inputs: Any, paths: list[str], detach: bool) -> tuple[Any, ActivationCache]:
     acts: dict[str, Any] = {}
     modules = dict(model.named_modules())
-    paths = [resolve_layer(model, n) for n in layers]
 
     def make_hook(path: str) -> HookFn:
         def hook(_m: nn.Module, _i: tuple, out: Any) -> None:
@@ -180,7 +241,7 @@ def run_with_cache(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str]
         return hook
 
     with hooks(model, {p: make_hook(p) for p in paths if p in modules}):
-        output = model(inputs)
+        output = model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
     return output, ActivationCache({p: acts[p] for p in paths if p in acts}, model, output=output)
 
 
@@ -197,8 +258,7 @@ def dataset_batches(
     batches, moved to ``device``/``dtype``, with an optional progress bar (closed also on errors)."""
     from tqdm.auto import tqdm
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    checks.check_int(batch_size, "batch_size", minimum=1)
     total = len(images) if isinstance(images, torch.Tensor) else None
     chunks: Iterable[torch.Tensor] = (
         (images[i : i + batch_size] for i in range(0, len(images), batch_size)) if isinstance(images, torch.Tensor) else images
@@ -222,17 +282,30 @@ def capture_dataset(
 ) -> Iterator[tuple[int, ActivationCache]]:
     """Stream ``images`` through ``model`` and yield ``(start, cache)`` per batch: the one dataset loop.
 
-    Eval mode (restored afterwards), no gradients, inputs moved to the model's device and dtype,
-    detached activations, early exit after the deepest requested layer.
+    Eval mode and no gradients *for each batch's forward pass only*: the model's modes and the grad
+    mode are restored before each ``yield``, so your loop body runs with your own settings, and the
+    model is held only while a batch runs (another thread may use it between batches). Inputs are
+    checked (a tensor once, an iterable of batches per batch) and moved to the model's device and
+    dtype; activations are detached; the forward pass stops after the deepest requested layer.
+    Arguments are checked when this is called, before the first batch.
     """
-    device, dtype = model_device_dtype(model)
+    paths = _layer_paths(model, layers)
+    checks.check_int(batch_size, "batch_size", minimum=1)
+    if isinstance(images, torch.Tensor):
+        images = checks.check_images(images, model, arg="images", allow_single=False)[0]
+    elif not hasattr(images, "__iter__"):
+        raise checks.InputTypeError(f"images: expected a tensor (N, C, H, W) or an iterable of batches, got {type(images).__name__}")
     names = [layers] if isinstance(layers, str) else list(layers)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start, xb in dataset_batches(images, batch_size, device=device, dtype=dtype, progress=progress,
-                                             desc=desc or f"capture {', '.join(map(str, names))}"):
-                yield start, capture(model, xb, names, detach=True)
-    finally:
-        model.train(was_training)
+    return _dataset_loop(model, images, paths, batch_size, progress, desc or f"capture {', '.join(map(str, names))}")
+
+
+def _dataset_loop(model: nn.Module, images: Any, paths: list[str], batch_size: int, progress: bool,
+                  desc: str) -> Iterator[tuple[int, ActivationCache]]:
+    device, dtype = model_device_dtype(model)
+    checked = isinstance(images, torch.Tensor)
+    for start, xb in dataset_batches(images, batch_size, device=device, dtype=dtype, progress=progress, desc=desc):
+        if not checked:
+            xb = checks.check_images(xb, model, arg=f"images (batch at {start})", allow_single=False)[0]
+        with using(model, grad=False, what="capture_dataset()"):
+            cache = _capture(model, xb, paths, detach=True)
+        yield start, cache

@@ -36,6 +36,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .model_state import using
+
 __all__ = [
     "INPUT",
     "Segment",
@@ -64,6 +66,9 @@ class LayerNotReachedError(TraceError, RuntimeError):
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     """Where and in what dtype to build inputs for ``model``: its first parameter's, else its first
     floating buffer's device, else CPU float32. The package's one device helper."""
+    from .checks import check_model
+
+    check_model(model)
     p = next(model.parameters(), None)
     if p is not None:
         return p.device, p.dtype
@@ -608,7 +613,8 @@ def trace(model: nn.Module, input_shape: Sequence[int], dtype: torch.dtype | Non
             cache.pop(next(iter(cache)))
         x = torch.zeros((1, *key[0]), device=device, dtype=dtype)
         try:
-            cache[key] = _record(model, x)
+            with using(model, what="trace()"):  # eval mode, every module's own flag restored, one thread at a time
+                cache[key] = _record(model, x)
         except Exception as e:
             raise TraceError(f"{type(model).__name__} cannot run on inputs of shape {(1, *key[0])}: {e}") from e
     return cache[key]

@@ -47,6 +47,7 @@ __all__ = [
     "layer_shape",
     "default_input_shape",
     "close_names",
+    "check_unit_range",
     "model_device_dtype",
 ]
 
@@ -260,6 +261,9 @@ def _aliases(model: nn.Module) -> dict[str, str]:
 
 def layer_names(model: nn.Module, *, include_aliases: bool = True) -> list[str]:
     """Every addressable layer name: module paths in registration order, then aliases."""
+    from .checks import check_model
+
+    check_model(model)
     names = [n for n, _ in model.named_modules() if n]
     if include_aliases:
         seen = set(names)
@@ -356,7 +360,15 @@ def layer_shape(model: nn.Module, layer: str, input_shape: Sequence[int] | None 
     return _trace.trace(model, shape_in).shape(path)
 
 
-def _check_range(unit: Unit, shape: tuple[int, ...]) -> None:
+def check_unit_range(unit: Unit, shape: Sequence[int]) -> None:
+    """Channel(s) and position of ``unit`` inside a layer output of ``shape`` (C, ...) without batch.
+
+    The one range check: :func:`resolve_unit` and cached lookups (``cache["conv2:5@3,4"]``) both use it,
+    so a negative or too large channel or position is the same :class:`UnitRangeError` everywhere.
+    """
+    shape = tuple(int(s) for s in shape)
+    if not shape:
+        raise UnitRangeError(f"layer {unit.layer!r} outputs a scalar per example; it has no channels to select")
     n_ch = shape[0]
     if unit.channel is not None and not 0 <= unit.channel < n_ch:
         raise UnitRangeError(
@@ -409,7 +421,7 @@ def resolve_unit(
         shape_in = default_input_shape(model)
     handle = UnitHandle(path, unit.channel, unit.position, unit.channels, shape_in, name, weakref.ref(model))
     if unit.has_channel or unit.position is not None:
-        _check_range(handle, handle.shape)
+        check_unit_range(handle, handle.shape)
     return handle
 
 

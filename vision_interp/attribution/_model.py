@@ -26,9 +26,10 @@ from typing import Any, Sequence, Union
 import torch
 from torch import nn
 
-from ..capture import capture, select_unit
+from .. import checks
+from ..capture import _capture, select_unit
 from ..trace import Trace, TraceError, trace
-from ..units import Unit, UnitHandle, UnknownLayerError, close_names, model_device_dtype, resolve_layer, resolve_unit
+from ..units import Unit, UnitHandle, UnknownLayerError, close_names, resolve_layer, resolve_unit
 from ..zoo.spec import model_spec
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "TargetSpec",
     "UnitOutput",
     "check_inputs",
+    "check_options",
     "parse_target_string",
     "profile",
     "prepare",
@@ -50,35 +52,38 @@ TargetSpec = Union[int, str, Unit, Sequence[int], torch.Tensor, None]
 
 # ----------------------------------------------------------------------------------------- inputs
 def check_inputs(model: nn.Module, inputs: Any) -> tuple[torch.Tensor, bool]:
-    """Validate ``inputs`` and return them as a detached (N, C, H, W) tensor on the model's device.
+    """Validate ``inputs`` and return them as a detached (N, C, H, W) tensor on the model's device
+    and in its dtype (:func:`..checks.check_images`: float, finite, in [0, 1], the model's channels).
 
     The second value says whether a single (C, H, W) image was given (results are squeezed back).
     """
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(
-            f"inputs must be a torch.Tensor of images (N, C, H, W) in [0, 1], got {type(inputs).__name__}"
-        )
-    if not inputs.is_floating_point():
-        raise ValueError(
-            f"inputs have dtype {inputs.dtype}; attribution needs float images in [0, 1] "
-            "(e.g. images.float() / 255)"
-        )
-    single = inputs.ndim == 3
-    x = inputs[None] if single else inputs
-    if x.ndim != 4:
-        raise ValueError(
-            f"inputs must be images (N, C, H, W) or one image (C, H, W); got shape {tuple(inputs.shape)}"
-        )
-    if x.shape[0] == 0:
-        raise ValueError("inputs are an empty batch (N = 0)")
-    expected = model_spec(model).input_shape
-    if expected is not None and len(expected) == 3 and x.shape[1] != int(expected[0]):
-        raise ValueError(
-            f"{type(model).__name__} expects {expected[0]}-channel images (input_shape {tuple(expected)}), "
-            f"got {x.shape[1]} channels in inputs of shape {tuple(inputs.shape)}"
-        )
-    device, _ = model_device_dtype(model)
-    return x.detach().to(device), single
+    if not isinstance(model, nn.Module):
+        raise checks.InputTypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    return checks.check_images(inputs, model, arg="inputs")
+
+
+_INT_OPTIONS = {"n_steps": 1, "internal_batch_size": 1, "nt_samples": 1, "nt_samples_batch_size": 1,
+                "perturbations_per_eval": 1, "patch_size": 1}
+
+
+def check_options(options: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
+    """Check the values of the Captum options every method shares, before any work: baselines
+    (a finite number or a tensor shaped like the inputs), windows and strides that fit in an image,
+    positive counts, a finite non-negative noise level. Returns the options with baselines as tensors."""
+    opts = dict(options)
+    if "baselines" in opts:
+        opts["baselines"] = checks.check_baselines(opts["baselines"], x, arg="baselines")
+        if opts["baselines"] is None:
+            del opts["baselines"]
+    for key in ("sliding_window_shapes", "strides"):
+        if key in opts:
+            opts[key] = checks.check_window(opts[key], x, key)
+    for key, lo in _INT_OPTIONS.items():
+        if key in opts and opts[key] is not None:
+            opts[key] = checks.check_int(opts[key], key, minimum=lo)
+    if "stdevs" in opts:
+        checks.check_number(opts["stdevs"], "stdevs", minimum=0.0)
+    return opts
 
 
 # ---------------------------------------------------------------------------------------- profile
@@ -274,7 +279,7 @@ class UnitOutput(nn.Module):
         self.unit = unit
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = capture(self.model, x, [self.unit.layer])[self.unit.layer]
+        act = _capture(self.model, x, [self.unit.layer])[self.unit.layer]
         value = select_unit(act, self.unit)
         if value.ndim > 1:
             value = value.flatten(1).mean(1)
@@ -315,7 +320,7 @@ def _n_classes(prep: Prepared) -> int:
 def _class_index(prep: Prepared, value: int) -> int:
     n = _n_classes(prep)
     if not 0 <= value < n:
-        raise IndexError(f"target class {value} is out of range: valid classes are 0..{n - 1} ({n} outputs)")
+        raise checks.TargetRangeError(f"target: class {value} is out of range: valid classes are 0..{n - 1} ({n} outputs)")
     return value
 
 
@@ -326,6 +331,7 @@ def resolve_target(prep: Prepared, x: torch.Tensor, target: TargetSpec) -> Resol
     """
     model = prep.original
     n = x.shape[0]
+    checks.check_class_target(target)
     if target is None:
         _n_classes(prep)
         with torch.no_grad():
@@ -339,8 +345,11 @@ def resolve_target(prep: Prepared, x: torch.Tensor, target: TargetSpec) -> Resol
         return resolve_target(prep, x, int(target))
     if isinstance(target, (torch.Tensor, list)) and not (isinstance(target, list) and target and isinstance(target[0], str)):
         idx = torch.as_tensor(target).reshape(-1).tolist() if isinstance(target, torch.Tensor) else list(target)
-        if len(idx) != n or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
-            raise ValueError(f"per-example targets must be {n} integers (one per input), got {len(idx)} values")
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+            raise checks.InputTypeError(f"target: per-example class indices must be integers, got {idx[:5]!r}")
+        if len(idx) != n:
+            raise checks.InputError(f"target: {len(idx)} per-example class indices for {n} input(s); give {n} integers "
+                                    "(one per input) or a single class index")
         n_classes = _n_classes(prep)
         bad = [i for i in idx if not 0 <= i < n_classes]
         if bad:

@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from ..units import Unit
-from ._model import TargetSpec, check_inputs, prepare, resolve_target
+from ..checks import InputError, check_finite_result
+from ..model_state import using
+from ._model import TargetSpec, check_inputs, check_options, prepare, resolve_target
 from .methods import _check_options, canonical_method, quiet_captum
 
 __all__ = ["LAYER_METHODS", "LayerAttribution", "layer_attribution", "unit_attribution"]
@@ -114,10 +116,18 @@ def layer_attribution(
     (for a unit, its channel) in the model's data flow; otherwise the error names layers that do.
     Options go to Captum's layer method (``baselines`` are *input* baselines, ``n_steps``, ...).
     """
-    import captum.attr as ca
 
     method = canonical_method(method, LAYER_METHODS, _LAYER_ALIASES)
     x, _ = check_inputs(model, inputs)
+    options = check_options(options, x)
+    with using(model, what="layer_attribution()"):
+        return _layer_attribution(model, x, inputs.device, layer, target, method, options)
+
+
+def _layer_attribution(model: nn.Module, x: torch.Tensor, device: torch.device, layer: str, target: TargetSpec,
+                       method: str, options: dict[str, Any]) -> LayerAttribution:
+    import captum.attr as ca
+
     prep = prepare(model, x)
     resolved = resolve_target(prep, x, target)
     path = prep.layer(layer)
@@ -138,7 +148,8 @@ def layer_attribution(
         attr = obj.attribute(x, target=resolved.captum, **opts)
     if isinstance(attr, tuple):
         attr = attr[0]
-    return LayerAttribution(attr.detach().to(inputs.device), path, resolved.description, method)
+    check_finite_result(attr, "layer attributions", f"{resolved.description}, layer {layer}")
+    return LayerAttribution(attr.detach().to(device), path, resolved.description, method)
 
 
 def unit_attribution(
@@ -155,7 +166,7 @@ def unit_attribution(
     """
     if isinstance(target_unit, Unit):
         if target_unit.channel is None:
-            raise ValueError(f"target_unit must name one channel 'layer:channel[@y,x]', got {target_unit}")
+            raise InputError(f"target_unit: must name one channel 'layer:channel[@y,x]', got {target_unit}")
     elif not isinstance(target_unit, str) or ":" not in target_unit:
-        raise ValueError(f"target_unit must be a unit string 'layer:channel[@y,x]', got {target_unit!r}")
+        raise InputError(f"target_unit: must be a unit string 'layer:channel[@y,x]', got {target_unit!r}")
     return layer_attribution(model, inputs, source_layer, target_unit, method, **options)

@@ -22,7 +22,9 @@ from torch import nn
 
 from ..capture import dataset_batches
 from ..units import close_names
-from ._model import Prepared, ResolvedTarget, TargetSpec, check_inputs, prepare, resolve_target
+from ..checks import InputError, check_class_target, check_finite_result, check_int
+from ..model_state import using
+from ._model import Prepared, ResolvedTarget, TargetSpec, check_inputs, check_options, prepare, resolve_target
 
 __all__ = [
     "METHODS",
@@ -241,12 +243,18 @@ def attribute(
     ``method``: one of :data:`METHODS`. ``options`` go to Captum (``baselines``, ``n_steps``,
     ``internal_batch_size``, ``sliding_window_shapes`` ...); ``smoothgrad`` takes ``base=`` and
     the noise tunnel's options; Grad-CAM takes ``layer=``. Everything is validated before work.
+    The model runs in eval mode on your behalf (BatchNorm statistics are read, never updated; Dropout
+    is off), one call at a time per model, and comes back exactly as it was (:mod:`..model_state`).
+    Attributions that are not finite raise :class:`..checks.NonFiniteError`.
     """
     method = canonical_method(method)
     x, single = check_inputs(model, inputs)
-    prep = prepare(model, x)
-    resolved = resolve_target(prep, x, target)
-    attr = _run(method, prep, x, resolved, options).to(inputs.device)
+    options = check_options(options, x)
+    with using(model, what="attribute()"):
+        prep = prepare(model, x)
+        resolved = resolve_target(prep, x, target)
+        attr = _run(method, prep, x, resolved, options).to(inputs.device)
+    check_finite_result(attr, "attributions", f"{resolved.description}, method {method}")
     return attr[0] if single else attr
 
 
@@ -274,19 +282,39 @@ def attribute_batches(
     The model is checked and (if needed) repaired once, not per batch.
     """
     method = canonical_method(method)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_int(batch_size, "batch_size", minimum=1)
     x_all, _ = check_inputs(model, images)
     n = x_all.shape[0]
+    check_class_target(target)
     if isinstance(target, (torch.Tensor, list)) and not (isinstance(target, list) and target and isinstance(target[0], str)):
         if len(target) != n and not (isinstance(target, torch.Tensor) and target.numel() == 1):
-            raise ValueError(f"per-example targets must be {n} values (one per image), got {len(target)}")
-    prep = prepare(model, x_all)
-    # a bad target, layer or option fails here, before the long loop
-    _prepare_call(method, prep, x_all[:1], resolve_target(prep, x_all[:1], _slice_target(target, 0, 1)), options)
+            raise InputError(f"target: {len(target)} per-example class indices for {n} image(s); give one per image")
+    first_opts = check_options(options, x_all)  # baselines are checked against every image once
+    with using(model, what="attribute_batches()"):
+        prep = prepare(model, x_all)
+        # a bad target, layer or option fails here, before the long loop
+        _prepare_call(method, prep, x_all[:1], resolve_target(prep, x_all[:1], _slice_target(target, 0, 1)), first_opts)
+    return _attribute_loop(model, prep, method, x_all, target, batch_size, progress, options)
+
+
+def _slice_baselines(options: dict[str, Any], n: int, start: int, stop: int) -> dict[str, Any]:
+    """Per-image baselines (N, C, H, W) follow their images into each batch."""
+    b = options.get("baselines")
+    if isinstance(b, torch.Tensor) and b.ndim == 4 and len(b) == n and n > 1:
+        return {**options, "baselines": b[start:stop]}
+    return options
+
+
+def _attribute_loop(model: nn.Module, prep: Prepared, method: str, x_all: torch.Tensor, target: TargetSpec,
+                    batch_size: int, progress: bool, options: dict[str, Any]) -> Iterator[tuple[int, torch.Tensor]]:
+    """The batches of :func:`attribute_batches`; the model is held per batch, never across a ``yield``."""
+    n = len(x_all)
     for start, xb in dataset_batches(x_all, batch_size, progress=progress, desc=f"attribute ({method})"):
-        resolved = resolve_target(prep, xb, _slice_target(target, start, start + len(xb)))
-        yield start, _run(method, prep, xb, resolved, options).cpu()
+        opts = check_options(_slice_baselines(options, n, start, start + len(xb)), xb)
+        with using(model, what="attribute_batches()"):
+            resolved = resolve_target(prep, xb, _slice_target(target, start, start + len(xb)))
+            attr = _run(method, prep, xb, resolved, opts).cpu()
+        yield start, check_finite_result(attr, f"attributions (batch at {start})", method)
 
 
 def attribute_dataset(

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import torch
 
+from ..checks import InputError, check_matrix
+
 from .. import images as vimg
 
 __all__ = [
@@ -25,14 +27,16 @@ __all__ = [
 ]
 
 
-def heatmaps(attributions: torch.Tensor) -> torch.Tensor:
+def heatmaps(attributions: torch.Tensor, arg: str = "attributions") -> torch.Tensor:
     """(N, C, H, W) or (C, H, W) -> (N, H, W): attributions summed over input channels."""
+    check_matrix(attributions, arg, ndim=(3, 4), finite=False)
     a = attributions.detach().cpu().float()
-    if a.ndim == 3:
-        a = a[None]
-    if a.ndim != 4:
-        raise ValueError(f"attributions must be (N, C, H, W) or (C, H, W), got shape {tuple(attributions.shape)}")
-    return a.sum(1)
+    return (a[None] if a.ndim == 3 else a).sum(1)
+
+
+def _same_batch(x: torch.Tensor, maps: torch.Tensor, arg: str) -> None:
+    if len(maps) != len(x):
+        raise InputError(f"{arg}: {len(maps)} maps for {len(x)} inputs; give one map per input")
 
 
 def overlays(inputs: torch.Tensor, attributions: torch.Tensor, alpha: float = 0.75) -> torch.Tensor:
@@ -41,8 +45,7 @@ def overlays(inputs: torch.Tensor, attributions: torch.Tensor, alpha: float = 0.
     if x.ndim == 3:
         x = x[None]
     h = heatmaps(attributions)
-    if len(h) != len(x):
-        raise ValueError(f"{len(x)} inputs but {len(h)} attribution maps")
+    _same_batch(x, h, "attributions")
     return torch.stack([vimg.overlay(xi, hi, alpha=alpha) for xi, hi in zip(x, h)])
 
 
@@ -56,6 +59,7 @@ def attribution_grid(inputs: torch.Tensor, attributions: torch.Tensor, *, per_ro
     if x.ndim == 3:
         x = x[None]
     h = heatmaps(attributions)
+    _same_batch(x, h, "attributions")
     tiles = []
     for xi, hi, oi in zip(_rgb(x), h, overlays(x, attributions, alpha)):
         tiles += [xi, vimg.diverging(hi), oi]
@@ -84,7 +88,7 @@ def save_attribution_png(
 
 def class_mean_grid(means: torch.Tensor, *, shared_scale: bool = False, ncols: int | None = None) -> torch.Tensor:
     """Per-class mean attribution maps (K, C, H, W) as a grid of signed heatmaps (class k at tile k)."""
-    h = heatmaps(means)
+    h = heatmaps(means, "means")
     vmax = float(h.abs().max()) if shared_scale else None
     tiles = torch.stack([vimg.diverging(hi, vmax) for hi in h])
     return vimg.make_grid(tiles, ncols=ncols or min(len(h), 5), pad=2)
@@ -98,6 +102,7 @@ def layer_map_overlay(inputs: torch.Tensor, spatial: torch.Tensor, alpha: float 
     s = spatial.detach().cpu().float()
     if s.ndim == 2:
         s = s[None]
+    _same_batch(x, s, "spatial")
     return torch.stack([vimg.overlay(xi, si, alpha=alpha) for xi, si in zip(x, s)])
 
 

@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from ..units import resolve_layer
-from ._model import Prepared, ResolvedTarget, TargetSpec, check_inputs, prepare, resolve_target
+from ..checks import check_finite_result
+from ..model_state import using
+from ._model import Prepared, ResolvedTarget, TargetSpec, check_inputs, check_options, prepare, resolve_target
 from .methods import _run, canonical_method
 
 __all__ = ["CompletenessResult", "RandomizationResult", "ig_completeness", "randomization_test", "spearman"]
@@ -80,17 +82,21 @@ def ig_completeness(
     ``f`` is the target's score (class logit, or the unit's value). Baseline default: black (zeros).
     """
     x, _ = check_inputs(model, inputs)
-    prep = prepare(model, x)
-    resolved = resolve_target(prep, x, target)
     opts: dict[str, Any] = {"n_steps": n_steps, "method": method}
     if baselines is not None:
         opts["baselines"] = baselines
     if internal_batch_size is not None:
         opts["internal_batch_size"] = internal_batch_size
-    attr = _run("integrated_gradients", prep, x, resolved, opts)
-    with torch.no_grad():
-        fx = resolved.values(prep.model, x)
-        fb = resolved.values(prep.model, _baseline_tensor(x, baselines))
+    opts = check_options(opts, x)
+    with using(model, what="ig_completeness()"):
+        prep = prepare(model, x)
+        resolved = resolve_target(prep, x, target)
+        attr = _run("integrated_gradients", prep, x, resolved, opts)
+        with torch.no_grad():
+            fx = resolved.values(prep.model, x)
+            fb = resolved.values(prep.model, _baseline_tensor(x, opts.get("baselines")))
+    check_finite_result(fx - fb, "f(x) - f(baseline)", resolved.description)
+    check_finite_result(attr, "attributions", resolved.description)
     return CompletenessResult(attr.flatten(1).sum(1).double().cpu(), (fx - fb).double().cpu(), n_steps)
 
 
@@ -179,6 +185,13 @@ def randomization_test(
     """
     method = canonical_method(method)
     x, _ = check_inputs(model, inputs)
+    options = check_options(options, x)
+    with using(model, what="randomization_test()"):
+        return _randomization(model, x, target, method, layers, seed, absolute, options)
+
+
+def _randomization(model: nn.Module, x: torch.Tensor, target: TargetSpec, method: str, layers: Sequence[str] | None,
+                   seed: int, absolute: bool, options: dict[str, Any]) -> RandomizationResult:
     prep = prepare(model, x)
     resolved = resolve_target(prep, x, target)  # predicted classes come from the trained model
     if layers is None:

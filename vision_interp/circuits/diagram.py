@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_int
 from ..images import diverging, make_grid, save_png, upscale
 from ..units import parse_unit, resolve_unit
 from .weights import expanded_weights, previous_layer, rank_connections
@@ -30,12 +31,13 @@ RED, BLUE, GRAY = (0.85, 0.1, 0.1), (0.1, 0.25, 0.85), (0.6, 0.6, 0.6)
 def kernel_grid(weights: torch.Tensor, *, scale: int = 4, vmax: float | None = None, pad: int = 1) -> torch.Tensor:
     """Kernels ``(C_out, C_in, kh, kw)`` as one RGB image: a row per output channel, a column per
     input channel, on one diverging scale (``vmax`` default: the largest |weight|)."""
+    check_int(scale, "scale", minimum=1)
     if weights.ndim == 2:
         weights = weights[None, None]
     elif weights.ndim == 3:
         weights = weights[None]
     if weights.ndim != 4:
-        raise ValueError(f"kernel_grid needs (C_out, C_in, kh, kw) weights, got shape {tuple(weights.shape)}")
+        raise ValueError(f"weights: kernel_grid needs (C_out, C_in, kh, kw) weights, got shape {tuple(weights.shape)}")
     c_out, c_in = weights.shape[:2]
     vmax = float(vmax) if vmax is not None else float(weights.abs().max())
     tiles = upscale(diverging(weights.detach().float().cpu().reshape(c_out * c_in, *weights.shape[2:]), vmax), scale)

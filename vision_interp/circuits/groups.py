@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..capture import capture_dataset
+from ..checks import check_finite, check_instance, check_int
 
 __all__ = ["NeuronGroups", "nmf", "neuron_groups", "layer_neuron_groups", "neuron_groups_picture", "save_neuron_groups"]
 
@@ -66,7 +67,7 @@ def nmf(v: torch.Tensor, k: int, *, iterations: int = 1000, seed: int = 0, tol: 
     if v.ndim != 2:
         raise ValueError(f"nmf needs a matrix, got shape {tuple(v.shape)}")
     if k < 1:
-        raise ValueError(f"number of groups must be at least 1, got {k}")
+        raise ValueError(f"k: the number of groups must be at least 1, got {k}")
     if float(v.min()) < 0:
         raise ValueError(f"NMF needs non-negative data (min is {float(v.min()):.4g}); use post-ReLU activations")
     v = v.double()
@@ -112,6 +113,9 @@ def neuron_groups(activations: torch.Tensor, n_groups: int, seed: int = 0, *, it
 
     Groups are ordered by their total activation (largest first); loadings rows have unit L2 norm.
     """
+    check_instance(activations, torch.Tensor, "activations")
+    n_groups = check_int(n_groups, "n_groups", minimum=1)
+    check_finite(activations, "activations")
     a = activations.detach().cpu()
     single = a.ndim == 3
     if single:
@@ -153,6 +157,7 @@ def neuron_groups_picture(result: NeuronGroups, image: torch.Tensor | None = Non
 
     from ..images import diverging, make_grid, overlay
 
+    check_instance(result, NeuronGroups, "result")
     g = result.groups if result.groups.ndim == 3 else result.groups[0]
     tiles = []
     vmax = float(g.max()) or 1.0

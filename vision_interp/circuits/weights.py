@@ -30,6 +30,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..checks import check_int
+from ..model_state import runs_model
 from ..units import UnitRangeError, parse_channel_list, resolve_layer, resolve_unit
 from .graph import (
     EXTERNAL,
@@ -101,6 +103,7 @@ def _routed(node: Node, ins: list, src_layer: str, dst_layer: str) -> list:
 # --------------------------------------------------------------------------------------------
 
 
+@runs_model
 def direct_weights(
     model: nn.Module,
     src_layer: str,
@@ -184,6 +187,7 @@ def direct_weights(
 # --------------------------------------------------------------------------------------------
 
 
+@runs_model
 def receptive_geometry(model: nn.Module, src_layer: str, dst_layer: str, *, input_shape: Sequence[int] | None = None) -> Geometry:
     """Size, stride and offset of the expanded-weight window (see :class:`~.graph.Geometry`)."""
     return linear_path(model, src_layer, dst_layer, input_shape).geometry
@@ -199,6 +203,7 @@ def _layer_and_channels(model: nn.Module, spec, channels, input_shape) -> tuple[
     return unit.name or unit.layer, channels
 
 
+@runs_model
 def expanded_weights(
     model: nn.Module,
     src_layer: str,
@@ -301,6 +306,7 @@ def _jacobian(path: LinearPath, src_hw: tuple, dst_pos, start, size, dst: list[i
     return cols.view(len(src), *size, len(dst)).permute(len(size) + 1, 0, *range(1, len(size) + 1)).contiguous().view(len(dst), len(src), *size)
 
 
+@runs_model
 def connection_weights(model: nn.Module, src_unit, dst_unit, *, kind: str = "auto",
                        input_shape: Sequence[int] | None = None) -> torch.Tensor:
     """The kernel ``(kh, kw)`` from one unit to another, e.g. ``("mixed3a:5", "mixed3b:17")``.
@@ -385,6 +391,7 @@ def _is_unit_layer(node: Node) -> bool:
     return is_weighted(node.module) or is_concat(node)
 
 
+@runs_model
 def previous_layer(model: nn.Module, layer: str, *, input_shape: Sequence[int] | None = None) -> str:
     """The layer of units that feeds ``layer`` through one layer of weights (or one mixed block):
     conv1 for MnistCNN's conv2, mixed3a for mixed3b, conv2d1 for conv2d2."""
@@ -397,6 +404,7 @@ def previous_layer(model: nn.Module, layer: str, *, input_shape: Sequence[int] |
     raise CircuitError(f"no earlier layer of units feeds {layer!r} through a linear path; pass the source layer explicitly")
 
 
+@runs_model
 def next_layer(model: nn.Module, layer: str, *, input_shape: Sequence[int] | None = None) -> str:
     """The layer of units that ``layer`` feeds through one layer of weights (or one mixed block)."""
     graph = trace_graph(model, input_shape)
@@ -414,6 +422,7 @@ def rank_connections(kernels: torch.Tensor, layer: str, k: int = 8) -> dict[str,
 
     A kernel with both signs can appear in both lists; ties keep the lower channel first.
     """
+    check_int(k, "k", minimum=1)
     flat = kernels.detach().float().reshape(kernels.shape[0], -1).cpu()
     pos = flat.clamp_min(0).norm(dim=1)
     neg = (-flat).clamp_min(0).norm(dim=1)
@@ -425,6 +434,7 @@ def rank_connections(kernels: torch.Tensor, layer: str, k: int = 8) -> dict[str,
     return {"excitatory": top(pos, 1.0), "inhibitory": top(neg, -1.0)}
 
 
+@runs_model
 def top_connections(
     model: nn.Module,
     unit,
@@ -466,6 +476,7 @@ class Connections(dict):
         return connections(self).html
 
 
+@runs_model
 def layer_top_connections(
     model: nn.Module,
     layer: str,
@@ -504,6 +515,7 @@ def _logits_node(model: nn.Module, graph: ModelGraph) -> Node:
     return linears[-1]
 
 
+@runs_model
 def classifier_view(model: nn.Module, layer: str | None = None, *, input_shape: Sequence[int] | None = None) -> torch.Tensor:
     """How each channel and position of ``layer`` feeds each class logit: ``(n_classes, C, H, W)``.
 

@@ -20,6 +20,8 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     """The data directory to use: ``explicit``, else ``$VISION_INTERP_DATA``, else ``<cache>/data``."""
     if explicit:
         p = Path(explicit).expanduser()
+        if p.exists() and not p.is_dir():
+            raise NotADirectoryError(f"data directory {p} is a file, not a folder; pass the folder that holds the data")
         if not p.is_dir():
             raise FileNotFoundError(f"data directory {p} does not exist; pass an existing folder to --data-dir")
         return p

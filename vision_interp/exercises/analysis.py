@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checks import InputError, NonFiniteError, check_int, check_number
 from ..capture import capture, hooks
 from ..units import resolve_layer, resolve_unit
 
@@ -54,6 +55,8 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def oriented_bar(size: int, angle_deg: float, width: float = 2.0, length: float | None = None) -> np.ndarray:
     """A bright anti-aliased bar through the centre; ``angle_deg`` counter-clockwise from horizontal."""
+    check_int(size, "size", minimum=1)
+    check_number(angle_deg, "angle_deg")
     x, y = _grid(size)
     a = math.radians(angle_deg)
     along = x * math.cos(a) + y * math.sin(a)
@@ -91,6 +94,10 @@ def filter_orientation(weights: torch.Tensor | np.ndarray) -> tuple[float, float
     perpendicular to the stripes, so a horizontal bar filter returns ~0 degrees.
     """
     w = np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, dtype=np.float64)
+    if w.ndim < 2 or min(w.shape[-2:]) < 2:
+        raise InputError(f"weights: shape {w.shape}; a filter needs at least 2x2 spatial entries (kh, kw) or (..., kh, kw)")
+    if not np.isfinite(w).all():
+        raise NonFiniteError("weights: the filter has NaN or infinite entries; its orientation is undefined")
     while w.ndim > 2:
         w = w.sum(0)
     gy_down, gx = np.gradient(w)
@@ -178,7 +185,11 @@ def describe_filters(model: nn.Module, layer: str = "conv1", osi_threshold: floa
     raises its response above the blank image.
     """
     path = resolve_layer(model, layer)
-    weights = dict(model.named_modules())[path].weight.detach()
+    module = model.get_submodule(path)
+    if not isinstance(module, nn.Conv2d):
+        raise InputError(f"layer: {layer!r} is a {type(module).__name__}, not a 2-D convolution; describe_filters measures "
+                         "the filters of a conv layer (e.g. 'conv1')")
+    weights = module.weight.detach()
     t = stimulus_tuning(model, path)
     angles = np.radians(np.asarray(t["angles"]))
     edge_dirs = np.radians(np.asarray(t["edge_directions"]))

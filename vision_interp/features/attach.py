@@ -129,6 +129,10 @@ def attach(model: nn.Module, dictionary, name: str | None = None, *, layer: str 
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient must be one of {', '.join(GRADIENTS)}, got {gradient!r}")
     module = getattr(dictionary, "module", dictionary)
+    if not isinstance(module, nn.Module):
+        from ..checks import InputTypeError
+
+        raise InputTypeError(f"dictionary: expected a Dictionary (see load_dictionary) or an nn.Module, got {type(dictionary).__name__}")
     layer = layer or getattr(dictionary, "layer", None)
     if not layer:
         raise ValueError("attach() needs layer=... (the source layer) for a dictionary that does not record one")

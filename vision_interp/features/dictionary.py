@@ -19,6 +19,7 @@ from torch import nn
 
 from .. import io as vio
 from .. import resources
+from ..checks import FileContentError, check_images, check_instance, check_state_dict
 from .sae import SAEConfig, TopKSAE, train_topk_sae
 
 __all__ = ["Dictionary", "FEATURES_DIR", "layer_samples", "train_dictionary", "save_dictionary", "load_dictionary"]
@@ -74,22 +75,14 @@ class Dictionary:
         return self.module.decode(z)
 
 
-def _model_device(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    p = next(model.parameters(), None)
-    return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
-
-
-@torch.no_grad()
 def layer_activations(model: nn.Module, layer: str, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """The layer's output on ``images``, batched, detached, on the CPU: ``(N, C, H, W)`` or ``(N, C)``."""
-    from ..capture import capture
+    """The layer's output on ``images``, batched, detached, on the CPU: ``(N, C, H, W)`` or ``(N, C)``.
+    Through the package's one dataset loop (checked images, eval mode, no gradients)."""
+    from ..capture import capture_dataset
     from ..units import resolve_layer
 
     path = resolve_layer(model, layer)
-    dev, dtype = _model_device(model)
-    outs = [capture(model, images[i:i + batch_size].to(dev, dtype), [path], detach=True)[path].float().cpu()
-            for i in range(0, len(images), batch_size)]
-    return torch.cat(outs)
+    return torch.cat([cache[path].float().cpu() for _, cache in capture_dataset(model, images, [path], batch_size=batch_size)])
 
 
 def as_samples(acts: torch.Tensor) -> torch.Tensor:
@@ -97,7 +90,7 @@ def as_samples(acts: torch.Tensor) -> torch.Tensor:
     if acts.ndim == 2:
         return acts
     if acts.ndim != 4:
-        raise ValueError(f"expected (N, C, H, W) or (N, C) activations, got {tuple(acts.shape)}")
+        raise ValueError(f"acts: expected (N, C, H, W) or (N, C) activations, got {tuple(acts.shape)}")
     return acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1])
 
 
@@ -112,8 +105,7 @@ def train_dictionary(model: nn.Module, layer: str, images: torch.Tensor, config:
     from ..units import resolve_layer
 
     path = resolve_layer(model, layer)
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+    check_images(images, model, arg="images", allow_single=False)
     config.validate(1)
     x = layer_samples(model, path, images)
     t0 = time.perf_counter()
@@ -162,6 +154,7 @@ def _path_for(name_or_path: str | os.PathLike, *, saving: bool = False) -> Path:
 def save_dictionary(dictionary: Dictionary, out: str | os.PathLike) -> Path:
     """Write ``out.safetensors`` + ``out.json`` + ``out.md`` (``out`` without suffix, or a bare name
     for ``features/<name>`` in :func:`vision_interp.resources.user_models_dir`). Returns the safetensors path."""
+    check_instance(dictionary, Dictionary, "dictionary")
     base = _path_for(out, saving=True)
     m = dictionary.module
     meta = {"format": FORMAT, "layer": dictionary.layer, "n_features": str(m.n_features), "k": str(m.k), "d_in": str(m.d_in)}
@@ -202,10 +195,20 @@ def load_dictionary(name_or_path: str | os.PathLike) -> Dictionary:
     if not card_path.is_file():
         raise FileNotFoundError(f"dictionary card {card_path} is missing")
     card = vio.load_json(card_path)
+    if not isinstance(card, dict):
+        raise FileContentError(f"{card_path}: holds a JSON {type(card).__name__}; expected a dictionary card (a JSON object)")
     if card.get("format") != FORMAT:
         raise ValueError(f"{card_path}: not a vision_interp dictionary card (format {card.get('format')!r}, expected {FORMAT!r})")
     sd = vio.load_state_dict(weights)
-    n_features, d_in = sd["W_enc"].shape
+    shape = sd["W_enc"].shape if "W_enc" in sd and sd["W_enc"].ndim == 2 else (None, None)
+    n_features, d_in = shape
+    check_state_dict(sd, {"W_enc": (None, None), "b_enc": (n_features,), "W_dec": (n_features, d_in), "b_dec": (d_in,),
+                          "scale": ()}, weights)
+    k = card.get("k")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_features:
+        raise FileContentError(f"{card_path}: 'k' is {k!r}; expected an integer in 1..{n_features} (the number of features)")
+    if not isinstance(card.get("layer"), str) or not card["layer"]:
+        raise FileContentError(f"{card_path}: 'layer' is {card.get('layer')!r}; expected the layer name the dictionary reads")
     sae = TopKSAE(int(d_in), int(n_features), int(card["k"]))
     sae.load_state_dict(sd, strict=True)
     sae.eval()

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..checks import InputError, check_int, check_matrix
 from .attach import attached
 from .dictionary import Dictionary, as_samples, layer_activations
 from .sae import fvu
@@ -23,9 +24,23 @@ __all__ = ["reconstruction_metrics", "pca_baseline", "nmf_baseline", "replaced_a
            "label_purity", "summarize", "evaluate_dictionary"]
 
 
+def _check_samples(samples: torch.Tensor, arg: str, width: int) -> None:
+    check_matrix(samples, arg)
+    if samples.shape[1] != width:
+        raise InputError(f"{arg}: {samples.shape[1]} values per sample; the dictionary reads {width} (its layer's channels)")
+
+
+def _check_pair(train: torch.Tensor, test: torch.Tensor) -> None:
+    check_matrix(train, "train")
+    check_matrix(test, "test")
+    if train.shape[1] != test.shape[1]:
+        raise InputError(f"test: {test.shape[1]} values per sample, train has {train.shape[1]}")
+
+
 @torch.no_grad()
 def reconstruction_metrics(dictionary: Dictionary, samples: torch.Tensor) -> dict:
     """FVU, mean L0 and dead features of ``dictionary`` on held-out samples ``(M, C)``."""
+    _check_samples(samples, "samples", dictionary.module.d_in)
     z = dictionary.module.encode_flat(samples.float())
     rec = dictionary.module.decode_flat(z)
     active = z > 0
@@ -42,6 +57,8 @@ def reconstruction_metrics(dictionary: Dictionary, samples: torch.Tensor) -> dic
 def pca_baseline(train: torch.Tensor, test: torch.Tensor, rank: int) -> float:
     """FVU on ``test`` of the best rank-``rank`` affine reconstruction fitted on ``train`` (PCA):
     every sample uses ``rank`` coefficients, the same L0 as a TopK dictionary with k = rank."""
+    _check_pair(train, test)
+    check_int(rank, "rank", minimum=1, maximum=min(train.shape))
     mean = train.double().mean(0)
     _, _, vh = torch.linalg.svd(train.double() - mean, full_matrices=False)
     basis = vh[:rank]
@@ -66,6 +83,8 @@ def nmf_baseline(train: torch.Tensor, test: torch.Tensor, rank: int, *, max_trai
     data, so it factorizes what the next layer sees after the ReLU."""
     from ..circuits import nmf
 
+    _check_pair(train, test)
+    check_int(rank, "rank", minimum=1, maximum=train.shape[1])
     gen = torch.Generator().manual_seed(seed)
     tr = train.clamp_min(0).double()
     if len(tr) > max_train:
@@ -103,6 +122,11 @@ def unit_max_activations(model: nn.Module, layer: str, images: torch.Tensor, bat
 def label_purity(max_acts: torch.Tensor, labels: torch.Tensor, top: int = 100, n_classes: int = 10) -> dict:
     """Per unit: class purity and label entropy (bits) of its ``top`` highest-activating images.
     Units that are zero on all but fewer than ``top`` images are reported as ``None`` (not ranked)."""
+    check_matrix(max_acts, "max_acts")
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or len(labels) != len(max_acts) or labels.is_floating_point():
+        raise InputError(f"labels: expected {len(max_acts)} integer class labels (one per image of max_acts), got "
+                         f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}")
+    check_int(top, "top", minimum=1)
     purity, entropy, majority = [], [], []
     for c in range(max_acts.shape[1]):
         col = max_acts[:, c]
@@ -133,6 +157,10 @@ def summarize(values: Sequence[float | None]) -> dict:
 def evaluate_dictionary(model: nn.Module, dictionary: Dictionary, train_samples: torch.Tensor,
                         test_images: torch.Tensor, test_labels: torch.Tensor, *, top: int = 100) -> dict:
     """Every metric of the card, on held-out ``test_images`` (``train_samples`` fit the baselines)."""
+    if not isinstance(test_labels, torch.Tensor) or test_labels.ndim != 1 or len(test_labels) != len(test_images):
+        raise InputError(f"test_labels: expected one label per test image ({len(test_images)}), got "
+                         f"{tuple(test_labels.shape) if isinstance(test_labels, torch.Tensor) else type(test_labels).__name__}")
+    _check_samples(train_samples, "train_samples", dictionary.module.d_in)
     test_samples = as_samples(layer_activations(model, dictionary.layer, test_images))
     rec = reconstruction_metrics(dictionary, test_samples)
     base_acc, rec_acc = replaced_accuracy(model, dictionary, test_images, test_labels)
@@ -174,7 +202,11 @@ def evaluate_dictionary(model: nn.Module, dictionary: Dictionary, train_samples:
 def more_monosemantic_verdict(metrics: dict) -> tuple[bool, str]:
     """The one rule: features are called more monosemantic than neurons when the median class purity
     of the (ranked) features exceeds the neurons' median by at least 0.05."""
-    mono = metrics["monosemanticity"]
+    try:
+        mono = metrics["monosemanticity"]
+        mono["features"]["purity_summary"]["median"], mono["neurons"]["purity_summary"]["median"]
+    except (KeyError, TypeError) as e:
+        raise InputError(f"metrics: no monosemanticity purity medians ({e}); pass the dict evaluate_dictionary returns") from None
     f, n = mono["features"]["purity_summary"]["median"], mono["neurons"]["purity_summary"]["median"]
     verdict = f - n >= 0.05
     text = (f"median class purity: features {f:.3f}, neurons {n:.3f} (difference {f - n:+.3f}); rule: 'more monosemantic' "

@@ -125,6 +125,10 @@ class SAEConfig:
 
 def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """Fraction of variance unexplained: ``sum |x - x_hat|^2 / sum |x - mean(x)|^2`` over samples ``(M, C)``."""
+    from ..checks import InputError
+
+    if x.shape != x_hat.shape:
+        raise InputError(f"x_hat: shape {tuple(x_hat.shape)}; it must match x {tuple(x.shape)}")
     x, x_hat = x.double(), x_hat.double()
     return float(((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum().clamp_min(1e-30))
 
@@ -144,7 +148,10 @@ def train_topk_sae(x: torch.Tensor, config: SAEConfig = SAEConfig(), *, progress
     from tqdm.auto import tqdm
 
     if x.ndim != 2:
-        raise ValueError(f"train_topk_sae needs samples (M, C), got shape {tuple(x.shape)}; see features.layer_samples")
+        raise ValueError(f"x: train_topk_sae needs samples (M, C), got shape {tuple(x.shape)}; see features.layer_samples")
+    from ..checks import check_finite
+
+    check_finite(x, "x")
     config.validate(x.shape[1])
     x = x.float()
     gen = torch.Generator().manual_seed(config.seed)

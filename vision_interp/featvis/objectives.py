@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..checks import check_int, check_number, check_instance
 from ..units import Unit, UnitRangeError, UnitSpec, layer_shape, parse_unit, resolve_layer, resolve_unit
 
 __all__ = [
@@ -181,6 +182,7 @@ def _check_unit(unit: Unit, require_channel: bool) -> CheckFn:
 def _unit_from(unit_or_layer: UnitSpec, c: int | None) -> "tuple[str, int | None, tuple[int, int] | None]":
     unit = unit_or_layer if isinstance(unit_or_layer, Unit) else parse_unit(unit_or_layer)
     if c is not None:
+        c = check_int(c, "channel c")
         if unit.channel is not None and unit.channel != c:
             raise ValueError(f"channel given twice: {unit_or_layer!r} and c={c}")
         return unit.layer, int(c), unit.position
@@ -243,6 +245,7 @@ def neuron(unit_or_layer: UnitSpec, c: int | None = None, y: int | None = None, 
 
 def layer_l2(layer: str, batch: int | None = None) -> Objective:
     """DeepDream: the mean squared activation of a whole layer (everything it detects, amplified)."""
+    check_instance(layer, str, "layer")
     desc = f"deepdream {layer}" + (f" [batch {batch}]" if batch is not None else "")
 
     def fn(acts: Acts) -> torch.Tensor:
@@ -261,6 +264,9 @@ def direction(layer: str, vec: torch.Tensor | Sequence[float], batch: int | None
     ``direction_neuron`` variant) to favour activations that point the same way, not only large ones.
     """
     v = torch.as_tensor(vec, dtype=torch.float32).flatten()
+    if v.numel() == 0 or not bool(torch.isfinite(v).all()) or not bool(v.abs().sum() > 0):
+        raise ValueError(f"vec: a direction needs at least one finite, non-zero entry; got {v.numel()} entries "
+                         f"{v[:4].tolist()}")
     desc = f"direction {layer}[{v.numel()}]" + (f" [batch {batch}]" if batch is not None else "")
 
     def check_len(model: nn.Module, shape: tuple, _n: int) -> None:
@@ -285,6 +291,8 @@ def class_logit(c: int | str, layer: str = "logits", batch: int | None = None) -
 
     ``layer`` names the logits layer (zoo models alias it as ``"logits"``).
     """
+    if not isinstance(c, str):
+        c = check_int(c, "class c")
     desc_c = repr(c) if isinstance(c, str) else str(c)
     desc = f"class logit {desc_c}" + (f" [batch {batch}]" if batch is not None else "")
     index: list[int] = [c] if isinstance(c, int) else []
@@ -319,6 +327,7 @@ def diversity(layer: str, weight: float = 1.0, group_size: int | None = None) ->
     (consecutive blocks of ``group_size``; the whole batch by default). Gram matrices ignore
     where features are, so the images must differ in which features they combine, not just shift.
     """
+    weight = check_number(weight, "weight")
     desc = f"{weight:g} * diversity {layer}" + (f" (groups of {group_size})" if group_size else "")
 
     def fn(acts: Acts) -> torch.Tensor:

@@ -9,7 +9,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..capture import capture
+from ..capture import _capture
+from ..model_state import using
 from .objectives import Objective
 from .param import FourierParam, ImageParam, PixelParam
 from .result import NonFiniteObjectiveError
@@ -19,24 +20,18 @@ from .transform import Compose
 
 @contextlib.contextmanager
 def _frozen(model: nn.Module, device: torch.device) -> Iterator[None]:
-    """Eval mode, parameters without gradients, on ``device``; all restored afterwards (also on errors)."""
+    """Eval mode, parameters without gradients, on ``device``; every module's mode and every parameter's
+    ``requires_grad`` restored afterwards, also on errors; one thread at a time (:func:`..model_state.using`)."""
     p0 = next(model.parameters(), None)
     orig_device = p0.device if p0 is not None else device
-    frozen = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    try:
-        for p, _ in frozen:
-            p.requires_grad_(False)
-        model.eval()
+    with using(model, freeze=True, what="feature visualization"):
         if device != orig_device:
             model.to(device)
-        yield
-    finally:
-        for p, req in frozen:
-            p.requires_grad_(req)
-        model.train(was_training)
-        if device != orig_device:
-            model.to(orig_device)
+        try:
+            yield
+        finally:
+            if device != orig_device:
+                model.to(orig_device)
 
 
 class _Evaluator:
@@ -59,7 +54,7 @@ class _Evaluator:
         x = x.contiguous(memory_format=self.memory_format)
         # judged values are always computed in fp32, so bf16 runs are measured like fp32 ones
         with torch.set_grad_enabled(train), (self.autocast if train else contextlib.nullcontext()):
-            cache = capture(self.model, x, self.paths, stop_early=True)
+            cache = _capture(self.model, x, self.paths, stop_early=True)
             raw = _tensors_by_path(cache, self.paths)
             acts = {name: raw[path] for name, path in zip(self.names, self.paths)}
             return (objective or self.obj)(acts).float()

@@ -170,4 +170,4 @@ def image_param(
         return FourierParam(shape, sd=sd, decay_power=decay_power, seed=seed, decorrelate=decorrelate, valid=valid)
     if kind == "pixel":
         return PixelParam(shape, sd=sd, seed=seed, decorrelate=decorrelate, valid=valid)
-    raise ValueError(f"unknown parameterization {kind!r}: choose 'fft' (Fourier, 1/f scaled) or 'pixel'")
+    raise ValueError(f"kind: unknown parameterization {kind!r}: choose 'fft' (Fourier, 1/f scaled) or 'pixel'")

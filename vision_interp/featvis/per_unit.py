@@ -9,7 +9,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from ..capture import capture
+from ..capture import _capture
+from ..checks import check_images
 from ..units import UnitRangeError, default_input_shape, layer_shape
 from .objectives import Objective, as_objective, bound_layer
 from .optimise import _frozen, _tensors_by_path
@@ -77,12 +78,11 @@ def _channels_per_element(layer: str, chans: Sequence[int], position: tuple[int,
 def evaluate_objective(model: nn.Module, objective: Objective, images: torch.Tensor) -> torch.Tensor | None:
     """``objective`` on ``images`` as they are (eval mode, no gradients, fp32); None when the model
     rejects their size."""
-    p = next(model.parameters(), None)
-    x = images.to(p.device) if p is not None else images
+    x, _ = check_images(images, model, arg="images", allow_single=False)
     paths = [bound_layer(model, name) for name in objective.layers]
     with _frozen(model, x.device), torch.no_grad():
         try:
-            raw = _tensors_by_path(capture(model, x, paths, stop_early=True), paths)
+            raw = _tensors_by_path(_capture(model, x, paths, stop_early=True), paths)
         except (ValueError, RuntimeError):
             return None
         return objective({name: raw[path] for name, path in zip(objective.layers, paths)}).float().cpu()

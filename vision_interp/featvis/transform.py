@@ -243,6 +243,9 @@ def standard_transforms() -> Compose:
 
 def small_transforms(shift: int = 2, fill: float = 0.0) -> Compose:
     """For tiny fixed-size inputs (MNIST 28x28): random shifts of up to ``shift`` pixels, size unchanged."""
+    from ..checks import check_int
+
+    check_int(shift, "shift", minimum=0)
     return Compose([Pad(shift, fill=fill), Jitter(2 * shift)])
 
 

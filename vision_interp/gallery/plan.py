@@ -162,8 +162,10 @@ def render_fingerprint(model: nn.Module, settings: "GallerySettings") -> dict:
     precision, param, transforms, lr, schedule...) with the gallery's steps and objective, and the
     device ``render`` resolves. A resumed build on another device or precision is refused, because
     its pictures would differ."""
+    from ..checks import check_instance
     from ..featvis.settings import default_settings, pick_device
 
+    check_instance(settings, GallerySettings, "settings")
     rs = default_settings(model)
     changes = {k: v for k, v in (("steps", settings.steps), ("objective", settings.objective)) if v is not None}
     rs = rs.replace(**changes) if changes else rs

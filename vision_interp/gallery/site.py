@@ -457,6 +457,10 @@ def _unit_page(manifest: dict, entry: dict, prev_e: dict | None, next_e: dict | 
 
 def write_site(out_dir: str | Path, manifest: dict) -> list[Path]:
     """Write every page of the gallery (atomically) from ``manifest``; returns the paths written."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("layers"), list):
+        from ..checks import InputTypeError
+
+        raise InputTypeError(f"manifest: expected the gallery manifest (a dict with a 'layers' list), got {type(manifest).__name__}")
     out = Path(out_dir)
     written = [vio.atomic_write_text(out / "static" / "gallery.css", CSS), vio.atomic_write_text(out / "index.html", _index(manifest))]
     for layer in manifest["layers"]:

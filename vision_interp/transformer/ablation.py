@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from ..capture import hooks
+from ..checks import check_token_ids
+from ..model_state import runs_model
 from .forward import attn_residual, causal_bias, embed, mlp_residual, next_token_ce, run_block, unembed_ce, upcast
 from .scores import _device, _seq_len, check_model, copy_slices
 
@@ -71,9 +73,11 @@ def _clean_run(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[list[torch
     return [resid[i] for i in range(L)], [zs[i] for i in range(L)], logits
 
 
+@runs_model
 @torch.no_grad()
 def head_means(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Mean ``z`` of every head over batch and positions of the clean run, ``(L, H, d_head)``."""
+    check_token_ids(tokens, vocab_size=int(model.config.vocab_size), n_ctx=int(model.config.n_positions))
     _, zs, _ = _clean_run(model, tokens)
     H = model.config.n_head
     return torch.stack([upcast(z).mean(dim=(0, 1)).view(H, -1) for z in zs])
@@ -99,6 +103,7 @@ def _patch_hook(W_O: torch.Tensor, head_of_row: torch.Tensor, repl: torch.Tensor
     return fn
 
 
+@runs_model
 @torch.no_grad()
 def ablated_loss(model: torch.nn.Module, tokens: torch.Tensor, heads: Sequence[tuple[int, int]], mode: str = "mean",
                  means: torch.Tensor | None = None) -> float:
@@ -106,7 +111,7 @@ def ablated_loss(model: torch.nn.Module, tokens: torch.Tensor, heads: Sequence[t
     check_model(model)
     (mode,) = _check_modes([mode])
     _check_heads(model, heads)
-    seq_len = _seq_len(tokens)
+    seq_len = _seq_len(tokens, model)
     H, d = model.config.n_head, model.config.n_embd
     dh = d // H
     if mode == "mean" and means is None:
@@ -148,7 +153,7 @@ def _clean_cache(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[list[tor
     """Residual entering each block and each block's per-head ``z`` ``(B, T, H, dh)``, plus the clean second-copy
     loss computed by this module's own forward loop."""
     H = model.config.n_head
-    seq_len = _seq_len(tokens)
+    seq_len = _seq_len(tokens, model)
     x = embed(model, tokens.to(_device(model)))
     bias = causal_bias(x.shape[1], x.dtype, x.device)
     resid, zs = [], []
@@ -190,6 +195,7 @@ def _replacement(means: torch.Tensor, layer: int, mode: str) -> torch.Tensor:
     return means[layer] if mode == "mean" else torch.zeros_like(means[layer])
 
 
+@runs_model
 @torch.no_grad()
 def ablation_scan(model: torch.nn.Module, tokens: torch.Tensor, modes: Sequence[str] = ABLATION_MODES, *,
                   max_rows: int = 64, progress: bool = True) -> dict:
@@ -208,7 +214,7 @@ def ablation_scan(model: torch.nn.Module, tokens: torch.Tensor, modes: Sequence[
 
     check_model(model)
     modes = _check_modes(modes)
-    seq_len = _seq_len(tokens)
+    seq_len = _seq_len(tokens, model)
     L, H = model.config.n_layer, model.config.n_head
     B = tokens.shape[0]
     logits = model(tokens.to(_device(model))).logits
@@ -270,13 +276,14 @@ def _heads_zedit(heads: Sequence[tuple[int, int]], means: torch.Tensor, mode: st
 
 @torch.no_grad()
 def _joint_loss(model, resid, zs, means, tokens, heads, mode) -> float:
-    seq_len = _seq_len(tokens)
+    seq_len = _seq_len(tokens, model)
     first = min(l for l, _ in heads)
     x = _run_from(model, first, resid[first], seq_len, zedit=_heads_zedit(heads, means, mode), first_z=zs[first])
     targets = tokens[:, 1:][:, _queries(seq_len)].to(x.device)
     return float(_second_copy_ce(model, x, targets).mean())
 
 
+@runs_model
 @torch.no_grad()
 def path_ablated_loss(model: torch.nn.Module, tokens: torch.Tensor, senders: Sequence[tuple[int, int]],
                       receivers: Sequence[tuple[int, int]], mode: str = "mean", *, _cache=None) -> float:
@@ -294,7 +301,7 @@ def path_ablated_loss(model: torch.nn.Module, tokens: torch.Tensor, senders: Seq
         raise ValueError("path ablation needs at least one sender and one receiver head")
     if max(l for l, _ in senders) >= min(l for l, _ in receivers):
         raise ValueError("every sender must be in an earlier layer than every receiver")
-    seq_len = _seq_len(tokens)
+    seq_len = _seq_len(tokens, model)
     H, d = model.config.n_head, model.config.n_embd
     dh = d // H
     resid, zs, _ = _cache or _clean_cache(model, tokens)
@@ -324,6 +331,7 @@ def path_ablated_loss(model: torch.nn.Module, tokens: torch.Tensor, senders: Seq
     return float(_second_copy_ce(model, x, targets).mean())
 
 
+@runs_model
 @torch.no_grad()
 def joint_ablations(model: torch.nn.Module, tokens: torch.Tensor, induction_heads: Sequence[tuple[int, int]],
                     previous_token_heads: Sequence[tuple[int, int]], modes: Sequence[str] = ABLATION_MODES) -> dict:
@@ -335,7 +343,7 @@ def joint_ablations(model: torch.nn.Module, tokens: torch.Tensor, induction_head
     check_model(model)
     modes = _check_modes(modes)
     _check_heads(model, list(induction_heads) + list(previous_token_heads))
-    _seq_len(tokens)
+    _seq_len(tokens, model)
     cache = _clean_cache(model, tokens)
     resid, zs, clean = cache
     means = torch.stack([z.mean(dim=(0, 1)) for z in zs])
@@ -402,6 +410,7 @@ def _scan_cache(model: torch.nn.Module, tokens: torch.Tensor):
     return ([r[:, :-1] for r in resid], [z[:, :-1] for z in zs], clean), means
 
 
+@runs_model
 def integrated_attribution_patching(model: torch.nn.Module, tokens: torch.Tensor,
                                     modes: Sequence[str] = ABLATION_MODES, *, steps: int = 8,
                                     scope: str = "all") -> dict:
@@ -427,7 +436,7 @@ def integrated_attribution_patching(model: torch.nn.Module, tokens: torch.Tensor
         raise ValueError(f"scope must be one of {', '.join(ATTRIBUTION_SCOPES)}, got {scope!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    seq_len = _seq_len(tokens)
+    seq_len = _seq_len(tokens, model)
     L, H = model.config.n_layer, model.config.n_head
     cache, means = _scan_cache(model, tokens)
     targets = tokens[:, 1:][:, _queries(seq_len)].to(means.device)
@@ -455,6 +464,7 @@ def integrated_attribution_patching(model: torch.nn.Module, tokens: torch.Tensor
     return out
 
 
+@runs_model
 @torch.no_grad()
 def ablation_line(model: torch.nn.Module, tokens: torch.Tensor, head: tuple[int, int], mode: str = "mean",
                   ts: Sequence[float] = tuple(k / 10 for k in range(11))) -> list[float]:
@@ -464,7 +474,7 @@ def ablation_line(model: torch.nn.Module, tokens: torch.Tensor, head: tuple[int,
     check_model(model)
     (mode,) = _check_modes([mode])
     _check_heads(model, [head])
-    seq_len = _seq_len(tokens)
+    seq_len = _seq_len(tokens, model)
     (resid, zs, clean), means = _scan_cache(model, tokens)
     layer, h = head
     targets = tokens[:, 1:][:, _queries(seq_len)].to(zs[0].device)
@@ -483,6 +493,7 @@ def ablation_line(model: torch.nn.Module, tokens: torch.Tensor, head: tuple[int,
     return out
 
 
+@runs_model
 def attribution_patching(model: torch.nn.Module, tokens: torch.Tensor, modes: Sequence[str] = ABLATION_MODES) -> dict:
     """First-order estimate of every head's ablation effect from one forward and one backward pass.
 
@@ -492,7 +503,7 @@ def attribution_patching(model: torch.nn.Module, tokens: torch.Tensor, modes: Se
     """
     check_model(model)
     modes = _check_modes(modes)
-    seq_len = _seq_len(tokens)
+    seq_len = _seq_len(tokens, model)
     H = model.config.n_head
     probes, zs = [], []
 

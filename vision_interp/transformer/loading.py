@@ -265,6 +265,9 @@ def save_gpt2(model: torch.nn.Module, out_dir: str | os.PathLike) -> Path:
 
     The tied unembedding (``lm_head.weight`` = ``wte``) is stored once.
     """
+    from .scores import check_model
+
+    check_model(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = json.loads(model.config.to_json_string(use_diff=False))

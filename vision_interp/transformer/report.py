@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from .. import io as vio
+from ..checks import InputError, check_int, check_number
+from ..model_state import runs_model
 from . import figures
 from .ablation import (ABLATION_MODES, ablation_line, ablation_scan, attribution_patching, integrated_attribution_patching,
                        joint_ablations)
@@ -273,6 +275,7 @@ def _token_text(model: torch.nn.Module, tokens: torch.Tensor, tokenizer) -> list
     return [tokenizer.decode([int(t)]).replace("\n", "\\n") for t in tokens[0]]
 
 
+@runs_model
 def analyze_induction(model: torch.nn.Module, *, model_name: str = "model", seq_len: int = 50, batch: int = 10,
                       seed: int = 0, ablation: Sequence[str] = ABLATION_MODES, fold_ln: bool = True,
                       composition: bool = True, max_rows: int = 64, progress: bool = True,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import InputError, check_int, check_number
+
 __all__ = ["INDUCTION_THRESHOLD", "PREV_TOKEN_THRESHOLD", "AGREEMENT_THRESHOLD", "SCORE_SCALES", "SCORE_DEFINITIONS",
            "format_head", "top_heads", "detected_heads"]
 
@@ -18,11 +20,16 @@ AGREEMENT_THRESHOLD = 0.8
 
 def format_head(layer: int, head: int) -> str:
     """Heads are written ``layer.head`` (``5.1``), as in the induction-head literature."""
+    check_int(layer, "layer", minimum=0)
+    check_int(head, "head", minimum=0)
     return f"{layer}.{head}"
 
 
 def top_heads(scores: np.ndarray, k: int = 5) -> list[tuple[int, int, float]]:
     """The ``k`` highest-scoring heads of an ``(L, H)`` array as ``(layer, head, score)``, best first."""
+    check_int(k, "k", minimum=1)
+    if np.ndim(scores) != 2:
+        raise InputError(f"scores: shape {np.shape(scores)}; expected (n_layer, n_head)")
     flat = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf).ravel()
     order = np.argsort(-flat, kind="stable")[:k]
     H = scores.shape[1]
@@ -31,6 +38,7 @@ def top_heads(scores: np.ndarray, k: int = 5) -> list[tuple[int, int, float]]:
 
 def detected_heads(scores: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """Heads whose score is at least ``threshold``, best first."""
+    check_number(threshold, "threshold")
     return [(l, h) for l, h, v in top_heads(scores, scores.size) if v >= threshold]
 
 

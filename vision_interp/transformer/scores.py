@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..checks import InputError, InputTypeError, check_int, check_token_ids
+from ..model_state import runs_model
 from ..capture import hooks
 
 __all__ = [
@@ -57,8 +59,9 @@ def check_probe(model: torch.nn.Module, seq_len: int, batch: int) -> None:
     """Validate the probe size against the model's context window before any forward pass."""
     check_model(model)
     for name, v in (("seq_len", seq_len), ("batch", batch)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (2 if name == "seq_len" else 1):
+            raise InputError(f"{name}: {v!r}; must be a positive integer" + (" >= 2" if name == "seq_len" else "")
+                             + (" (a repeated sequence needs two tokens to have a previous token to copy)" if name == "seq_len" else ""))
     n_pos = int(model.config.n_positions)
     if 2 * seq_len + 1 > n_pos:
         raise ValueError(
@@ -89,10 +92,16 @@ def repeated_tokens(model: torch.nn.Module, seq_len: int = 50, batch: int = 10, 
     return torch.cat([bos_col, r, r], dim=1)
 
 
-def _seq_len(tokens: torch.Tensor) -> int:
+def _seq_len(tokens: torch.Tensor, model: torch.nn.Module | None = None) -> int:
+    """``seq_len`` of ``[BOS] + R + R`` token ids; with ``model``, the ids are also checked against its
+    vocabulary and context window (:func:`..checks.check_token_ids`) before any forward pass."""
+    if model is not None:
+        check_token_ids(tokens, vocab_size=int(model.config.vocab_size), n_ctx=int(model.config.n_positions), min_len=3)
+    if not isinstance(tokens, torch.Tensor):
+        raise InputTypeError(f"tokens: expected a (batch, 2*seq_len+1) tensor of token ids, got {type(tokens).__name__}")
     T = tokens.shape[-1]
     if tokens.ndim != 2 or T < 3 or T % 2 == 0:
-        raise ValueError(f"expected [BOS] + R + R token ids of shape (batch, 2*seq_len+1), got {tuple(tokens.shape)}")
+        raise InputError(f"tokens: expected [BOS] + R + R token ids of shape (batch, 2*seq_len+1), got {tuple(tokens.shape)}")
     return (T - 1) // 2
 
 
@@ -100,6 +109,7 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+@runs_model
 @torch.no_grad()
 def attention_patterns(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Attention probabilities of every head, ``(n_layer, batch, n_head, T, T)``, from one forward pass.
@@ -108,6 +118,7 @@ def attention_patterns(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Te
     the model must use eager attention (SDPA never materialises the probabilities).
     """
     check_model(model)
+    check_token_ids(tokens, vocab_size=int(model.config.vocab_size), n_ctx=int(model.config.n_positions))
     impl = getattr(model.config, "_attn_implementation", "eager")
     if impl != "eager":
         raise ValueError(f"attention patterns need eager attention, the model uses {impl!r}; "
@@ -128,6 +139,18 @@ def attention_patterns(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Te
     return torch.stack([got[i] for i in range(n_layer)])
 
 
+def _check_patterns(patterns: torch.Tensor, seq_len: int | None = None) -> None:
+    """Attention patterns ``(n_layer, batch, n_head, T, T)``; with ``seq_len``, ``T = 2 * seq_len + 1``."""
+    if not isinstance(patterns, torch.Tensor) or patterns.ndim != 5 or patterns.shape[-1] != patterns.shape[-2]:
+        raise InputError(f"patterns: expected attention patterns (n_layer, batch, n_head, T, T), got "
+                         f"{tuple(patterns.shape) if isinstance(patterns, torch.Tensor) else type(patterns).__name__}")
+    if seq_len is not None:
+        check_int(seq_len, "seq_len", minimum=1)
+        if patterns.shape[-1] != 2 * seq_len + 1:
+            raise InputError(f"seq_len: {seq_len} needs patterns over 2 * seq_len + 1 = {2 * seq_len + 1} positions; "
+                             f"these have T = {patterns.shape[-1]} (seq_len {(patterns.shape[-1] - 1) // 2})")
+
+
 def _diag_mean(patterns: torch.Tensor, offset: int, last: int | None) -> np.ndarray:
     """Mean over batch and queries of ``pattern[q, q - offset]``, for the ``last`` queries (all when None)."""
     d = torch.diagonal(patterns, offset=-offset, dim1=-2, dim2=-1)  # (L, B, H, T - offset)
@@ -143,20 +166,24 @@ def induction_scores(patterns: torch.Tensor, seq_len: int) -> np.ndarray:
     Averaged over the batch and all ``seq_len`` second-copy queries. 1 = a perfect induction head; a head
     with uniform causal attention scores about ``1/(1.5*seq_len)``.
     """
+    _check_patterns(patterns, seq_len)
     return _diag_mean(patterns, seq_len - 1, seq_len)
 
 
 def previous_token_scores(patterns: torch.Tensor) -> np.ndarray:
     """Previous-token score: mean attention from position ``i`` to ``i - 1``, over every ``i >= 1`` and the batch."""
+    _check_patterns(patterns)
     return _diag_mean(patterns, 1, None)
 
 
 def duplicate_token_scores(patterns: torch.Tensor, seq_len: int) -> np.ndarray:
     """Duplicate-token score: mean attention from each second-copy position ``q`` to ``q - seq_len``, the earlier
     copy of the same token (averaged over the batch and the ``seq_len`` second-copy queries)."""
+    _check_patterns(patterns, seq_len)
     return _diag_mean(patterns, seq_len, seq_len)
 
 
+@runs_model
 @torch.no_grad()
 def fast_pattern_scores(model: torch.nn.Module, tokens: torch.Tensor, *, keep_patterns: bool = False
                         ) -> tuple[dict[str, np.ndarray], torch.Tensor | None, torch.Tensor | None]:
@@ -171,7 +198,7 @@ def fast_pattern_scores(model: torch.nn.Module, tokens: torch.Tensor, *, keep_pa
     from .forward import attention_pattern, causal_bias, embed, qkv, run_block
 
     check_model(model)
-    seq_len = _seq_len(tokens)
+    seq_len = _seq_len(tokens, model)
     L, H = model.config.n_layer, model.config.n_head
     x = embed(model, tokens.to(_device(model)))
     bias = causal_bias(x.shape[1], x.dtype, x.device)
@@ -279,6 +306,7 @@ def copying_scores(model: torch.nn.Module, fold_ln: bool = True, weights: HeadWe
       whose own logit is the largest of row ``t`` of the full OV circuit restricted to those tokens (1 = the
       head raises exactly the token it attends to; chance = 1/len(sample)).
     """
+    check_int(max_tokens, "max_tokens", minimum=1)
     w = weights or head_weights(model, fold_ln)
     W_U = w.W_U.double()
     W_U = W_U - W_U.mean(1, keepdim=True)
@@ -351,6 +379,9 @@ def composition_baseline(d_model: int, d_head: int, samples: int = 200, seed: in
     and ``||W_OV1 W_QK2^T|| / (||W_OV1|| ||W_QK2||)`` is averaged over ``samples`` independent draws (K, Q and V
     composition have the same distribution for such matrices). Returns ``{"mean", "std", "samples"}``.
     """
+    check_int(d_model, "d_model", minimum=1)
+    check_int(d_head, "d_head", minimum=1, maximum=d_model)
+    check_int(samples, "samples", minimum=2)
     gen = torch.Generator().manual_seed(int(seed))
     shape = (samples, d_model, d_head)
     A, B, C, D = (torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(4))
@@ -365,6 +396,9 @@ def token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy per position, ``(batch, T-1)``: entry ``t`` is the loss of predicting ``tokens[:, t+1]``."""
     from .forward import next_token_ce
 
+    if logits.ndim != 3 or tokens.ndim != 2 or tuple(logits.shape[:2]) != tuple(tokens.shape):
+        raise InputError(f"tokens: shape {tuple(tokens.shape)}; it must match the logits' (batch, seq) "
+                         f"{tuple(logits.shape[:2])} (logits are (batch, seq, vocab))")
     return next_token_ce(logits[:, :-1], tokens[:, 1:])
 
 
@@ -374,13 +408,15 @@ def copy_slices(seq_len: int) -> tuple[slice, slice]:
     Both skip the copy's first token (nothing predicts it): first copy = predicting ``R[1:]`` at positions
     ``2..seq_len``; second copy = predicting ``R[1:]`` at ``seq_len+2..2*seq_len`` (what induction can predict).
     """
+    check_int(seq_len, "seq_len", minimum=2)
     return slice(1, seq_len), slice(seq_len + 1, 2 * seq_len)
 
 
+@runs_model
 @torch.no_grad()
 def copy_losses(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[float, float]:
     """Mean loss on the first and on the second copy of ``[BOS] + R + R`` (see :func:`copy_slices`)."""
-    seq_len = _seq_len(tokens)
+    seq_len = _seq_len(tokens, model)
     logits = model(tokens.to(_device(model))).logits
     lt = token_losses(logits, tokens)
     s1, s2 = copy_slices(seq_len)

@@ -100,6 +100,11 @@ def copy_task_batch(cfg: ToyConfig, gen: torch.Generator, length: int | None = N
     by noise. All tokens except BOS are uniform over ``[0, vocab_size - 1)``. ``predictable[b, t]`` is True
     where token ``t`` is a repeat (``t - len(S)`` holds the same token by construction).
     """
+    from ..checks import check_instance, check_int
+
+    check_instance(cfg, ToyConfig, "cfg")
+    if length is not None:
+        check_int(length, "length", minimum=2 * cfg.min_segment + 1, maximum=cfg.n_positions)
     T, n_rand, B = length or cfg.n_positions, cfg.vocab_size - 1, cfg.batch_size
     max_seg = min(cfg.max_segment, (T - 1) // 2)
     x = torch.randint(0, n_rand, (B, T), generator=gen)
@@ -121,6 +126,9 @@ def copy_task_batch(cfg: ToyConfig, gen: torch.Generator, length: int | None = N
 
 def build_toy_model(cfg: ToyConfig):
     """A fresh ``GPT2LMHeadModel`` with the toy config (no dropout, tied embeddings), seeded by ``cfg.seed``."""
+    from ..checks import check_instance
+
+    check_instance(cfg, ToyConfig, "cfg")
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(
@@ -159,6 +167,9 @@ def train_induction_model(cfg: ToyConfig = ToyConfig(), *, progress: bool = True
     steps, and a state found there for the same configuration is resumed from (bit-identical result);
     a state for another configuration is ignored with a message and overwritten.
     """
+    from ..checks import check_instance
+
+    check_instance(cfg, ToyConfig, "cfg")
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     old_threads = torch.get_num_threads()
@@ -280,10 +291,12 @@ def train_and_save(out_dir: str | os.PathLike | None = None, cfg: ToyConfig = To
     The folder is removed once the model, card and README are written. ``out_dir`` defaults to
     ``induction_2l/`` in the user's models folder (the checkout's ``models/`` in a clone).
     """
+    from ..checks import check_instance
     from .scores import copy_losses, repeated_tokens
 
     if out_dir is None:
         out_dir = resources.user_models_dir() / TOY_MODEL_NAME
+    check_instance(cfg, ToyConfig, "cfg")
     partial = resume_path(out_dir)
     model, hist = train_induction_model(cfg, progress=progress, log=log, resume_path=partial, checkpoint_every=checkpoint_every)
     seq_len = cfg.probe_seq_len

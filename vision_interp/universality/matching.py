@@ -18,6 +18,8 @@ from typing import Callable, Mapping
 
 import torch
 
+from ..checks import check_finite, check_int
+
 __all__ = ["linear_assignment", "correlation_matrix", "PairMatch", "match_pair", "shared_samples", "LayerMatch",
            "match_layer", "patch_ink", "partial_out", "weight_cosine_best"]
 
@@ -25,6 +27,7 @@ __all__ = ["linear_assignment", "correlation_matrix", "PairMatch", "match_pair",
 def linear_assignment(cost: torch.Tensor) -> tuple[list[int], list[int]]:
     """Exact minimum-cost assignment of every row to a distinct column (rows <= columns), Hungarian
     algorithm with potentials, O(n^2 m). Returns ``(rows, cols)`` sorted by row."""
+    check_finite(cost, "cost")
     c = cost.detach().double().cpu()
     if c.ndim != 2:
         raise ValueError(f"cost must be a matrix, got shape {tuple(c.shape)}")
@@ -77,7 +80,7 @@ def correlation_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson correlation ``(Ca, Cb)`` between the columns of ``a (M, Ca)`` and ``b (M, Cb)``.
     A constant unit (zero variance, e.g. dead) correlates 0 with everything."""
     if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
-        raise ValueError(f"need samples (M, Ca) and (M, Cb) with the same M, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(f"b: need samples (M, Ca) and (M, Cb) with the same M, got {tuple(a.shape)} and {tuple(b.shape)}")
     a, b = a.double(), b.double()
     za, zb = a - a.mean(0), b - b.mean(0)
     sa, sb = za.norm(dim=0), zb.norm(dim=0)
@@ -117,6 +120,8 @@ def shared_samples(n_images: int, positions: int, max_samples: int | None, seed:
 
     ``allowed`` (bool, ``n_images * positions``) restricts the samples to those positions, e.g. the
     informative ones of :func:`ink_mask`."""
+    check_int(n_images, "n_images", minimum=1)
+    check_int(positions, "positions", minimum=1)
     total = n_images * positions
     if allowed is not None:
         if allowed.shape != (total,):
@@ -225,7 +230,7 @@ def match_layer(samples: Mapping[str, torch.Tensor], *, controls: Mapping[str, t
     every model against every control."""
     names = list(samples)
     if len(names) < 2:
-        raise ValueError(f"need at least two models to match, got {len(names)}")
+        raise ValueError(f"samples: need at least two models to match, got {len(names)}")
     m = {t.shape[0] for t in samples.values()} | {t.shape[0] for t in (controls or {}).values()}
     if len(m) != 1:
         raise ValueError(f"every model's samples must be the same inputs; got sample counts {sorted(m)}")

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .. import io as vio
+from ..checks import check_instance
 from ..images import make_grid, save_figure, save_png
 from .matching import LayerMatch, weight_cosine_best
 from .study import MEASURES, PRIMARY, UniversalityResult
@@ -37,6 +38,7 @@ def _q(v: torch.Tensor) -> dict:
 
 def layer_summary(result: UniversalityResult, layer: str) -> dict:
     """The numbers of one layer's section (all from the matches)."""
+    check_instance(result, UniversalityResult, "result")
     lm = result.layers[layer]
     t = result.config.threshold
     s = {
@@ -203,6 +205,7 @@ def _section_text(s: dict) -> list[str]:
 def write_report(result: UniversalityResult, out_dir: str | os.PathLike, images: torch.Tensor, *, groups: int = 4,
                  steps: int = 64, examples: int = 4, cards: dict | None = None) -> Path:
     """Write ``index.html``, ``report.md``, ``report.json`` and pictures into ``out_dir``."""
+    check_instance(result, UniversalityResult, "result")
     out = Path(out_dir)
     summaries, all_groups = {}, {}
     for layer in result.layers:

@@ -23,6 +23,8 @@ def run_universality(seeds: list[int], models_dir: str | os.PathLike, out_dir: s
     from ..data.mnist import load_mnist
     from .report import write_report
 
+    if not isinstance(seeds, (list, tuple)) or len(set(seeds)) < 2:
+        raise ValueError(f"seeds: universality compares at least two models; give two or more distinct seeds, got {seeds!r}")
     config.validate()
     if train:
         train_seed_models(seeds, models_dir, epochs=epochs, data_dir=data_dir, log=log)

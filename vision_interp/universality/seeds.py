@@ -143,8 +143,10 @@ def load_control(directory: str | os.PathLike = SEED_MODELS_DIR) -> nn.Module:
 
 def random_model(seed: int) -> nn.Module:
     """An untrained MNIST CNN with a seeded initialisation (the random-weights control)."""
+    from ..checks import check_int
     from ..zoo.mnist_cnn import MnistCNN
 
+    check_int(seed, "seed")
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)

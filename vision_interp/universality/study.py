@@ -95,6 +95,8 @@ def seed_dictionaries(models: dict[str, nn.Module], layer: str, directory: str |
     # batch size and lr pinned to the recipe the committed seed dictionaries were trained with
     cfg = SAEConfig(n_features=config.sae_features, k=config.sae_k, steps=config.sae_steps, batch_size=2048, lr=2e-3,
                     seed=config.seed)
+    if not models:
+        raise ValueError("models: no models given; pass {name: model} for every seed")
     out = {}
     for name, model in models.items():
         path = Path(directory) / f"{name}_{layer}_sae"
@@ -153,7 +155,7 @@ def run_study(models: dict[str, nn.Module], controls: dict[str, nn.Module], imag
     ``controls`` by the PRIMARY measure (and by the other :data:`MEASURES` for comparison)."""
     config.validate()
     if len(models) < 2:
-        raise ValueError(f"need at least two models, got {len(models)}")
+        raise ValueError(f"models: need at least two models, got {len(models)}")
     images = images[: config.images]
     layers: dict[str, LayerMatch] = {}
     comparisons: dict[str, dict[str, LayerMatch]] = {}
