@@ -426,6 +426,25 @@ CASES: list[Case] = [
     Case(U.collect_samples, "uint8 images", lambda e: U.collect_samples(e.m, "conv2", (e.x * 255).byte(), None), VE, "images"),
     Case(U.run_study, "no models", lambda e: U.run_study({}, {}, e.x), VE, "models"),
     Case(U.seed_dictionaries, "no models", lambda e: U.seed_dictionaries({}, "conv2", e.tmp / "sd", U.UniversalityConfig(), e.x), VE, "models"),
+    # ------------------------------------------------------------------ library methods moved out of the exercise
+    Case(C.contrastive_logit_attribution, "a NaN pixel", lambda e: C.contrastive_logit_attribution(e.m, "pool2", e.nan, torch.tensor([3, 4]), 3), NF, "images"),
+    Case(C.contrastive_logit_attribution, "target class 10 of 10", lambda e: C.contrastive_logit_attribution(e.m, "pool2", e.x, torch.tensor([3, 4]), 10), IE, "target"),
+    Case(C.contrastive_logit_attribution, "a layer the logits are not linear in", lambda e: C.contrastive_logit_attribution(e.m, "conv1", e.x, torch.tensor([3, 4]), 3), VE, "conv1"),
+    Case(C.contrastive_logit_attribution, "one label for two images", lambda e: C.contrastive_logit_attribution(e.m, "pool2", e.x, torch.tensor([3]), 3), VE, "labels"),
+    Case(C.contrastive_logit_attribution, "the right call", lambda e: C.contrastive_logit_attribution(e.m, "pool2", e.x, torch.tensor([3, 4]), 3),
+         lambda r: tuple(r.contributions.shape) == (16, 7, 7) and bool(torch.isfinite(r.contributions).all()), "a (16, 7, 7) map"),
+    Case(C.closed_form_ablation, "mode 'median'", lambda e: C.closed_form_ablation(e.m, "pool2:5", e.x, torch.tensor([3, 4]), 3, mode="median"), VE, "mode"),
+    Case(C.closed_form_ablation, "channel 16 of 16", lambda e: C.closed_form_ablation(e.m, "pool2:16", e.x, torch.tensor([3, 4]), 3), UnitRangeError, "0..15"),
+    Case(C.closed_form_ablation, "an inf pixel", lambda e: C.closed_form_ablation(e.m, "pool2:5", e.inf, torch.tensor([3, 4]), 3), NF, "images"),
+    Case(C.closed_form_ablation, "controls -1", lambda e: C.closed_form_ablation(e.m, "pool2:5", e.x, torch.tensor([3, 4]), 3, controls=-1), VE, "controls"),
+    Case(A.deletion_insertion, "attributions of another shape", lambda e: A.deletion_insertion(e.m, e.x, 3, torch.rand(2, 1, 14, 14)), VE, "attributions"),
+    Case(A.deletion_insertion, "both attributions and order", lambda e: A.deletion_insertion(e.m, e.x, 3, torch.rand(2, 1, 28, 28), order=torch.zeros(2, 784, dtype=torch.long)), VE, "order"),
+    Case(A.deletion_insertion, "a NaN pixel", lambda e: A.deletion_insertion(e.m, e.nan, 3, torch.rand(2, 1, 28, 28)), NF, "images"),
+    Case(A.deletion_insertion, "a fraction of 1.5", lambda e: A.deletion_insertion(e.m, e.x, 3, torch.rand(2, 1, 28, 28), fractions=(0.0, 1.5)), VE, "fractions"),
+    # ------------------------------------------------------------------ display and model folders
+    Case(vi.display.show, "a string", lambda e: vi.display.show("conv2"), TE, "display"),
+    Case(vi.display.show, "a batch of images", lambda e: vi.display.show(e.x), lambda r: "<img" in r._repr_html_(), "HTML with pictures"),
+    Case(U.seed_models_dir, "a seed that is not an integer", lambda e: U.seed_models_dir(["a"]), TE, "seed"),
 ]
 
 

@@ -110,7 +110,7 @@ def using(model: nn.Module, *, eval: bool = True, freeze: bool = False, grad: bo
     """Run ``model`` exclusively, in eval mode (unless ``eval=False``), with parameters frozen if
     ``freeze``, and grad mode set to ``grad`` (unchanged if None); everything restored afterwards."""
     if not isinstance(model, nn.Module):
-        from .checks import InputTypeError
+        from .errors import InputTypeError
 
         raise InputTypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     with exclusive(model, what):

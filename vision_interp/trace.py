@@ -66,7 +66,7 @@ class LayerNotReachedError(TraceError, RuntimeError):
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     """Where and in what dtype to build inputs for ``model``: its first parameter's, else its first
     floating buffer's device, else CPU float32. The package's one device helper."""
-    from .checks import check_model
+    from .errors import check_model
 
     check_model(model)
     p = next(model.parameters(), None)

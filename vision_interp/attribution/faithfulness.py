@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checks import check_images
+from ..model_state import runs_model
+
 __all__ = ["DeletionInsertion", "deletion_insertion", "DEFAULT_FRACTIONS"]
 
 DEFAULT_FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
@@ -39,6 +42,7 @@ class DeletionInsertion:
 
 
 @torch.no_grad()
+@runs_model
 def deletion_insertion(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int,
                        attributions: torch.Tensor | None = None, *, order: torch.Tensor | None = None,
                        replacement: torch.Tensor | float = 0.0,
@@ -52,6 +56,7 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, targets: torch.Te
         raise ValueError(f"images must be a non-empty batch tensor (N, ...), got {getattr(images, 'shape', type(images).__name__)}")
     if (attributions is None) == (order is None):
         raise ValueError("give exactly one of attributions= (a map like the images) or order= (ranked value indices)")
+    images, _ = check_images(images, model, arg="images", allow_single=False)
     n_img, n_val = len(images), images[0].numel()
     if attributions is not None:
         if tuple(attributions.shape) != tuple(images.shape):
@@ -75,8 +80,9 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, targets: torch.Te
             mask.scatter_(1, order[:, :n], True)
         xd = torch.where(mask, flat_b, flat_x).view_as(images)
         xi = torch.where(mask, flat_x, flat_b).view_as(images)
-        dele.append(float(torch.softmax(model(xd), 1).gather(1, ys[:, None]).mean()))
-        ins.append(float(torch.softmax(model(xi), 1).gather(1, ys[:, None]).mean()))
+        with torch.no_grad():
+            dele.append(float(torch.softmax(model(xd), 1).gather(1, ys[:, None]).mean()))
+            ins.append(float(torch.softmax(model(xi), 1).gather(1, ys[:, None]).mean()))
     return DeletionInsertion(fracs, dele, ins)
 
 
@@ -86,7 +92,8 @@ def _targets(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int
     ys = ys.expand(len(images)).clone() if ys.ndim == 0 else ys
     if ys.shape != (len(images),):
         raise ValueError(f"targets must be one class index or one per image ({len(images)}), got shape {tuple(ys.shape)}")
-    n_classes = int(model(images[:1]).shape[1])
+    with torch.no_grad():
+        n_classes = int(model(images[:1]).shape[1])
     if int(ys.min()) < 0 or int(ys.max()) >= n_classes:
         raise ValueError(f"targets must be class indices 0-{n_classes - 1}, got {int(ys.min())}..{int(ys.max())}")
     return ys

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 
 from ..capture import capture
+from ..checks import TargetRangeError, check_class_target, check_images
+from ..model_state import runs_model
 from ..units import UnitSpec, resolve_unit
 from .graph import trace_graph
 from .weights import _logits_node, classifier_view
@@ -181,6 +183,7 @@ class AblationResult:
 
 # ----------------------------------------------------------------------------- public API
 
+@runs_model
 def contrastive_logit_attribution(model: nn.Module, layer: UnitSpec, images: torch.Tensor, labels: torch.Tensor,
                                   target: int | UnitSpec, *, activations: torch.Tensor | None = None,
                                   logits: torch.Tensor | None = None, batch_size: int = 1000) -> ContrastiveAttribution:
@@ -197,6 +200,7 @@ def contrastive_logit_attribution(model: nn.Module, layer: UnitSpec, images: tor
                                   W[t].view(acts.shape[1:]).clone())
 
 
+@runs_model
 def closed_form_ablation(model: nn.Module, unit: UnitSpec, images: torch.Tensor, labels: torch.Tensor,
                          target: int | UnitSpec, *, positions: Sequence[int] | Sequence[tuple[int, int]] | None = None,
                          mode: str = "mean", controls: int = 0, exclude: Sequence[int] = (),
@@ -213,6 +217,7 @@ def closed_form_ablation(model: nn.Module, unit: UnitSpec, images: torch.Tensor,
         raise ValueError(f"mode must be one of {', '.join(ABLATION_MODES)}, got {mode!r}")
     if int(controls) < 0:
         raise ValueError(f"controls must be >= 0, got {controls}")
+    images, _ = check_images(images, model, arg="images", allow_single=False)
     h = resolve_unit(model, unit, tuple(images.shape[1:]), single_channel=True)
     path, acts, clean, W = _linear_readout(model, h, images, labels, activations, logits, batch_size)
     t = _target_class(model, target, W.shape[0])
@@ -239,8 +244,11 @@ def _logits_path(model: nn.Module) -> str:
 def _target_class(model: nn.Module, target: int | UnitSpec, n_classes: int) -> int:
     """A class index, checked (as a unit of the logits layer) by units.py."""
     logits_path = _logits_path(model)
-    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-        return resolve_unit(model, (logits_path, int(target)), single_channel=True).channel
+    check_class_target(target, "target")
+    if isinstance(target, (int, np.integer)):
+        if not 0 <= int(target) < n_classes:
+            raise TargetRangeError(f"target: class {int(target)} is out of range; valid classes are 0..{n_classes - 1}")
+        return int(target)
     h = resolve_unit(model, target, single_channel=True)
     if h.layer != logits_path:
         raise ValueError(f"target {target!r} is a unit of {h.layer!r}; give a class index (0-{n_classes - 1}) "
@@ -278,8 +286,7 @@ def _linear_readout(model: nn.Module, layer: UnitSpec, images: torch.Tensor, lab
                     activations: torch.Tensor | None, logits: torch.Tensor | None, batch_size: int
                     ) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(layer path, activations, logits, W) with W the logits' weights on the layer, checked to be exact."""
-    if not isinstance(images, torch.Tensor) or images.ndim < 2:
-        raise ValueError(f"images must be a batch tensor (N, ...), got {getattr(images, 'shape', type(images).__name__)}")
+    images, _ = check_images(images, model, arg="images", allow_single=False)
     labels = torch.as_tensor(labels)
     if labels.ndim != 1 or len(labels) != len(images):
         raise ValueError(f"labels must be one class index per image ({len(images)}), got shape {tuple(labels.shape)}")
@@ -288,7 +295,8 @@ def _linear_readout(model: nn.Module, layer: UnitSpec, images: torch.Tensor, lab
         activations = torch.cat([capture(model, images[i : i + batch_size], [path], detach=True)[path]
                                  for i in range(0, len(images), batch_size)])
     if logits is None:
-        logits = torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+        with torch.no_grad():
+            logits = torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
     if len(activations) != len(images) or len(logits) != len(images):
         raise ValueError(f"activations ({len(activations)}) and logits ({len(logits)}) must cover the {len(images)} images")
     W = classifier_view(model, path, input_shape=tuple(images.shape[1:])).reshape(logits.shape[1], -1)

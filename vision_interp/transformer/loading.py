@@ -260,13 +260,19 @@ def load_gpt2_tokenizer(tokenizer_dir: str | os.PathLike | None = None, data_dir
         return GPT2TokenizerFast(vocab_file=str(vocab), merges_file=str(merges))
 
 
+def check_model(model: torch.nn.Module) -> None:
+    """Refuse a model the scores cannot read: not a GPT-2, or attention that is not materialised."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "transformer") or not hasattr(model, "lm_head"):
+        raise TypeError(f"expected a transformers GPT2LMHeadModel, got {type(model).__name__}")
+    check_gpt2_config(config, where=type(model).__name__)
+
+
 def save_gpt2(model: torch.nn.Module, out_dir: str | os.PathLike) -> Path:
     """Write ``config.json`` + ``model.safetensors`` atomically, loadable by :func:`load_gpt2` and ``from_pretrained``.
 
     The tied unembedding (``lm_head.weight`` = ``wte``) is stored once.
     """
-    from .scores import check_model
-
     check_model(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ import torch
 from ..checks import InputError, InputTypeError, check_int, check_token_ids
 from ..model_state import runs_model
 from ..capture import hooks
+from .loading import check_model  # the one GPT-2 model check lives with the loader
 
 __all__ = [
     "HeadWeights",
@@ -43,16 +44,6 @@ __all__ = [
     "copy_losses",
     "copy_slices",
 ]
-
-
-def check_model(model: torch.nn.Module) -> None:
-    """Refuse a model the scores cannot read: not a GPT-2, or attention that is not materialised."""
-    from .loading import check_gpt2_config
-
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(model, "transformer") or not hasattr(model, "lm_head"):
-        raise TypeError(f"expected a transformers GPT2LMHeadModel, got {type(model).__name__}")
-    check_gpt2_config(config, where=type(model).__name__)
 
 
 def check_probe(model: torch.nn.Module, seq_len: int, batch: int) -> None:

@@ -19,6 +19,7 @@ from torch import nn
 
 from .. import io as vio
 from .. import resources
+from ..checks import check_int
 
 __all__ = ["SEED_MODELS_DIR", "train_seed_models", "load_seed_models", "load_control", "random_model", "seed_model_names",
            "seed_models_dir"]
@@ -34,6 +35,8 @@ def seed_model_names(seeds: list[int]) -> list[str]:
 def seed_models_dir(seeds: list[int] | None = None, *, train: bool = False) -> Path:
     """Where the seed models are read (the packaged folder when it holds every requested seed, else the
     user's) or, with ``train``, written: the user's models folder, never inside an installed package."""
+    if seeds is not None:
+        seeds = [check_int(s, "seeds", minimum=0) for s in seeds]
     user = resources.user_models_dir() / "universality"
     if train:
         return user

@@ -65,7 +65,7 @@ def _names(names: Sequence | None) -> tuple[str, ...] | None:
 
 def model_spec(model: nn.Module) -> ModelSpec:
     """The model's declared spec (``model.spec``), else one read from its legacy attributes."""
-    from ..checks import check_model
+    from ..errors import check_model
 
     check_model(model)
     declared = getattr(model, "spec", None)
