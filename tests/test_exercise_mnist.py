@@ -96,3 +96,30 @@ def test_report_is_regenerated_identically_from_results_json(report_dir, tmp_pat
     write_report(r, tmp_path)
     assert (tmp_path / "report.md").read_text() == (report_dir / "report.md").read_text()
     assert (tmp_path / "report.html").read_text() == (report_dir / "report.html").read_text()
+
+
+def test_report_leads_with_the_mechanism_figure_then_rule_then_table(report_dir):
+    r = json.loads((report_dir / "results.json").read_text())
+    html_text = (report_dir / "report.html").read_text()
+    images = re.findall(r"<img src='([^']+)'", html_text)
+    assert images[0] == "figures/mechanism.png"  # the first picture under the title
+    fig, rule, table, details = (html_text.index("figures/mechanism.png"), html_text.index("Verdict rule"),
+                                 html_text.index("<table>"), html_text.index("<details>"))
+    assert fig < rule < table < details < html_text.index("<b>A 0 is:</b>") < html_text.index("</details>")
+    first_table = html_text[table:html_text.index("</table>", table)]
+    n_clauses = sum(len(d["clauses"]) for d in r["circuits"]["digits"])
+    assert first_table.count("<tr>") == 1 + n_clauses
+    for header in ("digit", "clause", "where", "margin", "controls", "specificity", "verdict"):
+        assert header in first_table
+    c = r["circuits"]["digits"][0]["clauses"][0]
+    assert f"{-c['mean_ablation']['margin_drop']:+.2f}" in first_table and c["region"] in first_table
+    with Image.open(report_dir / "figures" / "mechanism.png") as im:
+        assert im.width >= 800
+
+
+def test_report_html_passes_only_the_fixed_details_fold():
+    from vision_interp.exercises.report import render_html
+
+    out = render_html("<details><summary>numbers</summary>\n<script>x</script>\n<details><summary><b>x</b></summary>\n</details>")
+    assert "<details><summary>numbers</summary>" in out and "</details>" in out
+    assert "<script>" not in out and "&lt;script&gt;" in out and "<b>x</b>" not in out

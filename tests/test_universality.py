@@ -179,3 +179,47 @@ def test_universality_command_registers_and_checks_arguments(capsys, tmp_path):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert not (tmp_path / "u").exists()
+
+
+def test_unit_picture_replaces_a_constant_visualization_and_says_so(mnist_test, one_thread):
+    from vision_interp.data.examples import receptive_field, top_activating
+    from vision_interp.universality.report import PICTURE_KINDS, unit_picture
+    from vision_interp.universality.seeds import load_seed_models
+
+    model = next(iter(load_seed_models().values()))
+    images = mnist_test.images[:200]
+    flat = torch.full((1, 28, 28), 0.5)
+    flat[0, 13, 13] = 0.6  # nearly uniform: a faint dot is not something to compare
+    textured = torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for layer, constant_kind in (("conv1", "kernel"), ("conv2", "top-mean")):
+        rf = receptive_field(model, layer)
+        top = top_activating(model, layer, images, k=3, channels=[2]).for_channel(2)
+        pic, kind, crops = unit_picture(model, layer, 2, textured, images, top)
+        assert kind == "vis" and pic.shape[-2:] == (rf.height, rf.width)  # cropped to the receptive field
+        assert crops.shape == (3, 1, rf.height, rf.width) and float(crops.abs().sum()) > 0
+        pic, kind, _ = unit_picture(model, layer, 2, flat, images, top)
+        assert kind == constant_kind and kind in PICTURE_KINDS and float(pic.std()) > 0.02
+    k3, _, _ = unit_picture(model, "conv1", 3, flat, images, top_activating(model, "conv1", images, k=3, channels=[3]).for_channel(3))
+    k2, _, _ = unit_picture(model, "conv1", 2, flat, images, top_activating(model, "conv1", images, k=3, channels=[2]).for_channel(2))
+    assert not torch.equal(k2, k3)  # the replacement differs between units
+
+
+def test_committed_universality_pictures_show_something_and_say_what():
+    import json
+    from pathlib import Path
+
+    from PIL import Image, ImageStat
+
+    from vision_interp.universality.report import PICTURE_KINDS
+
+    root = Path(__file__).resolve().parents[1] / "galleries" / "universality"
+    report = json.loads((root / "report.json").read_text())
+    page = (root / "index.html").read_text()
+    for layer, groups in report["groups"].items():
+        slug = layer.replace("/", "_")
+        for g_i, g in enumerate(groups):
+            assert set(g["picture"]) == set(g["matches"]) and set(g["picture"].values()) <= set(PICTURE_KINDS)
+            for name in g["matches"]:
+                with Image.open(root / f"img/{slug}/g{g_i}-{name}-vis.png") as im:
+                    assert ImageStat.Stat(im.convert("L")).stddev[0] > 10, f"{layer} group {g_i} {name}: a (nearly) uniform picture"
+    assert all(PICTURE_KINDS[k].split(";")[0] in page for g in report["groups"]["conv1"] for k in g["picture"].values())

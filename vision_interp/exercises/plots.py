@@ -11,7 +11,7 @@ import torch
 
 from ..images import save_figure
 
-__all__ = ["panel_grid", "lines", "strip_plot"]
+__all__ = ["panel_grid", "lines", "strip_plot", "mechanism_overview"]
 
 DPI = 110
 
@@ -175,3 +175,64 @@ def annotated_heatmap(values: np.ndarray, path: str | os.PathLike, *, row_labels
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
     fig.tight_layout()
     return save_figure(fig, path, colors=None)
+
+
+_SIGN = {True: ("#c62828", "-"), False: ("#1565c0", "--")}  # present: red, solid; absent: blue, dashed
+_VERDICT = {"supported": "#1a9850", "not established": "#b8860b", "refuted": "#d73027"}
+
+
+def mechanism_overview(panels: Sequence[dict], path: str | os.PathLike, *, ncols: int = 3) -> Path:
+    """One panel per digit: its mean image (28x28, pool2 cells of 4x4 px) with each clause's cells boxed and
+    joined to the clause's feature picture, which is labelled with sign, weight sum, margin and verdict.
+
+    ``panels``: [{"title", "mean": 28x28, "clauses": [{"picture", "cells": [(y, x)], "present",
+    "label", "weight", "margin" (the mean-ablation margin drop), "verdict"}]}]."""
+    plt = _plt()
+    from matplotlib.patches import Rectangle
+
+    n = len(panels)
+    ncols = max(1, min(ncols, n + 1))  # one cell more than the digits: the key
+    nrows = (n + ncols) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.1 * ncols, 2.3 * nrows), squeeze=False, dpi=DPI)
+    for k in range(nrows * ncols):
+        ax = axes[k // ncols, k % ncols]
+        ax.axis("off")
+        if k >= n:
+            if k == n:
+                _overview_key(ax)
+            continue
+        pn = panels[k]
+        ax.imshow(_np(pn["mean"]), cmap="gray", vmin=0, vmax=1, extent=(0, 28, 28, 0), interpolation="nearest")
+        ax.set_title(pn["title"], fontsize=11, loc="left")
+        cl = sorted(pn["clauses"], key=lambda c: sum(y for y, _ in c["cells"]) / max(len(c["cells"]), 1))
+        slot = 13.5
+        top = 14 - slot * (len(cl) - 1) / 2 - 5.5
+        for i, c in enumerate(cl):
+            color, ls = _SIGN[bool(c["present"])]
+            for (y, x) in c["cells"]:
+                ax.add_patch(Rectangle((4 * x, 4 * y), 4, 4, fill=False, ec=color, lw=1.4, ls=ls))
+            cy = 4 * sum(y for y, _ in c["cells"]) / len(c["cells"]) + 2
+            cx = 4 * max(x for _, x in c["cells"]) + 4
+            y0 = top + i * slot
+            ax.imshow(_np(c["picture"]), cmap="gray", vmin=0, vmax=1, extent=(31, 42, y0 + 11, y0), interpolation="nearest")
+            ax.add_patch(Rectangle((31, y0), 11, 11, fill=False, ec=color, lw=2.0, ls=ls))
+            ax.plot([cx, 31], [cy, y0 + 5.5], color=color, lw=1.0, ls=ls)
+            ax.text(43.5, y0 + 1.0, c["label"], fontsize=9.5, color=color, va="top", fontweight="bold")
+            ax.text(43.5, y0 + 5.3, f"w {c['weight']:+.2f}  ablated {-c['margin']:+.2f}", fontsize=8.5, va="top")
+            ax.text(43.5, y0 + 9.4, c["verdict"], fontsize=8.5, va="top", color=_VERDICT.get(c["verdict"], "k"))
+        ax.set_xlim(-0.5, 75)
+        ax.set_ylim(top + slot * len(cl) + 0.5, min(top, 0) - 0.5)
+        ax.set_aspect("equal")
+    fig.tight_layout(pad=0.4, w_pad=0.6, h_pad=0.8)
+    return save_figure(fig, path, colors=None)
+
+
+def _overview_key(ax) -> None:
+    """The key of :func:`mechanism_overview`, in the first empty panel."""
+    lines = [("+  present: the feature is there; weights speak for the digit", _SIGN[True][0]),
+             ("−  absent: the feature is not there; weights inhibitory", _SIGN[False][0]),
+             ("w: classifier-weight sum over the boxed cells", "k"),
+             ("ablated: change of the digit's margin when the", "k"), ("    clause is mean-ablated", "k"),
+             ("picture: mean of the channel's strongest", "k"), ("    receptive-field crops", "k")]
+    for i, (t, col) in enumerate(lines):
+        ax.text(0.0, 0.95 - i * 0.14, t, transform=ax.transAxes, fontsize=8.5, color=col, va="top")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import os
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from .. import io as vio
 from .circuit import VERDICT_RULE
 
-__all__ = ["write_report", "digit_paragraph", "render_markdown", "labels"]
+__all__ = ["write_report", "digit_paragraph", "clause_table", "render_markdown", "labels"]
 
 
 def _f(x: float, nd: int = 2) -> str:
@@ -40,6 +41,19 @@ def digit_paragraph(dd: dict) -> str:
                 f"{_spec(ma['specificity'])}: **{c['verdict']}**")
         parts.append(f"{what}; {test}")
     return f"**A {dd['digit']} is:** " + "; ".join(parts[:-1]) + ("; and " if len(parts) > 1 else "") + parts[-1] + "."
+
+
+def clause_table(ci: dict) -> str:
+    """One row per clause: the mechanism at a glance (the long sentences are folded below it)."""
+    rows = []
+    for d in ci["digits"]:
+        for c in d["clauses"]:
+            ma = c["mean_ablation"]
+            rows.append([d["digit"], f"{'+' if c['sign'] == 'present' else '-'}conv2:{c['channel']} {c['name']}", c["region"],
+                         f"{-ma['margin_drop']:+.2f}", f"{_f(c['percentile'], 0)}% of {c['controls']['n']}", _spec(ma["specificity"]),
+                         f"**{c['verdict']}**"])
+    return _table(["digit", "clause (+ present, - absent)", "where", "margin change when mean-ablated", "controls below it", "specificity",
+                   "verdict"], rows)
 
 
 def _zero_vs_mean(dd: dict) -> list[str]:
@@ -93,18 +107,23 @@ def render_markdown(r: dict) -> str:
     L += [f"Model `mnist_cnn` (weights fingerprint `{mdl['fingerprint'][:16]}`, the same identity as in the "
           f"[feature-visualization gallery](../mnist_cnn/index.html) and the [model card](../../models/mnist_cnn.md)); "
           f"test accuracy {100 * ev['accuracy']:.2f}% on {ev['test_images']} images; {r['config']['eval_images']} test images analysed; seed {r['config']['seed']}.", ""]
-    L += ["## The mechanism in one page", ""]
+    L += ["## The mechanism", ""] + _figs(r, "mechanism")
+    L += [f"Verdict rule (the only one in this report): {VERDICT_RULE}", "",
+          f"Of {n_cl} clauses, {vc.get('supported', 0)} are supported, {vc.get('not established', 0)} not established and "
+          f"{vc.get('refuted', 0)} refuted; every clause was mean-ablated and compared with {ci['controls_per_clause']} random controls.", ""]
+    L += [clause_table(ci), ""]
+    L += ["<details><summary>How the network computes this, and every clause in words (all the numbers)</summary>", ""]
     L += [f"The network is conv1 (8 filters, 5x5) -> ReLU -> 2x2 max-pool -> conv2 (16 filters) -> ReLU -> 2x2 max-pool -> one linear layer. "
           f"conv1 splits ink into oriented stroke edges and off units that report blank paper; conv2 combines them into "
           f"{c2['n_named']} of 16 nameable parts (strokes, arcs, loops); and because the classifier is linear, each logit is an exact weighted "
-          f"sum of where those parts are - and where they are *not*. Each digit below is described by its {r['config']['k_channels']} strongest "
+          f"sum of where those parts are - and where they are *not*. Each digit is described by its {r['config']['k_channels']} strongest "
           f"clauses (chosen by class-contrastive direct logit attribution, which scores a channel that fires equally on every digit as 0), and "
-          f"every clause is ablated and compared with {ci['controls_per_clause']} random controls. Of {n_cl} clauses, "
-          f"{vc.get('supported', 0)} are supported, {vc.get('not established', 0)} not established and {vc.get('refuted', 0)} refuted.", ""]
-    L += [f"Verdict rule (the only one in this report): {VERDICT_RULE}", ""]
+          f"every clause is ablated and compared with {ci['controls_per_clause']} random controls.", ""]
     for d in ci["digits"]:
         L += [digit_paragraph(d), ""]
-    L += _figs(r, "circuits")
+    L += ["</details>", ""]
+    # further sections about the whole mechanism (e.g. how complete it is) go here, before the per-layer detail
+    L += ["## Classifier weights behind each clause", ""] + _figs(r, "circuits")
     # conv1
     n_beat = sum(u["exact_optimum_value"] >= u["best_test_value"] for u in c1["units"])
     L += ["## conv1, exactly", "",
@@ -250,6 +269,9 @@ def _inline(text: str) -> str:
     return re.sub(r"(?<![\w*])\*([^*]+)\*(?![\w*])", r"<i>\1</i>", t)
 
 
+_DETAILS = re.compile(r"^(<details><summary>[^<>]*</summary>|</details>)$")
+
+
 def render_html(md: str) -> str:
     """A small Markdown subset (headings, tables, images, lists, bold/italic/code/links) as HTML."""
     import re
@@ -269,7 +291,9 @@ def render_html(md: str) -> str:
             out.append("</ul>")
             in_list = False
         m = re.match(r"!\[([^\]]*)\]\(([^)]+)\)", line)
-        if m:
+        if _DETAILS.match(line):  # the only raw HTML the report writes: a fixed <details> fold
+            out.append(line)
+        elif m:
             out.append(f"<p><img src='{html.escape(m.group(2))}' alt='{html.escape(m.group(1))}' style='max-width:100%'></p>")
         elif line.startswith("#"):
             n = len(line) - len(line.lstrip("#"))
@@ -281,8 +305,10 @@ def render_html(md: str) -> str:
             out.append(f"<li>{_inline(line[2:])}</li>")
         elif line.strip():
             out.append(f"<p>{_inline(line)}</p>")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>MNIST exercise</title><style>body{font-family:sans-serif;max-width:1300px;"
-            "margin:auto;line-height:1.45}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}</style></head><body>"
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>MNIST exercise</title><style>body{font-family:sans-serif;max-width:1200px;"
+            "margin:auto;padding:0 1em;line-height:1.45}table{border-collapse:collapse;font-size:13px;margin:0.5em 0}"
+            "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}th{background:#f4f4f4}"
+            "details{margin:1em 0;padding:0.3em 0.8em;border:1px solid #ddd;border-radius:4px}summary{cursor:pointer;font-weight:bold}</style></head><body>"
             + "\n".join(out) + "</body></html>")
 
 

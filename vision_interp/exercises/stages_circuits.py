@@ -86,6 +86,9 @@ def stage_circuits(ex) -> None:
                               "verdict_rule": CI.VERDICT_RULE, "controls_per_clause": n_ctrl,
                               "verdict_counts": dict(Counter(c["verdict"] for c in all_clauses))}
     ex.results["ablations"] = {"summary": {"classes_named_beats_random_margin": sum(all(c["percentile"] >= CI.PERCENTILE_MIN for c in dd["clauses"]) for dd in digits)}}
+    from .overview import draw_overview  # the report's opening figure: every clause where it acts
+
+    draw_overview(ex, digits)
     for part, sl in (("a", slice(0, 5)), ("b", slice(5, 10))):
         if not fig_rows[sl]:
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,7 +20,10 @@ from ..images import make_grid, save_figure, save_png
 from .matching import LayerMatch, weight_cosine_best
 from .study import MEASURES, PRIMARY, UniversalityResult
 
-__all__ = ["layer_summary", "write_report", "RULE", "MARGIN"]
+if TYPE_CHECKING:
+    from ..data.examples import ReceptiveField
+
+__all__ = ["layer_summary", "write_report", "unit_picture", "PICTURE_KINDS", "RULE", "MARGIN"]
 
 MARGIN = 0.1
 RULE = (f"a layer is called universal above chance when the median best-match correlation between seed models "
@@ -145,9 +149,45 @@ def _matched_groups(result: UniversalityResult, layer: str, n_groups: int) -> li
     return groups
 
 
+FLAT_STD = 0.08  # a receptive-field crop of a visualization this flat (pixel std, pixels in [0, 1]) shows nothing to compare
+PICTURE_KINDS = {"vis": "visualization (receptive-field crop)",
+                 "kernel": f"kernel (red +, blue -); its visualization is nearly uniform (pixel std < {FLAT_STD})",
+                 "top-mean": f"mean of the top receptive-field crops; its visualization is nearly uniform (pixel std < {FLAT_STD})"}
+
+
+def _centre_crop(model, base: str, img: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, "ReceptiveField"]:
+    """The receptive-field crop of the layer's centre position (the one the default visualization drives)."""
+    from ..capture import capture
+    from ..data.examples import crop_patches, receptive_field
+
+    rf = receptive_field(model, base)
+    with torch.no_grad():
+        h, w = capture(model, images[:1], [base], detach=True)[base].shape[-2:]
+    return crop_patches(img[None], torch.tensor([[h // 2, w // 2]]), rf)[0], rf
+
+
+def unit_picture(model, layer: str, c: int, vis: torch.Tensor, images: torch.Tensor, top: list[dict]) -> tuple[torch.Tensor, str, torch.Tensor]:
+    """(picture, kind, top crops) for one unit: its visualization cropped to the receptive field, or, where that
+    crop is nearly uniform, the first convolution's kernel or the mean of its top receptive-field crops (kind says which)."""
+    from ..data.examples import crop_patches
+
+    base = layer.split("/")[0]
+    crop, rf = _centre_crop(model, base, vis, images)
+    idx = [e["index"] for e in top]
+    pos = torch.tensor([e["position"] for e in top]) if top and "position" in top[0] else torch.zeros((len(idx), 2), dtype=torch.long)
+    crops = crop_patches(images[idx], pos, rf)
+    if float(crop.std()) >= FLAT_STD:
+        return crop, "vis", crops
+    if "/" not in layer and base == _first_conv(model):
+        from ..images import diverging
+
+        return diverging(model.get_submodule(base).weight.detach()[c].mean(0)), "kernel", crops
+    return crops.mean(0), "top-mean", crops
+
+
 def _group_pictures(result: UniversalityResult, layer: str, groups: list[dict], images: torch.Tensor, out: Path,
                     steps: int, examples: int) -> None:
-    """Feature visualization + top test images of every matched unit, written beside the report."""
+    """A picture of every matched unit (what it is is recorded per unit) and its top receptive-field crops."""
     from ..data.examples import top_activating
     from ..features.attach import attached
 
@@ -164,10 +204,13 @@ def _group_pictures(result: UniversalityResult, layer: str, groups: list[dict], 
             else:
                 vis = _render_unit(model, _unit_name(layer, c), steps)
                 top = top_activating(model, layer, images, k=examples, channels=[c])
-            save_png(vis, out / f"img/{slug}/g{g_i}-{name}-vis.png", scale=3)
-            idx = [e["index"] for e in top.for_channel(c)]
-            save_png(make_grid(images[idx], ncols=len(idx)), out / f"img/{slug}/g{g_i}-{name}-top.png", scale=2)
-            g.setdefault("top_indices", {})[name] = idx
+            pic, kind, crops = unit_picture(model, layer, c, vis, images, top.for_channel(c))
+            scale = max(2, 96 // max(pic.shape[-2:]))
+            save_png(pic, out / f"img/{slug}/g{g_i}-{name}-vis.png", scale=scale)
+            save_png(make_grid(crops, ncols=len(crops), pad_value=0.5), out / f"img/{slug}/g{g_i}-{name}-top.png",
+                     scale=max(2, 48 // crops.shape[-1]))
+            g.setdefault("top_indices", {})[name] = [e["index"] for e in top.for_channel(c)]
+            g.setdefault("picture", {})[name] = kind
 
 
 def _fmt_q(q: dict) -> str:
@@ -240,8 +283,9 @@ def write_report(result: UniversalityResult, out_dir: str | os.PathLike, images:
 def _html(result: UniversalityResult, summaries: dict, groups: dict, cards: dict, pictures: bool) -> str:
     e = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Universality</title><style>",
-             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}img{image-rendering:pixelated}"
+             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}img{image-rendering:pixelated;max-width:100%}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;vertical-align:top}"
+             "table.same{table-layout:fixed;width:100%}.kind{color:#555;font-size:12px}"
              ".ctrl{background:#f6f0e8}</style></head><body>",
              "<h1>Universality across independently trained MNIST CNNs</h1>",
              f"<p>Models: {e(', '.join(result.models))} (identical configuration, only the seed differs). "
@@ -255,14 +299,19 @@ def _html(result: UniversalityResult, summaries: dict, groups: dict, cards: dict
         parts.append(f"<h2>{e(layer)}</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in _section_text(s)) + "</ul>")
         parts.append(f"<img src='img/{slug}/best_match_hist.png' alt='best-match histogram'>")
         parts.append("<h3>The same unit in every model (anchor: the first model's units with the highest worst-case match)</h3>")
+        if pictures:
+            parts.append("<p>Per unit: one picture, labelled with what it is - " + "; ".join(f"<i>{e(v)}</i>" for v in PICTURE_KINDS.values())
+                         + " - then the receptive-field crops of its strongest test images.</p>")
         for g_i, g in enumerate(groups[layer]):
-            parts.append(f"<p>{e(layer)}:{g['unit']} of {e(g['anchor'])}, worst best match {g['worst_best_match']:.3f}</p><table><tr>")
+            parts.append(f"<p>{e(layer)}:{g['unit']} of {e(g['anchor'])}, worst best match {g['worst_best_match']:.3f}</p><table class='same'><tr>")
             for name, (c, r) in g["matches"].items():
                 cls = " class='ctrl'" if name in result.controls else ""
                 cell = f"<td{cls}><b>{e(name)}</b><br>{e(layer)}:{c}<br>corr {r:.3f}"
                 if pictures:
-                    cell += (f"<br><img src='img/{slug}/g{g_i}-{e(name)}-vis.png' width='84'>"
-                             f"<br><img src='img/{slug}/g{g_i}-{e(name)}-top.png'>")
+                    kind = PICTURE_KINDS[g.get("picture", {}).get(name, "vis")].split(";")[0]
+                    cell += (f"<br><img src='img/{slug}/g{g_i}-{e(name)}-vis.png' width='96' alt='{e(kind)}'><br><span class='kind'>{e(kind)}"
+                             f"{' (visualization nearly uniform)' if g.get('picture', {}).get(name, 'vis') != 'vis' else ''}</span>"
+                             f"<br><img src='img/{slug}/g{g_i}-{e(name)}-top.png' alt='top receptive-field crops'><br><span class='kind'>top crops</span>")
                 parts.append(cell + "</td>")
             parts.append("</tr></table>")
     parts.append("</body></html>")
