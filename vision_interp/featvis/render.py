@@ -31,7 +31,7 @@ from ..units import UnitRangeError, UnknownLayerError, default_input_shape, laye
 from ..zoo.spec import model_spec
 from .objectives import Objective, as_objective, bound_layer
 from .param import FourierParam, ImageParam, PixelParam, image_param
-from .settings import RenderSettings, default_settings, pick_device, preset
+from .settings import RenderSettings, default_settings, pick_device, preset, resolve_precision
 from .transform import Compose, make_transforms
 
 __all__ = [
@@ -510,6 +510,7 @@ def render(
     if settings.coarse_phases:
         _validate_coarse(model, obj, paths, tf, settings, n)
     device = pick_device(model, settings)
+    settings, precision_rule = resolve_precision(settings, device)  # "auto" -> fp32/bf16, with the reason
     gen = torch.Generator().manual_seed(int(seed))
     with _frozen(model, device):
         img_param.to(device)
@@ -518,6 +519,8 @@ def render(
         final = img_param().detach()
         values = _judge(evaluate, final, clean_ok)
     record = settings.to_dict()
+    if precision_rule is not None:
+        record["precision_rule"] = precision_rule
     if custom_tf is not None:
         record["transforms"] = repr(tf)
     if param_obj is not None:
