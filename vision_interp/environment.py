@@ -17,7 +17,6 @@ import locale
 import os
 import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -109,7 +108,14 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
         return assumed
     if torch.device(device).type == "cuda":
         return True
-    return bool(_mkldnn_bf16())
+    return bool(_mkldnn_bf16()) and not _onednn_isa_capped()
+
+
+def _onednn_isa_capped() -> bool:
+    """``ONEDNN_MAX_CPU_ISA`` set below AVX512_CORE_BF16 (e.g. AVX2): oneDNN then emulates bf16 even
+    on a CPU that has it (how benchmarks/precision.py measures the no-native-bf16 case on such a CPU)."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return bool(isa) and not any(tag in isa for tag in ("BF16", "AMX", "FP16", "AVX10", "ALL", "DEFAULT"))
 
 
 def package_version() -> str:
@@ -156,6 +162,10 @@ def _threads() -> dict[str, Any]:
     }
 
 
+def _onednn() -> dict[str, Any]:
+    return {"max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "isa_capped_below_bf16": _onednn_isa_capped()}
+
+
 def _numerics() -> dict[str, Any]:
     """Global torch switches that change results: matmul precision, TF32, determinism, oneDNN."""
     return {
@@ -188,6 +198,7 @@ def environment_report(*, browser: bool = True) -> dict[str, Any]:
         "threads": _threads(),
         "numerics": _numerics(),
         "cpu": cpu_capabilities(),
+        "onednn": _onednn(),
         "native_bf16": native_bf16("cpu"),
         "assume_bf16": os.environ.get(ASSUME_BF16_ENV) or None,
         "cuda": _cuda(),
@@ -226,6 +237,7 @@ def format_report(r: dict[str, Any]) -> str:
                     f"logical CPUs {cpu['logical_cpus']}"),
         ("cpu", f"{cpu['processor']} ({cpu['machine']}), torch kernels {cpu['torch_cpu_capability'] or 'unknown'}"),
         ("cpu flags", flag_text),
+        ("oneDNN ISA cap", r["onednn"]["max_cpu_isa"] or "none"),
         ("native bf16", bf16 + "; precision='auto' picks " + ("bf16" if r["native_bf16"] else "fp32") + " on the CPU"),
         ("numerics", ", ".join(f"{k}={v}" for k, v in nm.items())),
         ("cuda", ", ".join(r["cuda"]["devices"]) if r["cuda"]["available"] else "not available"),
@@ -236,7 +248,3 @@ def format_report(r: dict[str, Any]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
-
-if __name__ == "__main__":  # pragma: no cover - `python -m vision_interp.environment`
-    print(format_report(environment_report()))
-    sys.exit(0)
