@@ -97,3 +97,11 @@ def test_cli_precision_flag(tmp_path, capsys, bf16_capability):
     assert out.is_file()
     assert main(["visualize", "--model", "mnist_cnn", "--unit", "conv1:0", "--precision", "fp16", "--no-progress"]) == 2
     assert "--precision: invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_default_device_is_the_models_even_with_cuda(monkeypatch, trained_mnist):
+    from vision_interp.featvis.settings import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    assert pick_device(trained_mnist, RenderSettings()) == torch.device("cpu")
+    assert pick_device(trained_mnist, RenderSettings(device="auto")) == torch.device("cuda")

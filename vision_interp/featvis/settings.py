@@ -75,7 +75,7 @@ class RenderSettings:
     ``schedule="cosine"`` decays the learning rate from ``lr`` to ``lr * final_lr_fraction``
     over ``steps``. ``objective`` is what :func:`visualize_layer` optimises per channel
     (``"channel"``: spatial mean, ``"neuron"``: the centre position). ``device=None`` means the
-    model's device (CUDA when available). ``input_shape=None`` means the model's own (C, H, W).
+    model's device on every machine; ``"auto"`` means CUDA when available (:func:`pick_device`). ``input_shape=None`` means the model's own (C, H, W).
     ``betas`` are Adam's. ``polish_fraction``: the last ``round(steps * polish_fraction)`` steps
     (:attr:`polish_steps`) optimise the pixels directly (a pixel basis started from the image reached),
     on the untransformed image, with Adam at ``polish_lr``, through ``polish_valid`` (a sigmoid, or a straight-through clamp that
@@ -281,10 +281,12 @@ def resolve_precision(settings: RenderSettings, device: torch.device | str) -> t
 
 
 def pick_device(model: nn.Module, settings: RenderSettings) -> torch.device:
-    """``settings.device``, else CUDA when available, else where the model's parameters are."""
+    """``settings.device`` when given; ``"auto"``: CUDA when available, else the model's device; ``None`` (the
+    default): where the model's parameters are, so the default does not change with the machine (move the model,
+    or ask for ``device="auto"``/``"cuda"``, to render on a GPU)."""
     if settings.device not in (None, "auto"):
         return torch.device(settings.device)
-    if torch.cuda.is_available():
+    if settings.device == "auto" and torch.cuda.is_available():
         return torch.device("cuda")
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")

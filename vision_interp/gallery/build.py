@@ -754,6 +754,7 @@ def _build_locked(model, infos, out: Path, settings: GallerySettings, render_siz
         "settings": identity["settings"],
         "jobs_done": list(own["jobs_done"]) if own else [],
         "units": dict(own["units"]) if own else {},
+        "environment": _environment(),  # the machine that rendered (not part of the identity: resuming elsewhere is allowed)
     }
     if label_map is not None:
         part["labels"] = label_map
@@ -858,6 +859,13 @@ class IncompleteGalleryError(RuntimeError):
     """Assembly was asked for while some shards' jobs are still missing (or hold corrupt files)."""
 
 
+def _environment() -> dict:
+    """What made this shard's numbers (vision-interp doctor's facts), recorded in parts and the manifest."""
+    from ..environment import environment_report
+
+    return environment_report(browser=False)
+
+
 def _latest(sources: list[dict], key: str) -> Any:
     """The value of ``key`` from the newest source that has it (parts are newer than manifest.json)."""
     for s in reversed(sources):
@@ -927,6 +935,7 @@ def assemble(out_dir: str | os.PathLike, *, labels: str | os.PathLike | dict | N
         "dataset": _latest(sources, "dataset"),
         "labels": label_map,
         "links": _latest(sources, "links") or [],
+        "environment": _latest(sources, "environment"),
         "jobs_done": list(jobs_total),
         "units": ordered,
     }
