@@ -105,3 +105,31 @@ def test_default_device_is_the_models_even_with_cuda(monkeypatch, trained_mnist)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
     assert pick_device(trained_mnist, RenderSettings()) == torch.device("cpu")
     assert pick_device(trained_mnist, RenderSettings(device="auto")) == torch.device("cuda")
+
+
+def test_gallery_precision_is_recorded_resolved(bf16_capability):
+    from gallery_models import TinyNet
+    from vision_interp.gallery import GallerySettings, render_fingerprint
+
+    expected = "bf16" if bf16_capability else "fp32"
+    assert render_fingerprint(TinyNet(), GallerySettings(steps=3, precision="auto"))["precision"] == expected
+    assert render_fingerprint(TinyNet(), GallerySettings(steps=3))["precision"] == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of 'fp32', 'bf16', 'auto', got 'fp16'"):
+        GallerySettings(precision="fp16").validate()
+
+
+def test_gallery_renders_in_the_precision_asked(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from test_gallery import SETTINGS, build
+
+    monkeypatch.setenv(ASSUME_BF16_ENV, "1")
+    m = build(tmp_path / "g", settings=replace(SETTINGS, precision="auto", diverse=0, negative=False, examples=0)).manifest
+    assert m["settings"]["render"]["precision"] == "bf16" and "precision" not in {k for k in m["settings"] if k != "render"}
+    assert m["environment"]["assume_bf16"] == "1"
+
+
+def test_cli_device_cuda_without_cuda_is_a_usage_error(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["visualize", "--model", "mnist_cnn", "--unit", "conv1:0", "--device", "cuda", "--no-progress"]) == 2
+    assert "--device cuda: CUDA is not available" in capsys.readouterr().err

@@ -15,6 +15,8 @@ PRECISION_HELP = (
     "0.76x fp32's time per step on InceptionV1 on a CPU with native bf16 (AVX512-BF16), about 9x slower where oneDNN "
     "emulates it (AVX2); units reach within 10%% of fp32's activation (mean 0.997x); auto = bf16 where "
     "native bf16 or CUDA is found, else fp32, recorded as precision_rule (see 'vision-interp doctor')")
+DEVICES = ("cpu", "cuda", "auto")
+DEVICE_HELP = "where to render (default: the model's device, the CPU for zoo models, on every machine); auto = CUDA when available"
 MAX_SIZE = 2048  # pixels per side: a batch of 2048^2 Fourier images already needs gigabytes
 
 
@@ -58,11 +60,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
     prec.add_argument("--bf16", action="store_true", help="the same as --precision bf16")
+    p.add_argument("--device", choices=DEVICES, default=None, help=DEVICE_HELP)
     p.add_argument("--scale", type=int_arg(1, 64), default=None, help="enlarge PNGs by this factor (default: 8 for images under 64 px)")
     p.add_argument("--out", default=None, help="with --unit: output PNG (default: <unit>.png)")
     p.add_argument("--out-dir", default=".", help="with --layer: folder for <layer>_<channel>.png files")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_visualize)
+
+
+def checked_device(device: str | None) -> str | None:
+    """--device as a torch device name ("auto" resolved), or a usage error when CUDA is asked for and absent."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available on this machine (see 'vision-interp doctor'); use --device cpu or auto")
+    return device
 
 
 def _unit_file_name(unit: str) -> str:
@@ -90,8 +104,9 @@ def _visualize(args: argparse.Namespace) -> int:
     from .render import visualize, visualize_layer
 
     _check_args(args)
+    device = checked_device(args.device)
     model = load_model_from_args(args)
-    kw: dict = {}
+    kw: dict = {"device": device}
     if args.lr is not None:
         kw["lr"] = args.lr
     if args.param:
