@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .. import io as vio
+from ..environment import environment_report
 from .resume import StageCache
 from .resume import fingerprint as stage_fingerprint
 
@@ -322,17 +323,10 @@ def _run_stages(cfg: ExerciseConfig, out: Path) -> dict:
 
     stages.run("report", _write)
     ex.results["timing_seconds"]["report"] = stages.times["report"]
-    ex.results["environment"] = _environment()
+    ex.results["environment"] = environment_report(browser=False)
     vio.save_json(out / "results.json", _jsonable(ex.results))
     cache.clear()
     return ex.results
-
-
-def _environment() -> dict:
-    """The machine's facts (vision-interp doctor) recorded with the results, so two runs can be compared."""
-    from ..environment import environment_report
-
-    return environment_report(browser=False)
 
 
 def _stage_fingerprint(ex: "_Exercise") -> str:

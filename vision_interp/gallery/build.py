@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .. import io as vio
+from ..environment import environment_report
 from ..images import save_png
 from ..units import layer_shape, resolve_layer, resolve_unit
 from ..zoo.spec import model_spec
@@ -767,7 +768,7 @@ def _build_locked(model, infos, out: Path, settings: GallerySettings, render_siz
         "settings": identity["settings"],
         "jobs_done": list(own["jobs_done"]) if own else [],
         "units": dict(own["units"]) if own else {},
-        "environment": _environment(),  # the machine that rendered (not part of the identity: resuming elsewhere is allowed)
+        "environment": environment_report(browser=False),  # the machine that rendered (not part of the identity: resuming elsewhere is allowed)
     }
     if label_map is not None:
         part["labels"] = label_map
@@ -870,13 +871,6 @@ def _build_locked(model, infos, out: Path, settings: GallerySettings, render_siz
 
 class IncompleteGalleryError(RuntimeError):
     """Assembly was asked for while some shards' jobs are still missing (or hold corrupt files)."""
-
-
-def _environment() -> dict:
-    """What made this shard's numbers (vision-interp doctor's facts), recorded in parts and the manifest."""
-    from ..environment import environment_report
-
-    return environment_report(browser=False)
 
 
 def _latest(sources: list[dict], key: str) -> Any:
