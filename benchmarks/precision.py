@@ -17,6 +17,10 @@ Measured, per precision (the same seeds for both):
       ``smooth-256`` at ``--size`` px, a batch of 4 channel units: s/step/image (median of
       ``--rounds`` rounds of ``--steps`` steps, fp32 and bf16 interleaved so machine load hits both).
 
+The case "CPU without native bf16" can be measured on a CPU that has it by capping oneDNN:
+``ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/precision.py`` (oneDNN then emulates bf16, and
+``native_bf16()`` reports it absent). Figures: docs/featvis.md, "Precision and hardware".
+
 Usage: python benchmarks/precision.py [--size 224] [--steps 4] [--rounds 3] [--skip-inception]
 """
 
