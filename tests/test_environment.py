@@ -133,3 +133,10 @@ def test_cli_device_cuda_without_cuda_is_a_usage_error(capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["visualize", "--model", "mnist_cnn", "--unit", "conv1:0", "--device", "cuda", "--no-progress"]) == 2
     assert "--device cuda: CUDA is not available" in capsys.readouterr().err
+
+
+def test_result_json_records_the_environment(trained_mnist, tmp_path):
+    res = visualize_layer(trained_mnist, "conv1", [0], steps=2, progress=False)
+    rec = json.loads(res.save_json(tmp_path / "r.json").read_text())
+    assert rec["environment"]["torch"]["version"] == torch.__version__ and rec["settings"]["precision"] == "fp32"
+    assert rec["environment"]["threads"]["torch_threads"] == torch.get_num_threads()
