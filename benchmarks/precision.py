@@ -21,7 +21,7 @@ The case "CPU without native bf16" can be measured on a CPU that has it by cappi
 ``ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/precision.py`` (oneDNN then emulates bf16, and
 ``native_bf16()`` reports it absent). Figures: docs/featvis.md, "Precision and hardware".
 
-Usage: python benchmarks/precision.py [--size 224] [--steps 4] [--rounds 3] [--skip-inception]
+Usage: python benchmarks/precision.py [--size 224] [--steps 4] [--rounds 3] [--threads 1] [--skip-inception]
 """
 
 from __future__ import annotations
@@ -54,7 +54,11 @@ def describe_machine() -> None:
         print("cpu flags: not listed by this OS; native bf16 below rests on oneDNN's answer alone")
     else:
         print("cpu flags: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in caps["flags"].items()))
-    print(f"native bf16 (oneDNN): {caps['mkldnn_bf16']}; native_bf16('cpu') = {native_bf16('cpu')}")
+    if caps["mkldnn_bf16"] is None:
+        print("native bf16 (oneDNN): this torch cannot tell; the figures below say what bf16 costs here, not why")
+    else:
+        print(f"native bf16 (oneDNN): {caps['mkldnn_bf16']}")
+    print(f"native_bf16('cpu') = {native_bf16('cpu')} (what precision='auto' picks from)")
 
 
 def mnist_quality(model) -> dict[str, tuple[float, float]]:
@@ -130,7 +134,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-inception", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the figures in docs/featvis.md: 1)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     describe_machine()
     from vision_interp.zoo import mnist_cnn
 
