@@ -28,10 +28,16 @@ def test_switch_decides_native_bf16(monkeypatch):
 
 
 def test_onednn_isa_cap_below_bf16_means_no_native_bf16(monkeypatch):
+    from vision_interp.environment import _onednn
+
     monkeypatch.delenv(ASSUME_BF16_ENV, raising=False)
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN then emulates bf16 whatever the CPU has
+    # oneDNN then emulates bf16 whatever the CPU has. Nothing here may ask oneDNN itself: it reads the cap once per
+    # process, on first use, and would keep it for every later test (other kernels, other last bits)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert native_bf16("cpu") is False
-    assert environment_report(browser=False)["onednn"]["isa_capped_below_bf16"] is True
+    assert _onednn() == {"max_cpu_isa": "AVX2", "isa_capped_below_bf16": True}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert _onednn()["isa_capped_below_bf16"] is False
 
 
 def test_defaults_do_not_depend_on_the_hardware(bf16_capability, trained_mnist):

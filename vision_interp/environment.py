@@ -108,7 +108,7 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
         return assumed
     if torch.device(device).type == "cuda":
         return True
-    return bool(_mkldnn_bf16()) and not _onednn_isa_capped()
+    return not _onednn_isa_capped() and bool(_mkldnn_bf16())  # the cap first: asking oneDNN fixes its ISA for the process
 
 
 def _onednn_isa_capped() -> bool:
