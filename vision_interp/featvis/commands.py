@@ -13,7 +13,7 @@ from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, 
 PRECISION_HELP = (
     "fp32 (default on every machine: the same settings and pictures everywhere); bf16 = bfloat16 autocast for the model: "
     "time per step vs fp32 0.61-0.76x (InceptionV1) and 0.71-0.77x (MNIST) on a CPU with native bf16 (AVX512-BF16), "
-    "9.3x and 2.7x where oneDNN emulates it (capped at AVX2); units end within 10%% of fp32's activation, mean unchanged "
+    "8.9-9.3x and 2.4-2.7x where oneDNN emulates it (capped at AVX2); units end within 10%% of fp32's activation, mean unchanged "
     "(0.997-1.000x); auto = bf16 where native bf16 or CUDA is found, else fp32, recorded as precision_rule "
     "(see 'vision-interp doctor', docs/featvis.md)")
 DEVICES = ("cpu", "cuda", "auto")
