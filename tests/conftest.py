@@ -56,3 +56,15 @@ def trained_mnist():
     from vision_interp.zoo import mnist_cnn
 
     return mnist_cnn(pretrained=True)
+
+
+@pytest.fixture(params=[True, False], ids=["native-bf16", "no-native-bf16"])
+def bf16_capability(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run a test twice, with native bf16 reported present and absent, on any machine.
+
+    Sets the documented switch ``VISION_INTERP_ASSUME_BF16`` that
+    :func:`vision_interp.environment.native_bf16` (the one capability function) reads, so a CI machine
+    without native bf16 still takes the bf16 branch of ``precision="auto"``, and one with it the fp32 branch.
+    """
+    monkeypatch.setenv("VISION_INTERP_ASSUME_BF16", "1" if request.param else "0")
+    return request.param

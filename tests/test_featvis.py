@@ -177,17 +177,25 @@ def test_same_seed_is_bit_identical_and_seed_matters(trained_mnist):
     assert not torch.equal(a.images, c.images)
 
 
-def test_batched_rendering_matches_single(trained_mnist):
+# max |batched - alone| / max|alone| allowed per precision (benchmarks/precision.py, docs/featvis.md): a batch gives
+# each position another start image, so the yardstick is how far one unit alone moves between seeds 0-3
+# (fp32 0.097; bf16 0.131 native, 0.153 emulated). Measured batched vs alone: fp32 0.047 (also with oneDNN capped
+# at AVX2), bf16 0.109 (native AVX512-BF16) and 0.118 (emulated, ONEDNN_MAX_CPU_ISA=AVX2); mean shift 0.004 / 0.007-0.009.
+BATCH_TOLERANCE = {"fp32": 0.10, "bf16": 0.15}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_batched_rendering_matches_single(trained_mnist, precision):
     chans = [0, 5, 6, 12]
     # sigmoid + +-2 px shifts: a smooth landscape where batch position should not matter; the default
     # "exact" preset (clamp, no transforms) lands in start-dependent corners (spread ~11%, measured)
-    kw = dict(steps=48, progress=False, valid="sigmoid", transforms="small")
+    kw = dict(steps=48, progress=False, valid="sigmoid", transforms="small", precision=precision)
     batched = visualize_layer(trained_mnist, "conv2", chans, **kw)
     alone = torch.cat([visualize_layer(trained_mnist, "conv2", [c], **kw).activations for c in chans])
-    assert batched.units == [f"conv2:{c}" for c in chans]
+    assert batched.units == [f"conv2:{c}" for c in chans] and batched.settings["precision"] == precision
     # different start images and transform draws per batch position: same quality, not the same pixels
     scale = float(alone.abs().max())
-    assert ((batched.activations - alone).abs() <= 0.1 * scale).all(), (batched.activations, alone)
+    assert ((batched.activations - alone).abs() <= BATCH_TOLERANCE[precision] * scale).all(), (batched.activations, alone)
     assert abs(float(batched.activations.mean() - alone.mean())) <= 0.05 * scale
 
 
@@ -280,7 +288,7 @@ def test_inceptionv1_smoke_objective_increases_and_exits_early():
     assert res.values[0] > start
     assert res.images.shape == (1, 3, 64, 64)
     assert all(p.grad is None for p in model.parameters())
-    # the convenience path (model defaults: Fourier, decorrelated colour, standard transforms, bf16 where fast)
+    # the convenience path (model defaults: Fourier, decorrelated colour, standard transforms, fp32)
     layer = visualize_layer(model, "mixed3a", [0, 3], size=48, steps=2, progress=False)
     assert layer.images.shape == (2, 3, 48, 48) and torch.isfinite(layer.values).all()
 

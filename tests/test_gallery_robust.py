@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from test_gallery import LAYERS, REPO, assert_same_gallery, build, snapshot
 from vision_interp.gallery import GalleryLockedError, IncompleteGalleryError, SettingsMismatchError, assemble
@@ -212,6 +213,9 @@ def test_settings_fingerprint_records_precision_and_device(reference, tmp_path):
     assert render["precision"] == "fp32" and render["device"] == "cpu" and render["steps"] == 3
     # the preset and the whole recipe of the default (issue 18): a change of default is a settings change
     assert render["preset"] == "fast-small" and render["polish_fraction"] == 0.125 and render["betas"] == [0.7, 0.8]
+    # the machine that rendered (vision-interp doctor's facts), outside the identity a resume compares (issue 25)
+    assert m["environment"]["torch"]["version"] == torch.__version__
+    assert "environment" not in m["settings"] and isinstance(m["environment"]["native_bf16"], bool)
     out = copy_of(reference, tmp_path / "device")
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["settings"]["render"]["device"] = "cuda"  # as if it had been rendered on a GPU

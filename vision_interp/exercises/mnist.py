@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .. import io as vio
+from ..environment import environment_report
 from .resume import StageCache
 from .resume import fingerprint as stage_fingerprint
 
@@ -322,6 +323,7 @@ def _run_stages(cfg: ExerciseConfig, out: Path) -> dict:
 
     stages.run("report", _write)
     ex.results["timing_seconds"]["report"] = stages.times["report"]
+    ex.results["environment"] = environment_report(browser=False)
     vio.save_json(out / "results.json", _jsonable(ex.results))
     cache.clear()
     return ex.results

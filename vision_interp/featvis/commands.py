@@ -5,10 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .settings import PRESETS
+from .settings import PRECISIONS, PRESETS
 from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, check_batch_pixels, check_output_dir,
                           check_output_file, float_arg, int_arg, names_arg, unit_arg)
 
+# figures from benchmarks/precision.py (docs/featvis.md, "Precision"), one thread, torch 2.13 CPU
+PRECISION_HELP = (
+    "fp32 (default on every machine: the same settings and pictures everywhere); bf16 = bfloat16 autocast for the model: "
+    "time per step vs fp32 0.61-0.76x (InceptionV1) and 0.71-0.77x (MNIST) on a CPU with native bf16 (AVX512-BF16), "
+    "8.9-9.3x and 2.4-2.7x where oneDNN emulates it (capped at AVX2); units end within 10%% of fp32's activation, mean unchanged "
+    "(0.997-1.000x); auto = bf16 where native bf16 or CUDA is found, else fp32, recorded as precision_rule "
+    "(see 'vision-interp doctor', docs/featvis.md)")
+DEVICES = ("cpu", "cuda", "auto")
+DEVICE_HELP = "where to render (default: the model's device, the CPU for zoo models, on every machine); auto = CUDA when available"
 MAX_SIZE = 2048  # pixels per side: a batch of 2048^2 Fourier images already needs gigabytes
 
 
@@ -49,12 +58,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="render settings preset (default: per model, 'fast-small' below 96 px, else 'smooth-256'); "
                         "'lucid' = Lucid's 512-step recipe, the reference; 'pyramid' = most steps on tiled half-size images "
                         "(faster climb, 2x2-periodic pictures; docs/featvis.md)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model (faster on CPUs with bf16 support)")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
+    prec.add_argument("--bf16", action="store_true", help="the same as --precision bf16")
+    p.add_argument("--device", choices=DEVICES, default=None, help=DEVICE_HELP)
     p.add_argument("--scale", type=int_arg(1, 64), default=None, help="enlarge PNGs by this factor (default: 8 for images under 64 px)")
     p.add_argument("--out", default=None, help="with --unit: output PNG (default: <unit>.png)")
     p.add_argument("--out-dir", default=".", help="with --layer: folder for <layer>_<channel>.png files")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_visualize)
+
+
+def checked_device(device: str | None) -> str | None:
+    """--device as a torch device name ("auto" resolved), or a usage error when CUDA is asked for and absent."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available on this machine (see 'vision-interp doctor'); use --device cpu or auto")
+    return device
 
 
 def _unit_file_name(unit: str) -> str:
@@ -82,16 +105,17 @@ def _visualize(args: argparse.Namespace) -> int:
     from .render import visualize, visualize_layer
 
     _check_args(args)
+    device = checked_device(args.device)
     model = load_model_from_args(args)
-    kw: dict = {}
+    kw: dict = {"device": device}
     if args.lr is not None:
         kw["lr"] = args.lr
     if args.param:
         kw["param"] = args.param
     if args.transforms:
         kw["transforms"] = args.transforms
-    if args.bf16:
-        kw["precision"] = "bf16"
+    if args.precision or args.bf16:
+        kw["precision"] = args.precision or "bf16"
     common = dict(settings=args.preset, steps=args.steps, size=args.size, seed=args.seed, progress=not args.no_progress, **kw)
     if args.unit:
         from .objectives import as_objective

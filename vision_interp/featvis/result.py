@@ -89,8 +89,10 @@ class RenderResult:
         }
 
     def save_json(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`to_dict` atomically."""
-        return vio.save_json(path, self.to_dict())
+        """Write :meth:`to_dict` atomically, with the machine's facts (``environment``, as ``vision-interp doctor``)."""
+        from ..environment import environment_report
+
+        return vio.save_json(path, {**self.to_dict(), "environment": environment_report(browser=False)})
 
 
 def _slug(text: str) -> str:

@@ -16,7 +16,7 @@ from .optimise import _Evaluator, _frozen, _judge, _optimise, _phase_size
 from .prepare import (_as_batch_objective, _build_param, _descriptions, _split_objects, _validate, _validate_coarse,
                       resolve_settings)
 from .result import RenderResult
-from .settings import RenderSettings, pick_device
+from .settings import RenderSettings, pick_device, resolve_precision
 from .transform import make_transforms
 
 
@@ -73,6 +73,7 @@ def render(
     if settings.coarse_phases:
         _validate_coarse(model, obj, paths, tf, settings, n)
     device = pick_device(model, settings)
+    settings, precision_rule = resolve_precision(settings, device)  # "auto" -> fp32/bf16, with the reason
     gen = torch.Generator().manual_seed(int(seed))
     with _frozen(model, device):
         img_param.to(device)
@@ -81,6 +82,8 @@ def render(
         final = img_param().detach()
         values = _judge(evaluate, final, clean_ok)
     record = settings.to_dict()
+    if precision_rule is not None:
+        record["precision_rule"] = precision_rule
     if custom_tf is not None:
         record["transforms"] = repr(tf)
     if param_obj is not None:

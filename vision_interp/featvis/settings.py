@@ -24,6 +24,13 @@ Named presets (:data:`PRESETS`):
   512-step activation in under a quarter of its time, at a lower high-frequency share.
 * ``"lucid-256"`` and ``"exact"`` (pixel basis and clamp throughout): the previous defaults.
 
+Precision is fp32 in every preset and default, on every machine: the same call with the same seed
+gives the same settings (and, with the same torch and thread count, the same pictures) on any CPU.
+``precision="bf16"`` (bf16 autocast for the model's forward and backward) is asked for by name;
+``precision="auto"`` picks bf16 where :func:`vision_interp.environment.native_bf16` says it is fast
+(CUDA, AVX512-BF16 or AMX) and fp32 elsewhere, and :func:`resolve_precision` records which it picked
+and why. What bf16 costs in activation and gains in speed is measured in ``docs/featvis.md``.
+
 A pixel-basis polish (``polish_fraction``) after transform-robust optimisation raises the clean
 activation a lot and the transform-averaged one not at all (measured), so the large-input default
 does not use it.
@@ -33,15 +40,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from ..environment import ASSUME_BF16_ENV, native_bf16
 from ..zoo.spec import model_spec
 
-__all__ = ["RenderSettings", "PRESETS", "preset", "default_settings", "SMALL_INPUT_PX"]
+__all__ = ["RenderSettings", "PRESETS", "preset", "default_settings", "resolve_precision", "SMALL_INPUT_PX", "PRECISIONS"]
+
+PRECISIONS = ("fp32", "bf16", "auto")  # what a user may ask for; a render runs in fp32 or bf16
 
 SMALL_INPUT_PX = 96  # inputs smaller than this on a side get the "exact" preset
 
@@ -52,7 +63,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "transforms": ("standard", "small", "none"),
     "optimizer": ("adam",),
     "schedule": ("constant", "cosine"),
-    "precision": ("fp32", "bf16"),
+    "precision": PRECISIONS,
     "objective": ("channel", "neuron"),
 }
 
@@ -64,7 +75,7 @@ class RenderSettings:
     ``schedule="cosine"`` decays the learning rate from ``lr`` to ``lr * final_lr_fraction``
     over ``steps``. ``objective`` is what :func:`visualize_layer` optimises per channel
     (``"channel"``: spatial mean, ``"neuron"``: the centre position). ``device=None`` means the
-    model's device (CUDA when available). ``input_shape=None`` means the model's own (C, H, W).
+    model's device on every machine; ``"auto"`` means CUDA when available (:func:`pick_device`). ``input_shape=None`` means the model's own (C, H, W).
     ``betas`` are Adam's. ``polish_fraction``: the last ``round(steps * polish_fraction)`` steps
     (:attr:`polish_steps`) optimise the pixels directly (a pixel basis started from the image reached),
     on the untransformed image, with Adam at ``polish_lr``, through ``polish_valid`` (a sigmoid, or a straight-through clamp that
@@ -246,30 +257,36 @@ def default_settings(model: nn.Module) -> RenderSettings:
         s = PRESETS[LARGE_INPUT_DEFAULT]
     if shape is not None:
         s = s.replace(input_shape=tuple(int(v) for v in shape), decorrelate=s.decorrelate and int(shape[0]) == 3)
-    if s.param == "fft" and _bf16_is_fast():
-        s = s.replace(precision="bf16")
     overrides = dict(model_spec(model).featvis_defaults)
     return s.replace(**overrides) if overrides else s
 
 
-def _bf16_is_fast() -> bool:
-    """bf16 autocast pays off on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX) oneDNN kernels.
+def resolve_precision(settings: RenderSettings, device: torch.device | str) -> tuple[RenderSettings, str | None]:
+    """``settings`` with ``precision="auto"`` replaced by what it picks on ``device``, and the reason
+    (None when the precision was given by name, so nothing was picked).
 
-    Without them it is far slower (measured on this project's CPU: 12x slower per step than fp32).
+    ``auto`` picks bf16 where :func:`vision_interp.environment.native_bf16` is true (CUDA, or a CPU
+    with AVX512-BF16/AMX oneDNN kernels) and fp32 elsewhere: on a CPU without them bf16 autocast is
+    emulated and slower than fp32 (measured in docs/featvis.md).
     """
-    if torch.cuda.is_available():
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    if settings.precision != "auto":
+        return settings, None
+    dev = torch.device(device)
+    fast = native_bf16(dev)
+    why = ("CUDA" if dev.type == "cuda" else "native bf16 on this CPU") if fast else "no native bf16 on this CPU"
+    if os.environ.get(ASSUME_BF16_ENV):
+        why += f" ({ASSUME_BF16_ENV}={os.environ[ASSUME_BF16_ENV]})"
+    picked = "bf16" if fast else "fp32"
+    return settings.replace(precision=picked), f"auto -> {picked}: {why}"
 
 
 def pick_device(model: nn.Module, settings: RenderSettings) -> torch.device:
-    """``settings.device``, else CUDA when available, else where the model's parameters are."""
+    """``settings.device`` when given; ``"auto"``: CUDA when available, else the model's device; ``None`` (the
+    default): where the model's parameters are, so the default does not change with the machine (move the model,
+    or ask for ``device="auto"``/``"cuda"``, to render on a GPU)."""
     if settings.device not in (None, "auto"):
         return torch.device(settings.device)
-    if torch.cuda.is_available():
+    if settings.device == "auto" and torch.cuda.is_available():
         return torch.device("cuda")
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")

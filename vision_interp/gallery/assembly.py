@@ -85,6 +85,7 @@ def assemble(out_dir: str | os.PathLike, *, labels: str | os.PathLike | dict | N
         "dataset": _latest(sources, "dataset"),
         "labels": label_map,
         "links": _latest(sources, "links") or [],
+        "environment": _latest(sources, "environment"),
         "jobs_done": list(jobs_total),
         "units": ordered,
     }

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from .. import io as vio
+from ..environment import environment_report
 from ..zoo.spec import model_spec
 from .assembly import IncompleteGalleryError, assemble
 from .dataset import layer_stats
@@ -137,7 +138,8 @@ def make_gallery(
         "format": FORMAT,
         "model": model_info,
         "layers": [i.spec for i in infos],
-        "settings": {**asdict(settings), "size": size, "dataset": ds.name if ds else None,
+        # precision is recorded resolved, in "render" (fp32 unless asked: galleries made before it existed match)
+        "settings": {**{k: v for k, v in asdict(settings).items() if k != "precision"}, "size": size, "dataset": ds.name if ds else None,
                      "dataset_sha256": ds.fingerprint if ds else None, "render": render_fingerprint(model, settings)},
     }
     out_existed = out.exists()
@@ -181,6 +183,7 @@ def _build_locked(model, infos, out: Path, settings: GallerySettings, render_siz
         "settings": identity["settings"],
         "jobs_done": list(own["jobs_done"]) if own else [],
         "units": dict(own["units"]) if own else {},
+        "environment": environment_report(browser=False),  # the machine that rendered (not part of the identity: resuming elsewhere is allowed)
     }
     if label_map is not None:
         part["labels"] = label_map

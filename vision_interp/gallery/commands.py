@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, check_batch_pixels, check_output_dir,
                           existing_dir, existing_file, float_arg, int_arg, names_arg, text_arg)
+from ..featvis.commands import DEVICE_HELP, DEVICES, PRECISION_HELP, checked_device
+from ..featvis.settings import PRECISIONS
 
 DESCRIPTION = """\
 Render every unit of the chosen layers and write a static site (index.html, one page per layer,
@@ -71,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wait-lock", type=float_arg(0, 86400), default=0.0, help="seconds to wait for another build of the same shard to finish")
     p.add_argument("--overwrite", action="store_true", help="replace an existing gallery made with other settings")
     p.add_argument("--assemble", action="store_true", help="only merge the shards' manifests and write the site")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
+    p.add_argument("--device", choices=DEVICES, default=None, help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_gallery)
 
@@ -93,7 +97,7 @@ def _gallery(args: argparse.Namespace) -> int:
 
     kw = dict(steps=args.steps, size=args.size, batch=args.batch, seed=args.seed, diverse=args.diverse,
               negative=not args.no_negative, examples=args.examples, examples_limit=args.examples_limit,
-              connections=args.connections, objective=args.objective)
+              connections=args.connections, objective=args.objective, precision=args.precision)
     if args.diversity_weight is not None:
         kw["diversity_weight"] = args.diversity_weight
     settings = GallerySettings(**kw)
@@ -102,7 +106,10 @@ def _gallery(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
     from .build import cli_inputs
 
+    device = checked_device(args.device)  # before the model loads
     model, checkpoint, links = cli_inputs(args)
+    if device is not None:
+        model.to(device)
     name = str(args.model) + (" (random weights)" if args.random_weights else "")
     res = make_gallery(model, args.layers, args.out, settings=settings, model_name=name, shard=args.shard,
                        overwrite=args.overwrite, data_dir=args.data_dir, progress=not args.no_progress,

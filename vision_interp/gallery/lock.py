@@ -65,7 +65,7 @@ class LockInfo:
         return self.started is not None and _process_start(self.pid) not in (None, self.started)
 
     def describe(self) -> str:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created))
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self.created))  # local time, zone named
         return f"pid {self.pid} on {self.hostname}, shard {self.shard[0]}/{self.shard[1]}, since {when} ({self.path.name})"
 
 

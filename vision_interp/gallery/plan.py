@@ -42,6 +42,7 @@ class GallerySettings:
     examples_limit: int | None = None  # use only the first N dataset images (quick runs)
     connections: int = 6  # connected units listed per direction, by total weight mass (0 = none)
     objective: str | None = None  # "channel" (spatial mean) or "neuron" (centre); None = featvis's default for the model
+    precision: str = "fp32"  # "fp32", "bf16" or "auto" (resolved on the rendering machine; recorded in settings.render)
 
     def validate(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -59,6 +60,14 @@ class GallerySettings:
             raise ValueError(f"objective must be 'channel' or 'neuron', got {self.objective!r}")
         if self.examples_limit is not None and self.examples_limit < 1:
             raise ValueError(f"examples_limit must be positive, got {self.examples_limit}")
+        _check_precision(self.precision)
+
+
+def _check_precision(precision: str) -> None:
+    from ..featvis.settings import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
 
 
 @dataclass
@@ -163,14 +172,16 @@ def render_fingerprint(model: nn.Module, settings: "GallerySettings") -> dict:
     device ``render`` resolves. A resumed build on another device or precision is refused, because
     its pictures would differ."""
     from ..checks import check_instance
-    from ..featvis.settings import default_settings, pick_device
+    from ..featvis.settings import default_settings, pick_device, resolve_precision
 
     check_instance(settings, GallerySettings, "settings")
     rs = default_settings(model)
     changes = {k: v for k, v in (("steps", settings.steps), ("objective", settings.objective)) if v is not None}
-    rs = rs.replace(**changes) if changes else rs
+    rs = rs.replace(**changes, precision=settings.precision)
+    device = pick_device(model, rs)
+    rs, _rule = resolve_precision(rs, device)  # "auto": what this machine picks (a resume that picks otherwise is refused)
     d = rs.to_dict()
-    d["device"] = pick_device(model, rs).type
+    d["device"] = device.type
     return d
 
 

@@ -32,7 +32,8 @@ def _render(model, layer: str, channels: Sequence[int], settings: "GallerySettin
     """
     from ..featvis import visualize_layer
 
-    kw: dict[str, Any] = dict(negative=negative, steps=settings.steps, size=size, seed=seed, progress=False, objective=settings.objective)
+    kw: dict[str, Any] = dict(negative=negative, steps=settings.steps, size=size, seed=seed, progress=False, objective=settings.objective,
+                              precision=settings.precision)
     if diverse > 1:
         kw.update(diversity=settings.diversity_weight, images_per_unit=diverse, batch_size=max(settings.batch, diverse))
     else:

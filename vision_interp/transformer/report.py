@@ -20,6 +20,7 @@ import torch
 from .. import io as vio
 from ..checks import InputError, check_int, check_number
 from ..model_state import runs_model
+from ..environment import environment_report
 from . import figures
 from .ablation import (ABLATION_MODES, ablation_line, ablation_scan, attribution_patching, integrated_attribution_patching,
                        joint_ablations)
@@ -200,6 +201,7 @@ class InductionReport:
             "top_heads": {k: [{"head": format_head(l, h), "layer": l, "index": h, "score": s}
                               for l, h, s in self.top(k, min(10, self.n_layer * self.n_head))] for k in self.scores},
             "timings_seconds": self.timings,
+            "environment": environment_report(browser=False),
             "definitions": SCORE_DEFINITIONS,
             "colour_scales": {k: v[4] for k, v in figures.SCALES.items()},
         }

@@ -16,6 +16,7 @@ import torch
 
 from .. import io as vio
 from ..checks import check_instance
+from ..environment import environment_report
 from ..images import make_grid, save_figure, save_png
 from .matching import LayerMatch, weight_cosine_best
 from .study import MEASURES, PRIMARY, UniversalityResult
@@ -259,7 +260,7 @@ def write_report(result: UniversalityResult, out_dir: str | os.PathLike, images:
         if steps > 0:
             _group_pictures(result, layer, all_groups[layer], images, out, steps, examples)
     data = {"rule": RULE, "measures": MEASURES, "config": result.config.__dict__, "models": list(result.models), "controls": list(result.controls),
-            "model_cards": cards or {}, "layers": summaries, "groups": all_groups}
+            "model_cards": cards or {}, "layers": summaries, "groups": all_groups, "environment": environment_report(browser=False)}
     vio.save_json(out / "report.json", data)
     md = ["# Universality across independently trained MNIST CNNs", "",
           f"Models: {', '.join(result.models)} (identical configuration, only the seed differs); "
