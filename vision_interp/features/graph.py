@@ -194,7 +194,7 @@ class GraphBuilder:
             pres0, a0 = self._frozen(zero[0], zero[1:1 + len(zs)], zero[1 + len(zs):])
             head0 = float(self._head(torch.zeros_like(a_true))[0, target])
         return self._assemble(x, zs, errs, active, pres0, grads, head0 + float((j_head * a0).sum()),
-                              float(logits[0, target]), float(logit_true), target)
+                              float(logits[0, target]), float(logit_true.detach()), target)
 
     def _target_grads(self, base: list[torch.Tensor], depth: int, rows: list, j_head: torch.Tensor) -> list[torch.Tensor]:
         """d target_i / d leaf for each target of one block (or the logit): the leaves are repeated once
