@@ -38,6 +38,10 @@ def _register_transcoder(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gallery", type=text_arg(1000), default=None, metavar="DIR",
                    help="also write a feature gallery per transcoder (DIR/<feature layer>/)")
     p.add_argument("--gallery-steps", type=int_arg(1, 100_000), default=64, help="feature-visualization steps per unit in the gallery")
+    p.add_argument("--analysis", type=text_arg(1000), default=None, metavar="DIR",
+                   help="also write DIR/analysis.json + DIR/README.md: graph sizes, error share, interventions vs graph "
+                        "predictions, global-circuit sparsity (blocks must form a chain)")
+    p.add_argument("--analysis-images", type=int_arg(1, 10_000), default=50, help="test images (graphs) for --analysis")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_transcoder)
 
@@ -69,8 +73,13 @@ def _transcoder(args: argparse.Namespace) -> int:
     from .transcoders import load_transcoder
 
     blocks = _blocks(args)
-    if args.gallery:
-        check_output_dir(args.gallery, "--gallery")
+    if args.analysis:
+        for (_, out_a, _, _), (in_b, _, name, _) in zip(blocks, blocks[1:]):
+            if in_b != out_a:
+                raise UsageError(f"--analysis needs chained blocks: {name} starts at {in_b!r}, the block before ends at {out_a!r}")
+    for flag in ("gallery", "analysis"):
+        if getattr(args, flag):
+            check_output_dir(getattr(args, flag), f"--{flag}")
     model = load_model_from_args(args)
     if args.show:
         tcs = [load_transcoder(n) for _, _, n, _ in blocks]
@@ -86,6 +95,10 @@ def _transcoder(args: argparse.Namespace) -> int:
             path = publish_transcoder_gallery(model, tc, args.gallery, steps=args.gallery_steps, data_dir=args.data_dir,
                                               progress=not args.no_progress)
             print(f"wrote {path}")
+    if args.analysis:
+        from .tc_report import write_analysis
+
+        print(f"wrote {write_analysis(model, tcs, args.analysis, n_images=args.analysis_images, data_dir=args.data_dir)}")
     return 0
 
 
