@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from .transcoder import ConvTranscoder
 from .transcoders import INPUT, Transcoder
 
 __all__ = ["AttributionGraph", "GraphBuilder", "attribution_graph", "check_chain"]
@@ -179,74 +181,108 @@ class GraphBuilder:
         with torch.no_grad():
             zs = [m(a) for m, a in zip(self.modules, ins)]
             errs = [o - m.decode(z, a) for m, z, a, o in zip(self.modules, zs, ins, outs)]
-        base = [x, *zs, *errs]
         a_true = outs[-1].detach().clone().requires_grad_(True)
         logit_true = self._head(a_true)[0, target]  # the head, linearised at the true last-block output
         (j_head,) = torch.autograd.grad(logit_true, a_true)  # (max-pool choices, ReLU signs frozen)
-        active = [(z[0] > 0).nonzero().tolist() for z in zs]
-        grads = [torch.zeros((0, *t.shape[1:]), dtype=t.dtype) for t in base]
-        for depth in range(len(zs) + 1):  # targets of block `depth` (the logit: depth == number of blocks)
-            rows = active[depth] if depth < len(zs) else [None]
-            for i, g in enumerate(self._target_grads(base, depth, rows, j_head)):
-                grads[i] = torch.cat([grads[i], g])
+        active = [(z[0] > 0).nonzero() for z in zs]  # (n, 3): feature, y, x
         with torch.no_grad():
-            zero = [torch.zeros_like(t) for t in base]
-            pres0, a0 = self._frozen(zero[0], zero[1:1 + len(zs)], zero[1 + len(zs):])
+            zero_z, zero_e = [torch.zeros_like(z) for z in zs], [torch.zeros_like(e) for e in errs]
+            pres0, a0 = self._frozen(torch.zeros_like(x), zero_z, zero_e)
             head0 = float(self._head(torch.zeros_like(a_true))[0, target])
-        return self._assemble(x, zs, errs, active, pres0, grads, head0 + float((j_head * a0).sum()),
-                              float(logits[0, target]), float(logit_true.detach()), target)
+            layout = self._layout(x, zs, errs, active, pres0, float(logits[0, target]), float(logit_true.detach()),
+                                  head0 + float((j_head * a0).sum()), target)
+            edges = self._edges(x, zs, errs, active, j_head, layout)
+        meta = {"feature_layers": self.names, "pixel_group": self.pixel_group, "input_shape": list(x.shape[1:]),
+                "logit_reproduced_error": abs(float(logit_true.detach()) - float(logits[0, target]))}
+        return AttributionGraph(layout["nodes"], edges, target, float(logits[0, target]), meta)
 
-    def _target_grads(self, base: list[torch.Tensor], depth: int, rows: list, j_head: torch.Tensor) -> list[torch.Tensor]:
-        """d target_i / d leaf for each target of one block (or the logit): the leaves are repeated once
-        per target along the batch axis, so one backward pass gives every target's gradient."""
-        n_blocks = (len(base) - 1) // 2
-        leaves = [t.detach().repeat(len(rows), 1, 1, 1).requires_grad_(True) for t in base]
-        lz, le = leaves[1:1 + n_blocks], leaves[1 + n_blocks:]
-        a = leaves[0]
-        for li in range(depth):
-            a = self.modules[li].decode(lz[li], a) + le[li]
-        if depth == n_blocks:
-            values = (j_head * a).flatten(1).sum(1)
-        else:
-            pre = self.modules[depth].linear_pre_activations(a)
-            idx = torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
-            values = pre[torch.arange(len(rows)), idx[:, 0], idx[:, 1], idx[:, 2]]
-        grads = torch.autograd.grad(values.sum(), leaves, allow_unused=True)
-        return [torch.zeros_like(l) if g is None else g for g, l in zip(grads, leaves)]
+    # -- direct effects: cotangents pushed back through decoders and skips, never through a feature
+    def _pre_cotangent(self, depth: int, rows: torch.Tensor, n_feat: int, hw: tuple[int, int]) -> torch.Tensor:
+        """One-hot cotangents on block ``depth``'s pre-activations, one per target row (feature, y, x)."""
+        g = torch.zeros((len(rows), n_feat, *hw), dtype=torch.float64)
+        g[torch.arange(len(rows)), rows[:, 0], rows[:, 1], rows[:, 2]] = 1.0
+        return g
 
-    def _assemble(self, x, zs, errs, active, pres0, grads, logit_bias, logit, logit_head, target) -> AttributionGraph:
-        nodes, cols = [], []  # cols: one function per node mapping per-leaf grads (n_targets, ...) to (n_targets,)
+    def _through_input(self, m: ConvTranscoder, g_out: torch.Tensor, weight: torch.Tensor, in_hw: tuple[int, int]) -> torch.Tensor:
+        """VJP of ``conv(pad(a / s_in), weight, stride)`` w.r.t. the block input ``a``."""
+        left, right, top, bottom = m.pad
+        size = (g_out.shape[0], weight.shape[1], in_hw[0] + top + bottom, in_hw[1] + left + right)
+        g = torch.nn.grad.conv2d_input(size, weight, g_out, stride=m.stride)
+        return g[:, :, top:top + in_hw[0], left:left + in_hw[1]] / m.s_in
+
+    def _direct(self, depth: int, g_a: torch.Tensor, in_hws: list) -> dict:
+        """Per-leaf direct-effect gradients of targets whose cotangent on block ``depth - 1``'s output is ``g_a``."""
+        out: dict = {}
+        for li in range(depth - 1, -1, -1):
+            m = self.modules[li]
+            out[("e", li)] = g_a
+            out[("z", li)] = torch.einsum("nchw,fc->nfhw", g_a, m.W_dec) * m.s_out
+            if m.W_skip is None:
+                return out
+            g_a = self._through_input(m, g_a * m.s_out, m.W_skip, in_hws[li])
+        out["x"] = g_a
+        return out
+
+    def _edges(self, x, zs, errs, active, j_head, layout) -> torch.Tensor:
+        n = len(layout["nodes"])
+        edges = torch.zeros(n, n, dtype=torch.float64)
+        in_hws = [tuple(x.shape[-2:])] + [tuple(z.shape[-2:]) for z in zs[:-1]]
+        for depth in range(len(zs) + 1):
+            if depth < len(zs):
+                m, rows = self.modules[depth], active[depth]
+                if not len(rows):
+                    continue
+                g_pre = self._pre_cotangent(depth, rows, m.n_features, tuple(zs[depth].shape[-2:]))
+                g_a = self._through_input(m, g_pre, m.W_enc, in_hws[depth])  # cotangent on the block's input
+                target_rows = layout["feature_rows"][depth]
+            else:
+                g_a, target_rows = j_head, torch.tensor([n - 1])
+            grads = self._direct(depth, g_a, in_hws)
+            self._fill(edges, target_rows, grads, x, zs, errs, active, layout)
+        return edges
+
+    def _fill(self, edges, target_rows, grads, x, zs, errs, active, layout) -> None:
+        if "x" in grads:
+            gx = (grads["x"] * x).sum(1, keepdim=True)
+            pooled = F.avg_pool2d(gx, self.pixel_group, ceil_mode=True, divisor_override=1)
+            edges[target_rows[:, None], layout["pixel_cols"][None]] = pooled.flatten(1)
+        for li in range(len(zs)):
+            if ("z", li) in grads and len(active[li]):
+                r = active[li]
+                gz = grads[("z", li)][:, r[:, 0], r[:, 1], r[:, 2]] * zs[li][0, r[:, 0], r[:, 1], r[:, 2]]
+                edges[target_rows[:, None], layout["feature_rows"][li][None]] = gz
+            if ("e", li) in grads:
+                ge = (grads[("e", li)] * errs[li]).sum(1).flatten(1)
+                edges[target_rows[:, None], layout["error_cols"][li][None]] = ge
+
+    def _layout(self, x, zs, errs, active, pres0, logit, logit_head, logit_bias, target) -> dict:
+        """Nodes in topological order (pixels, then per block its features and its error nodes, the logit)."""
         g = self.pixel_group
         _, _, h, w = x.shape
-        gx = grads[0] * x  # direct effect of every pixel
-        for gy in range(0, h, g):
-            for gxp in range(0, w, g):
-                nodes.append({"kind": "pixels", "layer": "input", "y": gy // g, "x": gxp // g, "box": [gy, gxp, min(h, gy + g), min(w, gxp + g)],
-                              "value": float(x[0, :, gy:gy + g, gxp:gxp + g].mean())})
-                cols.append(gx[:, :, gy:gy + g, gxp:gxp + g].sum((1, 2, 3)))
-        for li, (z, act, p0) in enumerate(zip(zs, active, pres0)):
-            gz = grads[1 + li] * z
-            for f, y, xx in act:
-                v = float(z[0, f, y, xx])
+        nodes: list[dict] = []
+        pooled = F.avg_pool2d(x.mean(1, keepdim=True), g, ceil_mode=True)
+        start = len(nodes)
+        for gy in range(pooled.shape[2]):
+            for gxp in range(pooled.shape[3]):
+                nodes.append({"kind": "pixels", "layer": "input", "y": gy, "x": gxp,
+                              "box": [gy * g, gxp * g, min(h, gy * g + g), min(w, gxp * g + g)], "value": float(pooled[0, 0, gy, gxp])})
+        out = {"pixel_cols": torch.arange(start, len(nodes)), "feature_rows": [], "error_cols": []}
+        for li, (z, act, p0, e) in enumerate(zip(zs, active, pres0, errs)):
+            start = len(nodes)
+            vals, biases = z[0][tuple(act.T)].tolist(), p0[0][tuple(act.T)].tolist()
+            for (f, y, xx), v, b in zip(act.tolist(), vals, biases):
                 nodes.append({"kind": "feature", "layer": self.names[li], "block": li, "feature": f, "y": y, "x": xx,
-                              "value": v, "pre": v, "bias": float(p0[0, f, y, xx])})
-                cols.append(gz[:, f, y, xx])
-            e = errs[li]
-            ge = (grads[1 + len(zs) + li] * e).sum(1)  # (n_targets, H, W)
+                              "value": v, "pre": v, "bias": b})
+            out["feature_rows"].append(torch.arange(start, len(nodes)))
+            start = len(nodes)
+            norms = e[0].norm(dim=0)
             for y in range(e.shape[2]):
                 for xx in range(e.shape[3]):
-                    nodes.append({"kind": "error", "layer": self.names[li], "block": li, "y": y, "x": xx,
-                                  "value": float(e[0, :, y, xx].norm())})
-                    cols.append(ge[:, y, xx])
+                    nodes.append({"kind": "error", "layer": self.names[li], "block": li, "y": y, "x": xx, "value": float(norms[y, xx])})
+            out["error_cols"].append(torch.arange(start, len(nodes)))
         nodes.append({"kind": "logit", "layer": "logits", "target": target, "value": logit, "pre": logit_head, "bias": logit_bias})
-        by_target = torch.stack(cols, 1)  # (n_targets, n_nodes - 1)
-        n = len(nodes)
-        edges = torch.zeros(n, n, dtype=torch.float64)
-        target_rows = [i for i, nd in enumerate(nodes) if nd["kind"] in ("feature", "logit")]
-        edges[target_rows, :n - 1] = by_target
-        meta = {"feature_layers": self.names, "pixel_group": g, "input_shape": list(x.shape[1:]),
-                "logit_reproduced_error": abs(logit_head - logit)}
-        return AttributionGraph(nodes, edges, target, logit, meta)
+        out["nodes"] = nodes
+        return out
 
 
 def _as_batch(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
