@@ -193,6 +193,7 @@ class GraphBuilder:
                                   head0 + float((j_head * a0).sum()), target)
             edges = self._edges(x, zs, errs, active, j_head, layout)
         meta = {"feature_layers": self.names, "pixel_group": self.pixel_group, "input_shape": list(x.shape[1:]),
+                "feature_shapes": [list(z.shape[1:]) for z in zs],
                 "logit_reproduced_error": abs(float(logit_true.detach()) - float(logits[0, target]))}
         return AttributionGraph(layout["nodes"], edges, target, float(logits[0, target]), meta)
 
