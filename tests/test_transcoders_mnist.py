@@ -67,3 +67,37 @@ def test_transcoder_command_checks_arguments(capsys):
         assert main(["transcoder", *argv]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+def test_transcoder_features_are_units(tcs, trained_mnist, tmp_path, one_thread):
+    import vision_interp as vi
+    from vision_interp.attribution import attribute
+    from vision_interp.featvis import visualize_layer
+    from vision_interp.gallery import make_gallery
+
+    model = trained_mnist
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    before = model(x)
+    with features.attached_transcoder(model, tcs[0]) as a1, features.attached_transcoder(model, tcs[1], gradient="exact") as a2:
+        assert (a1.name, a2.name) == ("conv1/tc", "conv2/tc")
+        assert vi.layer_shape(model, "conv2/tc") == (128, 7, 7) and vi.layer_shape(model, "conv1/tc") == (64, 14, 14)
+        cache = vi.capture(model, x, ["pool1", "conv2/tc"])
+        assert torch.equal(cache["conv2/tc"], tcs[1].module(cache["pool1"]))
+        assert cache["conv2/tc:17"].shape == (4, 7, 7)
+        assert torch.equal(model(x), before)  # observe mode: outputs unchanged
+        f = int(cache["conv2/tc"].mean(dim=(0, 2, 3)).argmax())
+        sal = attribute(model, x, target=f"conv2/tc:{f}", method="saliency", abs=False)
+        xg = x.clone().requires_grad_(True)
+        manual = torch.autograd.grad(tcs[1].module(vi.capture(model, xg, ["pool1"])["pool1"])[:, f].flatten(1).mean(1).sum(), xg)[0]
+        assert torch.allclose(sal, manual, atol=1e-6)
+    assert features.attached_features(model) == {} and "conv2/tc" not in dict(model.named_modules())
+    with features.attached_transcoder(model, tcs[1]) as a:  # straight-through gradients for featvis
+        res = visualize_layer(model, a.name, [0, 1, 2], steps=16, progress=False)
+        assert res.images.shape == (3, 1, 28, 28)
+        g = make_gallery(model, f"{a.name}:0-1", tmp_path / "g", steps=4, batch=2, diverse=0, negative=False, examples=3,
+                         dataset=torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(4)), connections=0, progress=False)
+    assert g.complete and "conv2/tc:1" in str(g.manifest)
+    with features.attached_transcoder(model, tcs[1], mode="replace"):
+        rep = model(x)
+    with features.replaced(model, [tcs[1]]):
+        assert torch.allclose(model(x), rep, atol=1e-5)  # the attached replace mode is the replacement model's block
