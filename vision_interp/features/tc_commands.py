@@ -130,6 +130,8 @@ def _register_graph(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=text_arg(1000), required=True, metavar="DIR")
     p.add_argument("--threshold", type=float_arg(0, 1, lo_open=True), default=0.8, help="influence share the pruned graph keeps")
     p.add_argument("--pixel-group", type=int_arg(1, 64), default=4, help="pixel nodes are GxG groups of input pixels")
+    p.add_argument("--gallery", type=text_arg(1000), action="append", default=None, metavar="DIR",
+                   help="a feature gallery (made by 'transcoder --gallery') whose pages the node cards link to (repeatable)")
     p.set_defaults(func=_graph)
 
 
@@ -151,12 +153,15 @@ def _graph(args: argparse.Namespace) -> int:
     target = _target(args.target)
     if target == "label" and args.index is None:
         raise UsageError("--target label needs a dataset image (--index), not --image")
+    from ..cli_common import check_input_file
+
     picture = None
     if args.image is not None:
-        from ..cli_common import check_input_file
         from ..images import read_image
 
         picture = read_image(check_input_file(args.image, "--image"), what="--image")
+    for g in args.gallery or []:
+        check_input_file(Path(g) / "manifest.json", "--gallery")
     out = check_output_dir(args.out, "--out")
     tcs = [load_transcoder(n) for n in args.transcoders]
     model = load_model_from_args(args)
@@ -170,7 +175,8 @@ def _graph(args: argparse.Namespace) -> int:
     else:
         target = int(model(image[None]).argmax(1))
     path, reused = write_graph(model, tcs, image, target, Path(out), source=name, label=label, threshold=args.threshold,
-                               pixel_group=args.pixel_group, transcoder_names=args.transcoders)
+                               pixel_group=args.pixel_group, transcoder_names=args.transcoders,
+                               galleries=args.gallery or [], title=f"Attribution graph: {name}, logit {target}")
     print(f"{'kept existing' if reused else 'wrote'} {path}")
     return 0
 

@@ -49,19 +49,26 @@ def _key(tcs: Sequence[Transcoder], image: torch.Tensor, target: int, threshold:
 
 def write_graph(model: nn.Module, tcs: Sequence[Transcoder], image: torch.Tensor, target: int, out: Path, *, source: str = "",
                 label: int | None = None, threshold: float = 0.8, pixel_group: int = 4, transcoder_names: Sequence[str] = (),
-                builder: GraphBuilder | None = None) -> tuple[Path, bool]:
-    """Write ``out/graph.json``; an existing one for the same input, target and transcoders is kept. Returns (path, kept)."""
+                builder: GraphBuilder | None = None, galleries: Sequence[str | Path] = (), title: str = "") -> tuple[Path, bool]:
+    """Write ``out/graph.json`` and the page ``out/index.html`` (feature cards link into ``galleries``);
+    an existing graph for the same input, target and transcoders is kept. Returns (path, kept)."""
+    from .graph_page import gallery_links, write_graph_page
+
     path = out / "graph.json"
     key = _key(tcs, image, target, threshold, pixel_group)
+    links = gallery_links(list(galleries), out) if galleries else None
     if path.is_file():
         try:
-            if vio.load_json(path).get("key") == key:
-                return path, True
+            doc = vio.load_json(path)
         except ValueError:
-            pass
+            doc = {}
+        if doc.get("key") == key:
+            write_graph_page(doc, out / "index.html", links=links, title=title)  # cheap: the page follows the galleries
+            return path, True
     builder = builder or GraphBuilder(model, tcs, pixel_group=pixel_group)
     g = builder.build(image, target)
     doc = {"key": key, "source": source, "label": label, "target": target, "transcoders": list(transcoder_names),
            "image": [[round(float(v), 4) for v in row] for row in image.reshape(-1, image.shape[-1])], **graph_json(g, threshold)}
-    vio.save_json(path, doc)
+    write_graph_page(doc, out / "index.html", links=links, title=title)
+    vio.save_json(path, doc)  # last: a graph.json means the page is there too
     return path, False
