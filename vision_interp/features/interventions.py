@@ -87,8 +87,9 @@ def intervention_check(model: nn.Module, transcoders: Sequence[Transcoder], imag
             cases.append({"graph": gi, "target": int(t), "layer": n["layer"], "feature": n["feature"], "y": n["y"], "x": n["x"],
                           "activation": round(n["value"], 6), "predicted": (scale - 1.0) * float(te[i]), "measured": m})
         graphs.append({"graph": gi, "target": int(t), "logit": round(g.logit, 5), **g.prune(0.8), "kept": None})
-    for c in cases:
-        c["error"] = c["measured"] - c["predicted"]
+    for c in cases:  # rounded: the last digits depend on summation order, not on the method
+        c["predicted"], c["measured"] = round(c["predicted"], 6), round(c["measured"], 6)
+        c["error"] = round(c["measured"] - c["predicted"], 6)
     pred, meas = [c["predicted"] for c in cases], [c["measured"] for c in cases]
     by_layer = {}
     for layer in sorted({c["layer"] for c in cases}):

@@ -36,7 +36,8 @@ def _register_transcoder(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-images", type=int_arg(1, 10_000), default=10000)
     p.add_argument("--show", action="store_true", help="print the saved cards instead of training")
     p.add_argument("--gallery", type=text_arg(1000), default=None, metavar="DIR",
-                   help="also write a feature gallery per transcoder (DIR/<feature layer>/)")
+                   help="also write a feature gallery per transcoder (DIR/<block>_tc/), one attribution graph per digit "
+                        "(DIR/graphs/) and DIR/index.html")
     p.add_argument("--gallery-steps", type=int_arg(1, 100_000), default=64, help="feature-visualization steps per unit in the gallery")
     p.add_argument("--analysis", type=text_arg(1000), default=None, metavar="DIR",
                    help="also write DIR/analysis.json + DIR/README.md: graph sizes, error share, interventions vs graph "
@@ -89,12 +90,14 @@ def _transcoder(args: argparse.Namespace) -> int:
     for tc in tcs:
         _print_card(tc.card)
     if args.gallery:
-        from .tc_gallery import publish_transcoder_gallery
+        from .tc_gallery import publish_transcoder_site
 
-        for tc in tcs:
-            path = publish_transcoder_gallery(model, tc, args.gallery, steps=args.gallery_steps, data_dir=args.data_dir,
-                                              progress=not args.no_progress)
-            print(f"wrote {path}")
+        import os
+
+        analysis = os.path.relpath(os.path.join(args.analysis, "README.md"), args.gallery) if args.analysis else None
+        path = publish_transcoder_site(model, tcs, args.gallery, names=[n for _, _, n, _ in blocks], steps=args.gallery_steps,
+                                       data_dir=args.data_dir, progress=not args.no_progress, analysis=analysis)
+        print(f"wrote {path} (a gallery per transcoder, graphs per digit)")
     if args.analysis:
         from .tc_report import write_analysis
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -13,12 +14,12 @@ from .. import io as vio
 from .graph import AttributionGraph, GraphBuilder
 from .transcoders import Transcoder
 
-__all__ = ["graph_json", "write_graph"]
+__all__ = ["graph_json", "write_graph", "write_digit_graphs"]
 
 GRAPH_FORMAT = "vision_interp.attribution_graph/1"
 
 
-def graph_json(g: AttributionGraph, threshold: float = 0.8, *, max_edges: int = 2000) -> dict:
+def graph_json(g: AttributionGraph, threshold: float = 0.8, *, max_edges: int = 800) -> dict:
     """The pruned graph: kept nodes (with influence and total effect) and the edges between them,
     strongest first (at most ``max_edges``), plus the summary figures of the whole graph."""
     infl, te = g.influence(), g.total_effects()
@@ -72,3 +73,36 @@ def write_graph(model: nn.Module, tcs: Sequence[Transcoder], image: torch.Tensor
     write_graph_page(doc, out / "index.html", links=links, title=title)
     vio.save_json(path, doc)  # last: a graph.json means the page is there too
     return path, False
+
+
+def write_digit_graphs(model: nn.Module, tcs: Sequence[Transcoder], out_dir: str | Path, *, data_dir=None,
+                       galleries: Sequence[str | Path] = (), transcoder_names: Sequence[str] = (), threshold: float = 0.8,
+                       report: str | None = None) -> Path:
+    """One graph per digit (its first MNIST test image, target = the label) in ``out_dir/digit_<d>/``,
+    and ``out_dir/index.html`` listing them with their figures (and a link to ``report`` if given)."""
+    import html
+
+    from ..data import load_mnist
+
+    test = load_mnist("test", data_dir)
+    out = Path(out_dir)
+    builder = GraphBuilder(model, tcs)
+    rows = []
+    for d in range(int(test.labels.max()) + 1):
+        i = int((test.labels == d).nonzero()[0])
+        sub = out / f"digit_{d}"
+        path, _ = write_graph(model, tcs, test.images[i], d, sub, source=f"MNIST test[{i}]", label=d, threshold=threshold,
+                              transcoder_names=transcoder_names, builder=builder, galleries=galleries,
+                              title=f"Attribution graph: digit {d} (MNIST test[{i}]), logit {d}")
+        s = vio.load_json(path)["summary"]
+        rows.append(f"<tr><td><a href=\"digit_{d}/index.html\">digit {d}</a></td><td>test[{i}]</td><td>{s['logit']:.2f}</td>"
+                    f"<td>{s['nodes']}</td><td>{s['pruned_kept_nodes']}</td><td>{s['pruned_error_share']:.1%}</td></tr>")
+    links = "".join(f'<li><a href="{html.escape(Path(os.path.relpath(Path(g) / "index.html", out)).as_posix())}">feature gallery '
+                    f'{html.escape(Path(g).name)}</a></li>' for g in galleries)
+    if report:
+        links += f'<li><a href="{html.escape(report)}">report</a></li>'
+    page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Attribution graphs per digit</title></head><body>"
+            f"<h1>Attribution graphs per digit</h1><p>Pruned to {threshold:.0%} of the influence on the label logit.</p>"
+            f"<table><tr><th>graph</th><th>image</th><th>logit</th><th>nodes</th><th>kept</th><th>error share</th></tr>{''.join(rows)}"
+            f"</table><ul>{links}</ul></body></html>\n")
+    return vio.atomic_write_text(out / "index.html", page)
