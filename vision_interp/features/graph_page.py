@@ -3,7 +3,7 @@
 Columns left to right follow the graph's order: pixel groups, then per block its features and its
 error nodes, then the logit. Inside a column nodes are ordered by position (row-major), then
 feature; a node's radius grows with its influence on the logit. Edges are drawn blue (positive) or
-red (negative) with width by |weight|, strongest first (at most ``max_edges``). Every node is a
+red (negative), the ``max_edges`` edges that carry the most influence on the logit, wider the more they carry. Every node is a
 focusable button: Tab / arrow keys move between nodes, Enter, click or hover shows its card (values,
 strongest inputs and outputs; with ``links`` from :func:`gallery_links` its visualization, top dataset
 examples and a link to its gallery page).
@@ -73,7 +73,8 @@ def graph_page_html(doc: dict, *, links: dict[str, dict] | None = None, title: s
     links = links or {}
     nodes, edges = doc["nodes"], doc["edges"][:max_edges]
     columns, pos = _layout(nodes)
-    wmax = max((abs(e["weight"]) for e in edges), default=1.0) or 1.0
+    strength = lambda e: e.get("flow", abs(e["weight"]))  # noqa: E731 - influence carried (or |weight| for older files)
+    wmax = max((strength(e) for e in edges), default=1.0) or 1.0
     imax = max((n["influence"] for n in nodes), default=1.0) or 1.0
     parts = [f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="attribution graph">']
     for ci, col in enumerate(columns):
@@ -83,8 +84,8 @@ def graph_page_html(doc: dict, *, links: dict[str, dict] | None = None, title: s
         (x1, y1), (x2, y2) = pos[e["source"]], pos[e["target"]]
         colour = "#2166ac" if e["weight"] > 0 else "#b2182b"
         parts.append(f'<line class="edge" data-s="{e["source"]}" data-t="{e["target"]}" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" '
-                     f'y2="{y2:.1f}" stroke="{colour}" stroke-width="{0.3 + 3 * abs(e["weight"]) / wmax:.2f}" '
-                     f'stroke-opacity="{0.15 + 0.7 * abs(e["weight"]) / wmax:.2f}"/>')
+                     f'y2="{y2:.1f}" stroke="{colour}" stroke-width="{0.3 + 3 * (strength(e) / wmax) ** 0.5:.2f}" '
+                     f'stroke-opacity="{0.15 + 0.7 * (strength(e) / wmax) ** 0.5:.2f}"/>')
     fills = {"pixels": "#999", "feature": "#4d9221", "error": "#e08214", "logit": "#542788"}
     for n in nodes:
         x, y = pos[n["id"]]

@@ -87,9 +87,9 @@ def intervention_check(model: nn.Module, transcoders: Sequence[Transcoder], imag
             cases.append({"graph": gi, "target": int(t), "layer": n["layer"], "feature": n["feature"], "y": n["y"], "x": n["x"],
                           "activation": round(n["value"], 6), "predicted": (scale - 1.0) * float(te[i]), "measured": m})
         graphs.append({"graph": gi, "target": int(t), "logit": round(g.logit, 5), **g.prune(0.8), "kept": None})
-    for c in cases:  # rounded: the last digits depend on summation order, not on the method
-        c["predicted"], c["measured"] = round(c["predicted"], 6), round(c["measured"], 6)
-        c["error"] = round(c["measured"] - c["predicted"], 6)
+    for c in cases:  # 9 significant digits: the last ones depend on summation order, not on the method
+        c["error"] = _sig(c["measured"] - c["predicted"])
+        c["predicted"], c["measured"] = _sig(c["predicted"]), _sig(c["measured"])
     pred, meas = [c["predicted"] for c in cases], [c["measured"] for c in cases]
     by_layer = {}
     for layer in sorted({c["layer"] for c in cases}):
@@ -104,6 +104,10 @@ def intervention_check(model: nn.Module, transcoders: Sequence[Transcoder], imag
             "rule": "predicted = (scale - 1) x the node's total effect in the frozen local replacement; measured = the change "
                     "of the target logit in the real model when (scale - 1) x activation x decoder direction is added at the node",
             "per_graph": [{k: v for k, v in gr.items() if k != "kept"} for gr in graphs], "all_cases": cases}
+
+
+def _sig(v: float) -> float:
+    return float(f"{v:.9g}")
 
 
 def _r(v: float) -> float | None:

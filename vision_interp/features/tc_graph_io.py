@@ -16,7 +16,7 @@ from .transcoders import Transcoder
 
 __all__ = ["graph_json", "write_graph", "write_digit_graphs"]
 
-GRAPH_FORMAT = "vision_interp.attribution_graph/1"
+GRAPH_FORMAT = "vision_interp.attribution_graph/2"
 
 
 def graph_json(g: AttributionGraph, threshold: float = 0.8, *, max_edges: int = 800) -> dict:
@@ -30,10 +30,16 @@ def graph_json(g: AttributionGraph, threshold: float = 0.8, *, max_edges: int = 
         n = dict(g.nodes[i])
         n.update({"id": new, "index": i, "influence": round(float(infl[i]), 6), "total_effect": round(float(te[i]), 6)})
         nodes.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in n.items()})
+    # edges ranked by the influence that flows along them: |w| / (target's incoming |w| in the whole graph)
+    # x the target's influence (the pruning's normalised adjacency), so every layer's strongest paths show
+    incoming = g.edges.abs().sum(1).clamp_min(1e-30)
     sub = g.edges[keep][:, keep]
+    inf_t = torch.tensor([1.0 if i == g.logit_index else float(infl[i]) for i in keep], dtype=sub.dtype)
+    flow = sub.abs() / incoming[keep][:, None] * inf_t[:, None]
     nz = sub.nonzero().tolist()
-    nz.sort(key=lambda ts: -abs(float(sub[ts[0], ts[1]])))
-    edges = [{"source": s, "target": t, "weight": round(float(sub[t, s]), 6)} for t, s in nz[:max_edges]]
+    nz.sort(key=lambda ts: -float(flow[ts[0], ts[1]]))
+    edges = [{"source": s, "target": t, "weight": round(float(sub[t, s]), 6), "flow": round(float(flow[t, s]), 6)}
+             for t, s in nz[:max_edges]]
     return {"format": GRAPH_FORMAT, "summary": g.summary(threshold), "meta": g.meta, "nodes": nodes, "edges": edges,
             "edges_total": len(nz)}
 
@@ -41,7 +47,7 @@ def graph_json(g: AttributionGraph, threshold: float = 0.8, *, max_edges: int = 
 def _key(tcs: Sequence[Transcoder], image: torch.Tensor, target: int, threshold: float, pixel_group: int) -> str:
     h = hashlib.sha256()
     h.update(image.detach().cpu().float().contiguous().numpy().tobytes())
-    h.update(f"{target} {threshold} {pixel_group}".encode())
+    h.update(f"{GRAPH_FORMAT} {target} {threshold} {pixel_group}".encode())  # a new file format rewrites old graphs
     for tc in tcs:
         h.update(str(tc.card.get("weights_sha256")).encode())
         h.update(tc.feature_layer.encode())
