@@ -101,3 +101,23 @@ def test_transcoder_features_are_units(tcs, trained_mnist, tmp_path, one_thread)
         rep = model(x)
     with features.replaced(model, [tcs[1]]):
         assert torch.allclose(model(x), rep, atol=1e-5)  # the attached replace mode is the replacement model's block
+
+
+def test_completeness_figures(tcs, trained_mnist, mnist_test, one_thread):
+    from vision_interp.features.completeness import completeness, completeness_markdown, margins, named_mask
+
+    imgs, labels = mnist_test.images[:300], mnist_test.labels[:300]
+    every = [{"digit": d, "channel": c, "positions": list(range(49))} for d in range(10) for c in range(16) if c % 10 == d or c >= 10]
+    full = completeness(trained_mnist, tcs, every, imgs, labels, graph_images=2)
+    assert full["named_cells"] == full["cells"] == 784
+    assert full["named_parts_alone"] == full["model"] and full["model"]["margin_share"] == 1.0  # nothing ablated
+    few = [{"digit": 0, "channel": 4, "positions": [23, 26]}, {"digit": 1, "channel": 6, "positions": [24]}]
+    c = completeness(trained_mnist, tcs, few, imgs, labels, graph_images=2)
+    assert c["named_cells"] == 3 and int(named_mask(few, (16, 7, 7)).sum()) == 3
+    assert c["named_parts_alone"]["margin_share"] < 0.5 < c["replacement"]["margin_share"]  # 3 cells carry little
+    assert c["replacement"]["accuracy"] > 0.95 and 0 < c["replacement"]["mean_error_share"] < 0.5
+    assert set(c["replacement"]["per_digit"]) == set(range(10))
+    text = completeness_markdown(c)
+    assert f"{c['named_parts_alone']['accuracy']:.2%}" in text and "| 9 |" in text
+    logits = torch.tensor([[2.0, 5.0, 1.0], [0.0, -1.0, 3.0]])
+    assert margins(logits, torch.tensor([1, 0])).tolist() == [3.0, -3.0]

@@ -93,6 +93,9 @@ def render_markdown(r: dict) -> str:
     L += [f"Model `mnist_cnn` (weights fingerprint `{mdl['fingerprint'][:16]}`, the same identity as in the "
           f"[feature-visualization gallery](../mnist_cnn/index.html) and the [model card](../../models/mnist_cnn.md)); "
           f"test accuracy {100 * ev['accuracy']:.2f}% on {ev['test_images']} images; {r['config']['eval_images']} test images analysed; seed {r['config']['seed']}.", ""]
+    if "completeness" in r:  # issue 26: what the named parts and the sparse replacement model carry
+        from ..features.completeness import completeness_markdown
+        L += [completeness_markdown(r["completeness"])]
     L += ["## The mechanism in one page", ""]
     L += [f"The network is conv1 (8 filters, 5x5) -> ReLU -> 2x2 max-pool -> conv2 (16 filters) -> ReLU -> 2x2 max-pool -> one linear layer. "
           f"conv1 splits ink into oriented stroke edges and off units that report blank paper; conv2 combines them into "

@@ -27,7 +27,7 @@ from .graph import GraphBuilder
 from .replacement import replaced
 from .transcoders import Transcoder
 
-__all__ = ["named_mask", "margins", "mean_ablated_except", "completeness", "completeness_markdown"]
+__all__ = ["named_mask", "margins", "mean_ablated_except", "completeness", "completeness_markdown", "completeness_for_exercise"]
 
 
 def named_mask(clauses: Sequence[dict], shape: tuple[int, int, int]) -> torch.Tensor:
@@ -147,3 +147,13 @@ def completeness_markdown(c: dict) -> str:
     lines += ["", "Agreement is the share of the pruned graph's last-block feature influence at the positions (or on the channels) "
               "that the digit's clauses name; the rest is where the graph and the neuron-level clauses differ.", ""]
     return "\n".join(lines)
+
+
+def completeness_for_exercise(model: nn.Module, results: dict, images: torch.Tensor, labels: torch.Tensor, *,
+                              transcoders: Sequence[str] = ("mnist_cnn_conv1_tc", "mnist_cnn_conv2_tc"), graph_images: int = 20) -> dict:
+    """The figures for the MNIST exercise: its clauses (``results["circuits"]["digits"]``) against the
+    committed transcoders; the report renders ``results["completeness"]`` with :func:`completeness_markdown`."""
+    from .transcoders import load_transcoder
+
+    clauses = [c for d in results["circuits"]["digits"] for c in d["clauses"]]
+    return completeness(model, [load_transcoder(t) for t in transcoders], clauses, images, labels, graph_images=graph_images)
