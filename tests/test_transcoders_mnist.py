@@ -119,5 +119,13 @@ def test_completeness_figures(tcs, trained_mnist, mnist_test, one_thread):
     assert set(c["replacement"]["per_digit"]) == set(range(10))
     text = completeness_markdown(c)
     assert f"{c['named_parts_alone']['accuracy']:.2%}" in text and "| 9 |" in text
+    from pathlib import Path
+
+    from vision_interp import io as vio
+    from vision_interp.exercises.report import render_markdown
+
+    results = vio.load_json(Path(__file__).resolve().parents[1] / "galleries" / "mnist_exercise" / "results.json")
+    md = render_markdown({**results, "completeness": c})
+    assert md.index("How much do the named parts explain?") < md.index("The mechanism in one page")  # at the top
     logits = torch.tensor([[2.0, 5.0, 1.0], [0.0, -1.0, 3.0]])
     assert margins(logits, torch.tensor([1, 0])).tolist() == [3.0, -3.0]
