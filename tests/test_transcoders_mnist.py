@@ -129,3 +129,18 @@ def test_completeness_figures(tcs, trained_mnist, mnist_test, one_thread):
     assert md.index("How much do the named parts explain?") < md.index("The mechanism in one page")  # at the top
     logits = torch.tensor([[2.0, 5.0, 1.0], [0.0, -1.0, 3.0]])
     assert margins(logits, torch.tensor([1, 0])).tolist() == [3.0, -3.0]
+
+
+def test_build_trains_then_resumes(tmp_path, trained_mnist, data_dir, one_thread):
+    from vision_interp.features.tc_build import build_transcoders
+    from vision_interp.features.transcoder import TranscoderConfig
+
+    blocks = [("pool1", "pool2", str(tmp_path / "t2"), TranscoderConfig(n_features=16, k=2, steps=20, batch_size=8))]
+    logs: list[str] = []
+    kw = dict(data_dir=data_dir, train_images=100, test_images=100, progress=False, log=logs.append)
+    first = build_transcoders(trained_mnist, blocks, **kw)[0]
+    again = build_transcoders(trained_mnist, blocks, **kw)[0]
+    assert logs[0].startswith("trained conv2/tc") and "already trained" in logs[1]
+    assert torch.equal(first.module.W_enc, again.module.W_enc)
+    m = again.card["metrics"]
+    assert set(m) >= {"fvu", "mean_l0", "dead_features", "accuracy_replaced", "accuracy_all_replaced"} and m["mean_l0"] <= 2

@@ -144,16 +144,21 @@ def completeness_markdown(c: dict) -> str:
     for d, s in sorted(r["per_digit"].items()):
         tops = ", ".join(f"{t['feature']}@{t['y']},{t['x']} (ch {t['writes_most_to_channel']})" for t in s["top_features"])
         lines.append(f"| {d} | {s['influence_at_clause_positions']:.0%} | {s['influence_on_clause_channels']:.0%} | {tops} |")
+    if c.get("graphs_page"):
+        lines += ["", f"The attribution graph of each digit: [graphs per digit]({c['graphs_page']})."]
     lines += ["", "Agreement is the share of the pruned graph's last-block feature influence at the positions (or on the channels) "
               "that the digit's clauses name; the rest is where the graph and the neuron-level clauses differ.", ""]
     return "\n".join(lines)
 
 
 def completeness_for_exercise(model: nn.Module, results: dict, images: torch.Tensor, labels: torch.Tensor, *,
-                              transcoders: Sequence[str] = ("mnist_cnn_conv1_tc", "mnist_cnn_conv2_tc"), graph_images: int = 20) -> dict:
+                              transcoders: Sequence[str] = ("mnist_cnn_conv1_tc", "mnist_cnn_conv2_tc"), graph_images: int = 20,
+                              graphs_page: str | None = "../features/mnist_cnn_tc/graphs/index.html") -> dict:
     """The figures for the MNIST exercise: its clauses (``results["circuits"]["digits"]``) against the
     committed transcoders; the report renders ``results["completeness"]`` with :func:`completeness_markdown`."""
     from .transcoders import load_transcoder
 
     clauses = [c for d in results["circuits"]["digits"] for c in d["clauses"]]
-    return completeness(model, [load_transcoder(t) for t in transcoders], clauses, images, labels, graph_images=graph_images)
+    out = completeness(model, [load_transcoder(t) for t in transcoders], clauses, images, labels, graph_images=graph_images)
+    out["graphs_page"] = graphs_page  # relative to the report (galleries/mnist_exercise/)
+    return out
