@@ -134,11 +134,11 @@ class GraphBuilder:
         if pixel_group < 1:
             raise ValueError(f"pixel_group must be >= 1, got {pixel_group}")
         self.pixel_group = pixel_group
-        self.model = copy.deepcopy(model).double().eval()
+        self.model = copy.deepcopy(model).cpu().double().eval()  # graphs are computed on the CPU in float64
         self.input_shape = default_input_shape(model)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.modules = [copy.deepcopy(tc.module).double().eval() for tc in self.tcs]
+        self.modules = [copy.deepcopy(tc.module).cpu().double().eval() for tc in self.tcs]
         for m in self.modules:
             m.gradient = "exact"
         self.names = [tc.feature_layer for tc in self.tcs]

@@ -45,7 +45,7 @@ def replaced(model: nn.Module, transcoders: Sequence[Transcoder]) -> Iterator[nn
         for tc in transcoders:
             if tc.out_layer not in modules:
                 raise ValueError(f"transcoder {tc.feature_layer!r}: the model has no layer {tc.out_layer!r}")
-            module = tc.module.to(*_device_dtype(model))
+            module = _on_model(tc.module, model)
             if tc.in_layer == INPUT:
                 handles.append(model.register_forward_pre_hook(_stash_input(stash, tc.in_layer)))
             else:
@@ -55,6 +55,15 @@ def replaced(model: nn.Module, transcoders: Sequence[Transcoder]) -> Iterator[nn
     finally:
         for h in handles:
             h.remove()
+
+
+def _on_model(module: nn.Module, model: nn.Module) -> nn.Module:
+    """``module`` on the model's device and dtype; a copy when it must move (the caller's transcoder stays as it was)."""
+    import copy
+
+    dev, dtype = _device_dtype(model)
+    p = next(module.parameters())
+    return module if (p.device, p.dtype) == (dev, dtype) else copy.deepcopy(module).to(dev, dtype)
 
 
 def _stash_input(stash: dict, key: str):

@@ -26,7 +26,7 @@ def feature_feature_weights(upstream: Transcoder, downstream: Transcoder) -> tor
     """``(F_down, F_up, kh, kw)``: downstream pre-activation per unit of upstream activation at each offset."""
     if downstream.in_layer != upstream.out_layer:
         raise ValueError(f"{downstream.feature_layer!r} reads {downstream.in_layer!r}, not {upstream.out_layer!r}")
-    return torch.einsum("gcyx,fc->gfyx", downstream.module.encoder.double(), upstream.module.directions.double())
+    return torch.einsum("gcyx,fc->gfyx", downstream.module.encoder.cpu().double(), upstream.module.directions.cpu().double())
 
 
 @torch.no_grad()
@@ -36,7 +36,7 @@ def feature_logit_weights_tc(model: nn.Module, last: Transcoder) -> torch.Tensor
     from ..capture import hooks
     from ..units import default_input_shape
 
-    d = last.module.directions.double()
+    d = last.module.directions.cpu().double()
     f, c = d.shape
     shape = _out_shape(model, last)
     h, w = shape[-2:]
@@ -61,7 +61,7 @@ def feature_logit_weights_tc(model: nn.Module, last: Transcoder) -> torch.Tensor
 def _double(model: nn.Module) -> nn.Module:
     import copy
 
-    return copy.deepcopy(model).double().eval()
+    return copy.deepcopy(model).cpu().double().eval()
 
 
 def _out_shape(model: nn.Module, tc: Transcoder) -> tuple[int, ...]:
