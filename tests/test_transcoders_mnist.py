@@ -144,3 +144,15 @@ def test_build_trains_then_resumes(tmp_path, trained_mnist, data_dir, one_thread
     assert torch.equal(first.module.W_enc, again.module.W_enc)
     m = again.card["metrics"]
     assert set(m) >= {"fvu", "mean_l0", "dead_features", "accuracy_replaced", "accuracy_all_replaced"} and m["mean_l0"] <= 2
+
+
+def test_transcoder_command_trains_a_block(tmp_path, capsys, data_dir, one_thread):
+    from vision_interp.cli import main
+
+    argv = ["transcoder", "--data-dir", str(data_dir), "--block", "input", "pool1", str(tmp_path / "tc1"), "--features", "8", "--k", "2",
+            "--steps", "5", "--train-images", "50", "--test-images", "50", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "conv1/tc: input -> pool1, 8 features, k = 2" in out and "accuracy_replaced" in out
+    assert (tmp_path / "tc1.safetensors").is_file() and (tmp_path / "tc1.md").read_text().startswith("# Transcoder card")
+    assert main(argv) == 0 and "already trained" in capsys.readouterr().out
