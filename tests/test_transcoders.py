@@ -90,7 +90,7 @@ def test_graph_sum_rule_and_exact_local_replacement(small):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     g = GraphBuilder(model, tcs, pixel_group=3).build(imgs[5], 2)
     assert g.sum_rule_residual() < 1e-5
-    assert g.meta["logit_reproduced_error"] < 1e-9
+    assert g.meta["logit_reproduced_error"] < 1e-9 and g.meta["head_affine"]  # flatten + linear after relu_b
     kinds = g.kinds()
     assert kinds.count("pixels") == 16 and kinds.count("error") == 36 + 36 and kinds[-1] == "logit"
     p = g.prune(0.8)

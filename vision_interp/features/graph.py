@@ -15,7 +15,8 @@ pixels, active features, error vectors. Nodes:
 
 An edge ``s -> t`` is the exact direct effect: the part of t's pre-activation that flows from s along
 paths through no other node (through decoders, skips, the next encoder, the frozen head). For every
-feature and the logit, incoming edges plus a bias (its value with all leaves at zero) equal its
+feature and the logit, incoming edges plus a bias (its value with all leaves at zero; for the logit
+through a head that is not affine given the frozen choices, its linearisation's constant) equal its
 pre-activation: :meth:`AttributionGraph.sum_rule_residual`.
 """
 
@@ -188,12 +189,16 @@ class GraphBuilder:
         with torch.no_grad():
             zero_z, zero_e = [torch.zeros_like(z) for z in zs], [torch.zeros_like(e) for e in errs]
             pres0, a0 = self._frozen(torch.zeros_like(x), zero_z, zero_e)
+            # the head's bias: its value at zero when it is affine given the frozen choices (ReLU, max pool
+            # with no bias before them: checked), else the constant of its linearisation at this input
             head0 = float(self._head(torch.zeros_like(a_true))[0, target])
+            lin_const = float(logit_true.detach()) - float((j_head * a_true.detach()).sum())
+            head_affine = abs(head0 - lin_const) <= 1e-9 * max(1.0, abs(float(logit_true.detach())))
             layout = self._layout(x, zs, errs, active, pres0, float(logits[0, target]), float(logit_true.detach()),
-                                  head0 + float((j_head * a0).sum()), target)
+                                  (head0 if head_affine else lin_const) + float((j_head * a0).sum()), target)
             edges = self._edges(x, zs, errs, active, j_head, layout)
         meta = {"feature_layers": self.names, "pixel_group": self.pixel_group, "input_shape": list(x.shape[1:]),
-                "feature_shapes": [list(z.shape[1:]) for z in zs],
+                "feature_shapes": [list(z.shape[1:]) for z in zs], "head_affine": head_affine,
                 "logit_reproduced_error": abs(float(logit_true.detach()) - float(logits[0, target]))}
         return AttributionGraph(layout["nodes"], edges, target, float(logits[0, target]), meta)
 
