@@ -25,7 +25,10 @@ BlockSpec = tuple[str, str, str, TranscoderConfig]  # (in_layer, out_layer, name
 # the committed MNIST CNN's blocks: pixels -> pool1 and pool1 -> pool2 (the classifier after pool2 is linear)
 MNIST_BLOCKS: tuple[BlockSpec, ...] = (
     ("input", "pool1", "mnist_cnn_conv1_tc", TranscoderConfig(n_features=64, k=4, steps=2000, seed=0)),
-    ("pool1", "pool2", "mnist_cnn_conv2_tc", TranscoderConfig(n_features=128, k=8, steps=2000, seed=0)),
+    # aggressive AuxK (dead after 10 steps, weight 1, 64 features): 14 dead of 128 on the test set instead of 31
+    # with the defaults, FVU 0.0307 instead of 0.0321, at the same training time
+    ("pool1", "pool2", "mnist_cnn_conv2_tc", TranscoderConfig(n_features=128, k=8, steps=2000, seed=0, dead_after=10,
+                                                              aux_coef=1.0, aux_k=64)),
 )
 
 
