@@ -40,9 +40,10 @@ def transcoder_analysis(model: nn.Module, tcs: Sequence[Transcoder], images: tor
     circuits = {"sparsity": sparsity_comparison(model, tcs)}
     for a, b in zip(tcs, tcs[1:]):
         w = feature_feature_weights(a, b)
-        circuits[f"top_{a.feature_layer}_to_{b.feature_layer}"] = top_connections(w.flatten(2).abs().amax(2) * w.flatten(2).sum(2).sign(), 5)
-    flw = feature_logit_weights_tc(model, tcs[-1])  # (F, L, H, W): summed over positions per logit
-    circuits[f"top_{tcs[-1].feature_layer}_to_logits"] = top_connections(flw.sum((2, 3)), 3)
+        # per downstream feature: its 5 strongest (upstream feature, dy, dx) weights
+        circuits[f"top_{a.feature_layer}_to_{b.feature_layer}"] = top_connections(w, 5)
+    flw = feature_logit_weights_tc(model, tcs[-1])  # (F, L, H, W): per feature its 3 strongest (logit, y, x) weights
+    circuits[f"top_{tcs[-1].feature_layer}_to_logits"] = top_connections(flw, 3)
     cards = {tc.feature_layer: tc.card.get("metrics", {}) for tc in tcs}
     return {"transcoders": cards, "graphs": graphs, "interventions": {k: v for k, v in check.items() if k != "per_graph"},
             "per_graph": per, "circuits": circuits, "seconds": round(seconds, 2),
@@ -86,7 +87,9 @@ def analysis_markdown(a: dict) -> str:
         lines.append(f"- {pair}: features keep {f['top10_share_mean']:.1%} of each unit's weight mass in its top 10 of "
                      f"{f['connections_per_unit']} connections (effective {f['effective_connections_mean']:.0f}); neurons "
                      f"(`{n['layer']}`) {n['top10_share_mean']:.1%} of {n['connections_per_unit']} (effective {n['effective_connections_mean']:.0f}).")
-    lines += ["", f"Rule: {iv['rule']}.", ""]
+    tops = [k for k in a["circuits"] if k.startswith("top_")]
+    lines += ["", f"Per feature, its strongest input-invariant connections are listed in analysis.json ({', '.join(tops)}).",
+              "", f"Rule: {iv['rule']}.", ""]
     return "\n".join(lines)
 
 
