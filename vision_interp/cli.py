@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "vision_interp.exercises.commands",
     "vision_interp.transformer.commands",
     "vision_interp.features.commands",
+    "vision_interp.features.tc_commands",
     "vision_interp.universality.commands",
     "vision_interp.doctor",
 )

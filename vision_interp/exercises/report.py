@@ -107,6 +107,9 @@ def render_markdown(r: dict) -> str:
     L += [f"Model `mnist_cnn` (weights fingerprint `{mdl['fingerprint'][:16]}`, the same identity as in the "
           f"[feature-visualization gallery](../mnist_cnn/index.html) and the [model card](../../models/mnist_cnn.md)); "
           f"test accuracy {100 * ev['accuracy']:.2f}% on {ev['test_images']} images; {r['config']['eval_images']} test images analysed; seed {r['config']['seed']}.", ""]
+    if "completeness" in r:  # issue 26: what the named parts and the sparse replacement model carry
+        from ..features.completeness import completeness_markdown
+        L += [completeness_markdown(r["completeness"])]
     L += ["## The mechanism", ""] + _figs(r, "mechanism")
     L += [f"Verdict rule (the only one in this report): {VERDICT_RULE}", "",
           f"Of {n_cl} clauses, {vc.get('supported', 0)} are supported, {vc.get('not established', 0)} not established and "

@@ -10,6 +10,10 @@ dataset examples and galleries exactly like ``"conv2:5"``::
     with features.attached(model, d):                      # hooks removed on exit, also on errors
         visualize(model, "conv2/sae:17")
     features.feature_logit_weights(model, d, 17)            # (10, 14, 14) through the decoder
+
+Transcoders replace a conv block (input layer -> output layer) by sparse features: ``"conv2/tc:17"``;
+:func:`replaced` runs the sparse replacement model, :class:`GraphBuilder` the per-input attribution
+graphs, :func:`intervention_check` compares graph predictions with interventions (docs/transcoders.md).
 """
 
 from .attach import MODES, Attachment, attach, attached, attached_features, detach
@@ -19,6 +23,13 @@ from .dictionary import (FEATURES_DIR, Dictionary, as_samples, dictionary_from_d
                          load_dictionary, save_dictionary, train_dictionary)
 from .metrics import evaluate_dictionary, label_purity, more_monosemantic_verdict, nmf_baseline, pca_baseline, reconstruction_metrics
 from .sae import SAEConfig, TopKSAE, fvu, train_topk_sae
+from .graph import AttributionGraph, GraphBuilder, attribution_graph
+from .interventions import intervention_check, measure_interventions
+from .replacement import attach_transcoder, attached_transcoder, replaced
+from .tc_build import MNIST_BLOCKS, build_transcoders
+from .tc_circuits import feature_feature_weights, feature_logit_weights_tc, sparsity_comparison, top_connections
+from .transcoder import ConvTranscoder, TranscoderConfig, train_conv_transcoder
+from .transcoders import Transcoder, load_transcoder, measure_transcoders, save_transcoder, train_transcoder
 
 __all__ = [
     "build_dictionary", "publish_dictionary",
@@ -28,4 +39,10 @@ __all__ = [
     "load_dictionary", "save_dictionary", "train_dictionary",
     "evaluate_dictionary", "label_purity", "more_monosemantic_verdict", "nmf_baseline", "pca_baseline",
     "reconstruction_metrics", "SAEConfig", "TopKSAE", "fvu", "train_topk_sae",
+    # transcoders (conv blocks), the replacement model, attribution graphs
+    "AttributionGraph", "GraphBuilder", "attribution_graph", "intervention_check", "measure_interventions",
+    "attach_transcoder", "attached_transcoder", "replaced", "MNIST_BLOCKS", "build_transcoders",
+    "feature_feature_weights", "feature_logit_weights_tc", "sparsity_comparison", "top_connections",
+    "ConvTranscoder", "TranscoderConfig", "train_conv_transcoder", "Transcoder", "load_transcoder",
+    "measure_transcoders", "save_transcoder", "train_transcoder",
 ]

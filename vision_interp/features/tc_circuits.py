@@ -1,0 +1,118 @@
+"""Global (input-invariant) circuits between transcoder features.
+
+Between two chained transcoders the map from an upstream feature's activation to a downstream
+feature's pre-activation does not depend on the input: the upstream decoder direction read by the
+downstream encoder kernel, ``W[g, f, dy, dx] = enc_b[g, :, dy, dx] . dec_a[f]``. From the last block
+to the logits the weight is the decoder direction read by the (affine) head at each position. A
+per-input graph's edges between active features are exactly these weights times the upstream
+activation (with no skip term in between).
+
+Sparsity is compared with the neuron-level weights of the same block (its first layer with weights,
+e.g. ``conv2``): the share of each unit's absolute weight mass in its top 10 connections, and the
+effective number of connections ``(sum |w|)^2 / sum w^2``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .transcoders import Transcoder
+
+__all__ = ["feature_feature_weights", "feature_logit_weights_tc", "top_connections", "sparsity", "sparsity_comparison"]
+
+
+def feature_feature_weights(upstream: Transcoder, downstream: Transcoder) -> torch.Tensor:
+    """``(F_down, F_up, kh, kw)``: downstream pre-activation per unit of upstream activation at each offset."""
+    if downstream.in_layer != upstream.out_layer:
+        raise ValueError(f"{downstream.feature_layer!r} reads {downstream.in_layer!r}, not {upstream.out_layer!r}")
+    return torch.einsum("gcyx,fc->gfyx", downstream.module.encoder.cpu().double(), upstream.module.directions.cpu().double())
+
+
+@torch.no_grad()
+def feature_logit_weights_tc(model: nn.Module, last: Transcoder) -> torch.Tensor:
+    """``(F, n_logits, H, W)``: logit change per unit of feature f placed at (y, x) of the last block's
+    output. The layers after it must be affine (checked)."""
+    from ..capture import hooks
+    from ..units import default_input_shape
+
+    d = last.module.directions.cpu().double()
+    f, c = d.shape
+    shape = _out_shape(model, last)
+    h, w = shape[-2:]
+    m = _double(model)
+    x = torch.zeros((f * h * w, *default_input_shape(model)), dtype=torch.float64)
+    a = torch.zeros((f, h, w, c, h, w), dtype=torch.float64)
+    for yy in range(h):
+        for xx in range(w):
+            a[:, yy, xx, :, yy, xx] = d
+    a = a.reshape(f * h * w, c, h, w)
+    with hooks(m, {last.out_layer: lambda _m, _i, _o: a}):
+        out = m(x)
+    with hooks(m, {last.out_layer: lambda _m, _i, _o: torch.zeros_like(a[:1])}):
+        base = m(x[:1])
+    with hooks(m, {last.out_layer: lambda _m, _i, _o: 2 * a}):
+        twice = m(x)
+    if not torch.allclose(twice - base, 2 * (out - base), atol=1e-9 * max(1.0, float(out.abs().max()))):
+        raise ValueError(f"the layers after {last.out_layer!r} are not affine: no input-invariant feature -> logit weights")
+    return (out - base).reshape(f, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _double(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).cpu().double().eval()
+
+
+def _out_shape(model: nn.Module, tc: Transcoder) -> tuple[int, ...]:
+    from ..units import layer_shape
+
+    return layer_shape(model, tc.out_layer)
+
+
+def top_connections(weights: torch.Tensor, n: int = 10) -> list[list[dict]]:
+    """Per unit (first axis): its ``n`` largest |weights| as ``{"index": [...], "weight": w}`` (index over the other axes)."""
+    out = []
+    for row in weights:
+        flat = row.flatten()
+        vals, idx = flat.abs().topk(min(n, flat.numel()))
+        out.append([{"index": list(map(int, torch.unravel_index(i, row.shape))), "weight": round(float(flat[i]), 6)} for i in idx])
+    return out
+
+
+def sparsity(weights: torch.Tensor, n: int = 10) -> dict:
+    """Mean over units (first axis) of the top-``n`` share of |weight| mass and of the effective number of connections."""
+    a = weights.abs().flatten(1).double()
+    top = a.topk(min(n, a.shape[1]), dim=1).values.sum(1) / a.sum(1).clamp_min(1e-30)
+    eff = a.sum(1) ** 2 / (a ** 2).sum(1).clamp_min(1e-30)
+    return {"units": a.shape[0], "connections_per_unit": a.shape[1], f"top{n}_share_mean": round(float(top.mean()), 5),
+            "effective_connections_mean": round(float(eff.mean()), 3)}
+
+
+def sparsity_comparison(model: nn.Module, transcoders: list[Transcoder]) -> dict:
+    """Feature-level vs neuron-level weight sparsity for each pair of chained blocks and for the logits."""
+    out: dict = {}
+    for a, b in zip(transcoders, transcoders[1:]):
+        neuron = model.get_submodule(b.block).weight.detach()
+        out[f"{a.feature_layer} -> {b.feature_layer}"] = {
+            "features": sparsity(feature_feature_weights(a, b)),
+            "neurons": {"layer": b.block, **sparsity(neuron)}}
+    last = transcoders[-1]
+    flw = feature_logit_weights_tc(model, last)  # (F, L, H, W)
+    neuron_logit = _neuron_logit_weights(model, last)  # (C, L, H, W)
+    out[f"{last.feature_layer} -> logits"] = {"features": sparsity(flw), "neurons": {"layer": last.out_layer, **sparsity(neuron_logit)}}
+    return out
+
+
+@torch.no_grad()
+def _neuron_logit_weights(model: nn.Module, last: Transcoder) -> torch.Tensor:
+    """``(C, n_logits, H, W)``: the head's weights from each channel of the last block's output."""
+    c = last.module.c_out
+    eye = torch.eye(c, dtype=torch.float64)
+
+    class _Unit:
+        directions = eye
+
+    probe = Transcoder.__new__(Transcoder)
+    probe.module, probe.out_layer = _Unit(), last.out_layer  # type: ignore[assignment]
+    return feature_logit_weights_tc(model, probe)

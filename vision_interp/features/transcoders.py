@@ -1,0 +1,199 @@
+"""A trained transcoder for one block of a model, with its card: train, measure, save, load by name.
+
+A block is named by its input layer (a module path, or ``"input"`` for the model's input) and its
+output layer; its features are named ``"<block>/tc"`` (``block`` defaults to the first conv-like
+layer inside it, e.g. ``"conv2/tc:17"``). Files sit beside the SAE dictionaries, in the same format
+home (``models/features/<name>.safetensors`` + ``.json`` + ``.md``, written atomically).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import io as vio
+from .dictionary import FEATURES_DIR, _card_markdown, _model_device, _path_for
+from .sae import fvu
+from .transcoder import ConvTranscoder, TranscoderConfig, block_geometry, train_conv_transcoder
+
+__all__ = ["Transcoder", "INPUT", "block_activations", "train_transcoder", "save_transcoder", "load_transcoder",
+           "measure_transcoders", "TC_FORMAT"]
+
+INPUT = "input"
+TC_FORMAT = "vision_interp.transcoder/1"
+
+
+@dataclass
+class Transcoder:
+    """A :class:`ConvTranscoder` for the block ``in_layer -> out_layer`` of a model."""
+
+    module: ConvTranscoder
+    in_layer: str  # module path, or "input"
+    out_layer: str
+    block: str  # the features' layer is "<block>/tc"
+    card: dict = field(default_factory=dict)
+
+    @property
+    def feature_layer(self) -> str:
+        return f"{self.block}/tc"
+
+    @property
+    def n_features(self) -> int:
+        return self.module.n_features
+
+    @property
+    def k(self) -> int:
+        return self.module.k
+
+
+def _resolve_block(model: nn.Module, in_layer: str, out_layer: str) -> tuple[str, str]:
+    from ..units import resolve_layer
+
+    src = INPUT if in_layer == INPUT else resolve_layer(model, in_layer)
+    dst = resolve_layer(model, out_layer)
+    if src == dst:
+        raise ValueError(f"a block needs different input and output layers, got {in_layer!r} twice")
+    return src, dst
+
+
+def default_block_name(model: nn.Module, in_layer: str, out_layer: str) -> str:
+    """The first layer after ``in_layer`` with weights on the way to ``out_layer`` (e.g. ``conv2``)."""
+    from ..trace import trace
+    from ..units import default_input_shape
+
+    t = trace(model, default_input_shape(model))
+    order = t.order
+    start = 0 if in_layer == INPUT else order.index(in_layer) + 1
+    for path in order[start:order.index(out_layer) + 1]:
+        if any(True for _ in model.get_submodule(path).parameters(recurse=False)):
+            return path
+    return out_layer
+
+
+@torch.no_grad()
+def block_activations(model: nn.Module, in_layer: str, out_layer: str, images: torch.Tensor,
+                      batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block's input and output on ``images`` (CPU, float): ``(N, C_in, H, W)``, ``(N, C_out, H', W')``."""
+    from ..capture import capture
+
+    src, dst = _resolve_block(model, in_layer, out_layer)
+    dev, dtype = _model_device(model)
+    ins, outs = [], []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(dev, dtype)
+        got = capture(model, x, [dst] if src == INPUT else [src, dst], detach=True)
+        ins.append((x if src == INPUT else got[src]).float().cpu())
+        outs.append(got[dst].float().cpu())
+    a_in, a_out = torch.cat(ins), torch.cat(outs)
+    if a_in.ndim != 4 or a_out.ndim != 4:
+        raise ValueError(f"a transcoder block maps conv maps to conv maps; {src!r} gives {tuple(a_in.shape[1:])}, "
+                         f"{dst!r} gives {tuple(a_out.shape[1:])}")
+    return a_in, a_out
+
+
+def _window(model: nn.Module, src: str, dst: str, in_shape: tuple[int, ...]):
+    from ..trace import trace
+
+    t = trace(model, in_shape)
+    return t.receptive_field(dst) if src == INPUT else t.relative_window(src, dst)
+
+
+def train_transcoder(model: nn.Module, in_layer: str, out_layer: str, images: torch.Tensor,
+                     config: TranscoderConfig = TranscoderConfig(), *, block: str | None = None, data: str = "",
+                     progress: bool = True) -> Transcoder:
+    """Train a transcoder for the block ``in_layer -> out_layer`` on ``images`` (encoder = the block's receptive field)."""
+    config.validate()
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+    src, dst = _resolve_block(model, in_layer, out_layer)
+    block = block or default_block_name(model, src, dst)
+    a_in, a_out = block_activations(model, src, dst, images)
+    geometry = block_geometry(_window(model, src, dst, tuple(images.shape[1:])), a_in.shape[-2:], a_out.shape[-2:])
+    t0 = time.perf_counter()
+    module = train_conv_transcoder(a_in, a_out, geometry, config, progress=progress)
+    seconds = time.perf_counter() - t0
+    card = {
+        "format": TC_FORMAT, "kind": "conv_transcoder", "in_layer": src, "out_layer": dst, "block": block,
+        "feature_layer": f"{block}/tc", "n_features": config.n_features, "k": config.k, "skip": config.skip,
+        "c_in": int(a_in.shape[1]), "c_out": int(a_out.shape[1]), "kernel": list(geometry[0]), "stride": list(geometry[1]),
+        "pad": list(geometry[2]), "config": config.to_dict(), "data": data or f"{len(images)} images",
+        "samples": int(a_out.shape[0] * a_out.shape[2] * a_out.shape[3]), "training_seconds": round(seconds, 2),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+    }
+    return Transcoder(module, src, dst, block, card)
+
+
+def save_transcoder(tc: Transcoder, out: str | os.PathLike) -> Path:
+    """Write ``out.safetensors`` + ``out.json`` + ``out.md`` (a bare name goes under ``models/features/``)."""
+    base = _path_for(out)
+    m = tc.module
+    meta = {"format": TC_FORMAT, "in_layer": tc.in_layer, "out_layer": tc.out_layer, "block": tc.block}
+    weights = vio.save_state_dict(base.with_suffix(".safetensors"), m.state_dict(), metadata=meta)
+    card = dict(tc.card)
+    card["weights_sha256"] = vio.sha256_file(weights)
+    vio.save_json(base.with_suffix(".json"), card)
+    text = _card_markdown(base.name, card).replace("A TopK sparse autoencoder on one layer",
+                                                   f"A TopK transcoder for the block {tc.in_layer} -> {tc.out_layer}")
+    vio.atomic_write_text(base.with_suffix(".md"), text.replace("# Dictionary card", "# Transcoder card"))
+    return weights
+
+
+def load_transcoder(name_or_path: str | os.PathLike) -> Transcoder:
+    """A transcoder by name (``models/features/<name>``) or path (with or without ``.safetensors``)."""
+    base = _path_for(name_or_path)
+    weights, card_path = base.with_suffix(".safetensors"), base.with_suffix(".json")
+    if not weights.is_file():
+        known = sorted(p.stem for p in FEATURES_DIR.glob("*_tc.safetensors")) if FEATURES_DIR.is_dir() else []
+        raise FileNotFoundError(f"no transcoder at {weights}; known names: {', '.join(known) or 'none'}")
+    if not card_path.is_file():
+        raise FileNotFoundError(f"transcoder card {card_path} is missing")
+    card = vio.load_json(card_path)
+    if card.get("format") != TC_FORMAT:
+        raise ValueError(f"{card_path}: not a vision_interp transcoder card (format {card.get('format')!r}, expected {TC_FORMAT!r})")
+    sd = vio.load_state_dict(weights)
+    m = ConvTranscoder(int(card["c_in"]), int(card["c_out"]), int(card["n_features"]), int(card["k"]), tuple(card["kernel"]),
+                       tuple(card["stride"]), tuple(card["pad"]), skip="W_skip" in sd)
+    m.load_state_dict(sd, strict=True)
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return Transcoder(m, card["in_layer"], card["out_layer"], card["block"], card)
+
+
+@torch.no_grad()
+def measure_transcoders(model: nn.Module, transcoders: list[Transcoder], images: torch.Tensor, labels: torch.Tensor,
+                        batch_size: int = 500) -> dict:
+    """Held-out figures: per transcoder FVU of its block output (positions as samples), mean L0, dead
+    features (never active on these images) and the accuracy with that block alone replaced (no
+    error term); then the accuracy with all of them replaced together."""
+    from .replacement import replaced
+
+    out: dict = {"images": int(len(images))}
+    with replaced(model, []):
+        base = _accuracy(model, images, labels, batch_size)
+    out["accuracy"] = base
+    for tc in transcoders:
+        a_in, a_out = block_activations(model, tc.in_layer, tc.out_layer, images, batch_size)
+        z = torch.cat([tc.module(a_in[i:i + batch_size]) for i in range(0, len(a_in), batch_size)])
+        pred = torch.cat([tc.module.decode(z[i:i + batch_size], a_in[i:i + batch_size]) for i in range(0, len(z), batch_size)])
+        flat = lambda t: t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])  # noqa: E731
+        with replaced(model, [tc]):
+            acc = _accuracy(model, images, labels, batch_size)
+        out[tc.feature_layer] = {"fvu": round(fvu(flat(a_out), flat(pred)), 5), "mean_l0": round(float((z > 0).sum(1).float().mean()), 4),
+                                 "dead_features": int((~(z > 0).any(dim=(0, 2, 3))).sum()), "accuracy_replaced": acc}
+    with replaced(model, transcoders):
+        out["accuracy_all_replaced"] = _accuracy(model, images, labels, batch_size)
+    return out
+
+
+def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+    dev, dtype = _model_device(model)
+    right = sum(int((model(images[i:i + batch_size].to(dev, dtype)).argmax(1).cpu() == labels[i:i + batch_size]).sum())
+                for i in range(0, len(images), batch_size))
+    return round(right / max(1, len(images)), 5)
