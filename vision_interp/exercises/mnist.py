@@ -302,6 +302,7 @@ def _run_stages(cfg: ExerciseConfig, out: Path) -> dict:
 
     steps = [("conv1 (exact optimum, tuning)", "conv1", S.stage_conv1), ("feature visualization", "featvis", S.stage_featvis),
              ("conv2 (naming)", "conv2", S.stage_conv2), ("circuits and causal tests", "circuits", S.stage_circuits),
+             ("completeness (named parts, replacement model)", "completeness", S.stage_completeness),
              ("attribution", "attribution", S.stage_attribution), ("confusions", "confusions", S.stage_confusions),
              ("deep dive", "deep_dive", S.stage_deep_dive)]
     stages = _Stages(3 + len(steps), cfg.progress)

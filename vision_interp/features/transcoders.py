@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from .. import io as vio
-from .dictionary import FEATURES_DIR, _card_markdown, _model_device, _path_for
+from .. import resources
+from .dictionary import FEATURES_SUBDIR, _card_markdown, _model_device, _path_for
 from .sae import fvu
 from .transcoder import ConvTranscoder, TranscoderConfig, block_geometry, train_conv_transcoder
 
@@ -130,8 +131,9 @@ def train_transcoder(model: nn.Module, in_layer: str, out_layer: str, images: to
 
 
 def save_transcoder(tc: Transcoder, out: str | os.PathLike) -> Path:
-    """Write ``out.safetensors`` + ``out.json`` + ``out.md`` (a bare name goes under ``models/features/``)."""
-    base = _path_for(out)
+    """Write ``out.safetensors`` + ``out.json`` + ``out.md`` (a bare name goes to ``features/<name>`` in
+    :func:`vision_interp.resources.user_models_dir`, never inside an installed package)."""
+    base = _path_for(out, saving=True)
     m = tc.module
     meta = {"format": TC_FORMAT, "in_layer": tc.in_layer, "out_layer": tc.out_layer, "block": tc.block}
     weights = vio.save_state_dict(base.with_suffix(".safetensors"), m.state_dict(), metadata=meta)
@@ -149,7 +151,7 @@ def load_transcoder(name_or_path: str | os.PathLike) -> Transcoder:
     base = _path_for(name_or_path)
     weights, card_path = base.with_suffix(".safetensors"), base.with_suffix(".json")
     if not weights.is_file():
-        known = sorted(p.stem for p in FEATURES_DIR.glob("*_tc.safetensors")) if FEATURES_DIR.is_dir() else []
+        known = sorted(p.stem for p in resources.list_model_files(FEATURES_SUBDIR, "*_tc.safetensors"))
         raise FileNotFoundError(f"no transcoder at {weights}; known names: {', '.join(known) or 'none'}")
     if not card_path.is_file():
         raise FileNotFoundError(f"transcoder card {card_path} is missing")
