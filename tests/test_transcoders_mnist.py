@@ -126,7 +126,7 @@ def test_completeness_figures(tcs, trained_mnist, mnist_test, one_thread):
 
     results = vio.load_json(Path(__file__).resolve().parents[1] / "galleries" / "mnist_exercise" / "results.json")
     md = render_markdown({**results, "completeness": c})
-    assert md.index("How much do the named parts explain?") < md.index("The mechanism in one page")  # at the top
+    assert md.index("How much do the named parts explain?") < md.index("## The mechanism")  # at the top, before the mechanism figure
     logits = torch.tensor([[2.0, 5.0, 1.0], [0.0, -1.0, 3.0]])
     assert margins(logits, torch.tensor([1, 0])).tolist() == [3.0, -3.0]
 

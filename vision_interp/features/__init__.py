@@ -29,7 +29,8 @@ from .replacement import attach_transcoder, attached_transcoder, replaced
 from .tc_build import MNIST_BLOCKS, build_transcoders
 from .tc_circuits import feature_feature_weights, feature_logit_weights_tc, sparsity_comparison, top_connections
 from .transcoder import ConvTranscoder, TranscoderConfig, train_conv_transcoder
-from .transcoders import Transcoder, load_transcoder, measure_transcoders, save_transcoder, train_transcoder
+from .replacement import measure_transcoders
+from .transcoders import Transcoder, load_transcoder, save_transcoder, train_transcoder
 
 __all__ = [
     "build_dictionary", "publish_dictionary",

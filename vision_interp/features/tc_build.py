@@ -16,7 +16,8 @@ from torch import nn
 
 from .dictionary import _path_for
 from .transcoder import TranscoderConfig
-from .transcoders import Transcoder, load_transcoder, measure_transcoders, save_transcoder, train_transcoder
+from .replacement import measure_transcoders
+from .transcoders import Transcoder, load_transcoder, save_transcoder, train_transcoder
 
 __all__ = ["BlockSpec", "build_transcoders", "MNIST_BLOCKS"]
 

@@ -19,12 +19,12 @@ from torch import nn
 
 from .. import io as vio
 from .. import resources
-from .dictionary import FEATURES_SUBDIR, _card_markdown, _model_device, _path_for
-from .sae import fvu
+from ..trace import model_device_dtype as _model_device
+from .dictionary import FEATURES_SUBDIR, _card_markdown, _path_for
 from .transcoder import ConvTranscoder, TranscoderConfig, block_geometry, train_conv_transcoder
 
 __all__ = ["Transcoder", "INPUT", "block_activations", "train_transcoder", "save_transcoder", "load_transcoder",
-           "measure_transcoders", "TC_FORMAT"]
+           "TC_FORMAT"]
 
 INPUT = "input"
 TC_FORMAT = "vision_interp.transcoder/1"
@@ -166,36 +166,3 @@ def load_transcoder(name_or_path: str | os.PathLike) -> Transcoder:
     for p in m.parameters():
         p.requires_grad_(False)
     return Transcoder(m, card["in_layer"], card["out_layer"], card["block"], card)
-
-
-@torch.no_grad()
-def measure_transcoders(model: nn.Module, transcoders: list[Transcoder], images: torch.Tensor, labels: torch.Tensor,
-                        batch_size: int = 500) -> dict:
-    """Held-out figures: per transcoder FVU of its block output (positions as samples), mean L0, dead
-    features (never active on these images) and the accuracy with that block alone replaced (no
-    error term); then the accuracy with all of them replaced together."""
-    from .replacement import replaced
-
-    out: dict = {"images": int(len(images))}
-    with replaced(model, []):
-        base = _accuracy(model, images, labels, batch_size)
-    out["accuracy"] = base
-    for tc in transcoders:
-        a_in, a_out = block_activations(model, tc.in_layer, tc.out_layer, images, batch_size)
-        z = torch.cat([tc.module(a_in[i:i + batch_size]) for i in range(0, len(a_in), batch_size)])
-        pred = torch.cat([tc.module.decode(z[i:i + batch_size], a_in[i:i + batch_size]) for i in range(0, len(z), batch_size)])
-        flat = lambda t: t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])  # noqa: E731
-        with replaced(model, [tc]):
-            acc = _accuracy(model, images, labels, batch_size)
-        out[tc.feature_layer] = {"fvu": round(fvu(flat(a_out), flat(pred)), 5), "mean_l0": round(float((z > 0).sum(1).float().mean()), 4),
-                                 "dead_features": int((~(z > 0).any(dim=(0, 2, 3))).sum()), "accuracy_replaced": acc}
-    with replaced(model, transcoders):
-        out["accuracy_all_replaced"] = _accuracy(model, images, labels, batch_size)
-    return out
-
-
-def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
-    dev, dtype = _model_device(model)
-    right = sum(int((model(images[i:i + batch_size].to(dev, dtype)).argmax(1).cpu() == labels[i:i + batch_size]).sum())
-                for i in range(0, len(images), batch_size))
-    return round(right / max(1, len(images)), 5)
