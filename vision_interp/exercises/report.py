@@ -107,9 +107,9 @@ def render_markdown(r: dict) -> str:
     L += [f"Model `mnist_cnn` (weights fingerprint `{mdl['fingerprint'][:16]}`, the same identity as in the "
           f"[feature-visualization gallery](../mnist_cnn/index.html) and the [model card](../../models/mnist_cnn.md)); "
           f"test accuracy {100 * ev['accuracy']:.2f}% on {ev['test_images']} images; {r['config']['eval_images']} test images analysed; seed {r['config']['seed']}.", ""]
-    if "completeness" in r:  # issue 26: what the named parts and the sparse replacement model carry
-        from ..features.completeness import completeness_markdown
-        L += [completeness_markdown(r["completeness"])]
+    if "completeness" in r:  # what the named parts and the sparse replacement model carry: the two headline figures
+        from ..features.completeness import completeness_headline
+        L += [completeness_headline(r["completeness"])]
     L += ["## The mechanism", ""] + _figs(r, "mechanism")
     L += [f"Verdict rule (the only one in this report): {VERDICT_RULE}", "",
           f"Of {n_cl} clauses, {vc.get('supported', 0)} are supported, {vc.get('not established', 0)} not established and "
@@ -125,7 +125,9 @@ def render_markdown(r: dict) -> str:
     for d in ci["digits"]:
         L += [digit_paragraph(d), ""]
     L += ["</details>", ""]
-    # further sections about the whole mechanism (e.g. how complete it is) go here, before the per-layer detail
+    if "completeness" in r:  # per digit, the pruned attribution graph beside the neuron-level clauses
+        from ..features.completeness import completeness_by_digit
+        L += [completeness_by_digit(r["completeness"])]
     L += ["## Classifier weights behind each clause", ""] + _figs(r, "circuits")
     # conv1
     n_beat = sum(u["exact_optimum_value"] >= u["best_test_value"] for u in c1["units"])

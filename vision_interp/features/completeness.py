@@ -27,7 +27,8 @@ from .graph import GraphBuilder
 from .replacement import replaced
 from .transcoders import Transcoder
 
-__all__ = ["named_mask", "margins", "mean_ablated_except", "completeness", "completeness_markdown", "completeness_for_exercise"]
+__all__ = ["named_mask", "margins", "mean_ablated_except", "completeness", "completeness_markdown", "completeness_headline",
+           "completeness_by_digit", "completeness_for_exercise"]
 
 
 def named_mask(clauses: Sequence[dict], shape: tuple[int, int, int]) -> torch.Tensor:
@@ -131,7 +132,12 @@ def _agreement(g, kept: list[int], clauses: Sequence[dict], last: Transcoder) ->
 
 
 def completeness_markdown(c: dict) -> str:
-    """The report section; every sentence reads a measured number from ``c``."""
+    """The report section (headline, then the per-digit comparison); every sentence reads a measured number from ``c``."""
+    return completeness_headline(c) + "\n" + completeness_by_digit(c)
+
+
+def completeness_headline(c: dict) -> str:
+    """The two completeness figures, (a) named parts alone and (b) the replacement model: the top of a report."""
     m, a, r = c["model"], c["named_parts_alone"], c["replacement"]
     lines = ["## How much do the named parts explain?", "",
              f"On {c['images']} test images the model is {m['accuracy']:.2%} accurate with a mean logit margin of {m['mean_margin']:.2f}.", "",
@@ -139,7 +145,15 @@ def completeness_markdown(c: dict) -> str:
              f"none of the {c['clauses']} clauses names leaves accuracy {a['accuracy']:.2%} and {a['margin_share']:.1%} of the logit margin.",
              f"- **(b) Sparse replacement model** (transcoders, no error term): accuracy {r['accuracy']:.2%}, {r['margin_share']:.1%} of the "
              f"margin; in {r['graphs']} attribution graphs the error nodes carry {r['mean_error_share']:.1%} of the influence on the label logit.",
-             "", f"({c['margin_rule']}.)", "", "| digit | graph influence at clause positions | on clause channels | top features (channel written most) |",
+             "", f"({c['margin_rule']}.)", ""]
+    return "\n".join(lines)
+
+
+def completeness_by_digit(c: dict) -> str:
+    """Per digit, the pruned attribution graph beside the neuron-level clauses: where they agree and differ."""
+    r = c["replacement"]
+    lines = ["## Per digit: the attribution graph beside the clauses", "",
+             "| digit | graph influence at clause positions | on clause channels | top features (channel written most) |",
              "| --- | --- | --- | --- |"]
     for d, s in sorted(r["per_digit"].items()):
         tops = ", ".join(f"{t['feature']}@{t['y']},{t['x']} (ch {t['writes_most_to_channel']})" for t in s["top_features"])
