@@ -146,8 +146,10 @@ def env(tmp_path_factory) -> SimpleNamespace:
     nan[0, 0, 3, 3] = float("nan")
     inf = x.clone()
     inf[1, 0, 5, 5] = float("inf")
+    tc1, tc2 = F.load_transcoder("mnist_cnn_conv1_tc"), F.load_transcoder("mnist_cnn_conv2_tc")
     return SimpleNamespace(m=m, bn=bn, gpt=gpt, x=x, x1=x[:1], nan=nan, inf=inf, tokens=tokens, d=dictionary, tmp=tmp,
-                           bad_dict=bad_dict, wrong_keys=wrong_keys, w=torch.rand(4, 3, 5, 5) - 0.5)
+                           bad_dict=bad_dict, wrong_keys=wrong_keys, w=torch.rand(4, 3, 5, 5) - 0.5, tc1=tc1, tc2=tc2,
+                           tcs=[tc1, tc2])
 
 
 E = SimpleNamespace  # type alias for the lambdas below
@@ -441,6 +443,77 @@ CASES: list[Case] = [
     Case(A.deletion_insertion, "both attributions and order", lambda e: A.deletion_insertion(e.m, e.x, 3, torch.rand(2, 1, 28, 28), order=torch.zeros(2, 784, dtype=torch.long)), VE, "order"),
     Case(A.deletion_insertion, "a NaN pixel", lambda e: A.deletion_insertion(e.m, e.nan, 3, torch.rand(2, 1, 28, 28)), NF, "images"),
     Case(A.deletion_insertion, "a fraction of 1.5", lambda e: A.deletion_insertion(e.m, e.x, 3, torch.rand(2, 1, 28, 28), fractions=(0.0, 1.5)), VE, "fractions"),
+    # ------------------------------------------------------------------ transcoders, replacement model, attribution graphs
+    Case(F.load_transcoder, "a name that does not exist", lambda e: F.load_transcoder(e.tmp / "nothing_tc"), FileNotFoundError, "nothing_tc"),
+    Case(F.load_transcoder, "the wrong tensor names", lambda e: F.load_transcoder(_tc_file(e, "wrong_keys")), checks.FileContentError, "W_enc"),
+    Case(F.load_transcoder, "a decoder of the wrong shape", lambda e: F.load_transcoder(_tc_file(e, "bad_decoder")), checks.FileContentError, "W_dec"),
+    Case(F.load_transcoder, "a card with k larger than the features", lambda e: F.load_transcoder(_tc_file(e, "bad_k")), checks.FileContentError, "'k'"),
+    Case(F.save_transcoder, "a string instead of a transcoder", lambda e: F.save_transcoder("tc", e.tmp / "tc_str"), TE, "tc"),
+    Case(F.save_transcoder, "save, then load back", lambda e: _round_trip(e),
+         lambda r: r is True, "identical weights and layers"),
+    Case(F.train_transcoder, "NaN images", lambda e: F.train_transcoder(e.m, "pool1", "pool2", e.nan, F.TranscoderConfig(steps=1)), NF, "images"),
+    Case(F.train_transcoder, "uint8 images", lambda e: F.train_transcoder(e.m, "pool1", "pool2", (e.x * 255).byte()), VE, "images"),
+    Case(F.train_transcoder, "the same layer as input and output", lambda e: F.train_transcoder(e.m, "pool1", "pool1", e.x), VE, "out_layer"),
+    Case(F.train_transcoder, "a dict instead of a TranscoderConfig", lambda e: F.train_transcoder(e.m, "pool1", "pool2", e.x, {"steps": 1}), TE, "config"),
+    Case(F.train_conv_transcoder, "NaN block inputs", lambda e: F.train_conv_transcoder(
+        torch.full((2, 4, 6, 6), float("nan")), torch.rand(2, 3, 3, 3), ((2, 2), (2, 2), (0, 0, 0, 0))), NF, "a_in"),
+    Case(F.train_conv_transcoder, "3 outputs for 2 inputs", lambda e: F.train_conv_transcoder(
+        torch.rand(2, 4, 6, 6), torch.rand(3, 3, 3, 3), ((2, 2), (2, 2), (0, 0, 0, 0))), VE, "a_out"),
+    Case(F.train_conv_transcoder, "a geometry that gives another output size", lambda e: F.train_conv_transcoder(
+        torch.rand(2, 4, 6, 6), torch.rand(2, 3, 3, 3), ((3, 3), (1, 1), (0, 0, 0, 0))), VE, "geometry"),
+    Case(F.train_conv_transcoder, "steps 0", lambda e: F.train_conv_transcoder(
+        torch.rand(2, 4, 6, 6), torch.rand(2, 3, 3, 3), ((2, 2), (2, 2), (0, 0, 0, 0)), F.TranscoderConfig(steps=0)), VE, "steps"),
+    Case(F.replaced, "one transcoder, not a list", lambda e: F.replaced(e.m, e.tc2).__enter__(), TE, "transcoders"),
+    Case(F.replaced, "transcoders for another model", lambda e: F.replaced(e.bn, e.tcs).__enter__(), VE, "transcoders"),
+    Case(F.replaced, "conv2's transcoder moved to the model input", lambda e: F.replaced(e.m, [_moved(e.tc2, "input")]).__enter__(), VE, "transcoders"),
+    Case(F.replaced, "both blocks replaced, then restored", lambda e: _replaced_logits(e),
+         lambda r: r[0].shape == (2, 10) and bool(torch.isfinite(r[0]).all()) and not torch.equal(r[0], r[1]) and torch.equal(r[1], r[2]),
+         "finite (2, 10) logits that differ; the model's own logits after"),
+    Case(F.attach_transcoder, "a string instead of a transcoder", lambda e: F.attach_transcoder(e.m, "conv2/tc"), TE, "tc"),
+    Case(F.attach_transcoder, "a transcoder for another model", lambda e: F.attach_transcoder(e.bn, e.tc2), VE, "tc"),
+    Case(F.attach_transcoder, "mode 'rewrite'", lambda e: F.attach_transcoder(e.m, e.tc2, mode="rewrite"), VE, "mode"),
+    Case(F.attached_transcoder, "a dictionary instead of a transcoder", lambda e: F.attached_transcoder(e.m, e.d).__enter__(), TE, "tc"),
+    Case(F.attached_transcoder, "conv2's transcoder for another block", lambda e: F.attached_transcoder(e.m, _moved(e.tc2, "conv1")).__enter__(), VE, "tc"),
+    Case(F.attached_transcoder, "features as a layer, removed after", lambda e: _attached_shape(e),
+         lambda r: r == (2, 128, 7, 7), "conv2/tc activations (2, 128, 7, 7)"),
+    Case(F.measure_transcoders, "labels for 3 images given 2", lambda e: F.measure_transcoders(e.m, e.tcs, e.x, torch.tensor([1, 2, 3])), VE, "labels"),
+    Case(F.measure_transcoders, "NaN images", lambda e: F.measure_transcoders(e.m, e.tcs, e.nan, torch.tensor([1, 2])), NF, "images"),
+    Case(F.measure_transcoders, "batch_size 0", lambda e: F.measure_transcoders(e.m, e.tcs, e.x, torch.tensor([1, 2]), batch_size=0), VE, "batch_size"),
+    Case(F.measure_transcoders, "two images", lambda e: F.measure_transcoders(e.m, e.tcs, e.x, torch.tensor([1, 2])),
+         lambda r: r["images"] == 2 and all(0 <= r[k] <= 1 for k in ("accuracy", "accuracy_all_replaced")) and r["conv2/tc"]["fvu"] >= 0,
+         "accuracies in [0, 1], FVU >= 0"),
+    Case(F.build_transcoders, "no blocks", lambda e: F.build_transcoders(e.m, []), VE, "blocks"),
+    Case(F.build_transcoders, "an unknown layer", lambda e: F.build_transcoders(e.m, [("pool1", "conv9", "x_tc", F.TranscoderConfig())]), UnknownLayerError, "conv9"),
+    Case(F.build_transcoders, "a dict instead of a TranscoderConfig", lambda e: F.build_transcoders(e.m, [("pool1", "pool2", "x_tc", {})]), TE, "config"),
+    Case(F.feature_feature_weights, "blocks in the wrong order", lambda e: F.feature_feature_weights(e.tc2, e.tc1), VE, "downstream"),
+    Case(F.feature_feature_weights, "a string upstream", lambda e: F.feature_feature_weights("conv1/tc", e.tc2), TE, "upstream"),
+    Case(F.feature_feature_weights, "conv1 -> conv2", lambda e: F.feature_feature_weights(e.tc1, e.tc2), is_tensor_shape(128, 64, 6, 6), "finite (128, 64, 6, 6)"),
+    Case(F.feature_logit_weights_tc, "a string instead of a transcoder", lambda e: F.feature_logit_weights_tc(e.m, "conv2/tc"), TE, "last"),
+    Case(F.feature_logit_weights_tc, "a transcoder for another model", lambda e: F.feature_logit_weights_tc(e.bn, e.tc2), VE, "last"),
+    Case(F.sparsity_comparison, "no transcoders", lambda e: F.sparsity_comparison(e.m, []), VE, "transcoders"),
+    Case(F.sparsity_comparison, "blocks in the wrong order", lambda e: F.sparsity_comparison(e.m, [e.tc2, e.tc1]), VE, "transcoders"),
+    Case(F.sparsity_comparison, "transcoders for another model", lambda e: F.sparsity_comparison(e.bn, e.tcs), VE, "transcoders"),
+    Case(F.top_connections, "n 0", lambda e: F.top_connections(torch.rand(3, 4), n=0), VE, "n"),
+    Case(F.top_connections, "a 1-D tensor", lambda e: F.top_connections(torch.rand(4)), VE, "weights"),
+    Case(F.top_connections, "a NaN weight", lambda e: F.top_connections(torch.tensor([[1.0, float("nan")]])), NF, "weights"),
+    Case(F.top_connections, "a known matrix", lambda e: F.top_connections(torch.tensor([[0.1, -3.0, 2.0]]), n=2),
+         lambda r: r == [[{"index": [1], "weight": -3.0}, {"index": [2], "weight": 2.0}]], "the two largest |weights|"),
+    Case(F.attribution_graph, "a NaN pixel", lambda e: F.attribution_graph(e.m, e.tcs, e.nan[0], 3), NF, "image"),
+    Case(F.attribution_graph, "target 10 of 10 logits", lambda e: F.attribution_graph(e.m, e.tcs, e.x[0], 10), IE, "target"),
+    Case(F.attribution_graph, "blocks in the wrong order", lambda e: F.attribution_graph(e.m, [e.tc2, e.tc1], e.x[0], 3), VE, "transcoders"),
+    Case(F.attribution_graph, "transcoders for another model", lambda e: F.attribution_graph(e.bn, e.tcs, e.x[0], 3), VE, "transcoders"),
+    Case(F.attribution_graph, "two images", lambda e: F.attribution_graph(e.m, e.tcs, e.x, 3), VE, "image"),
+    Case(F.attribution_graph, "the mixed-mode model", lambda e: _graph(e).sum_rule_residual(), lambda r: r < 1e-6, "sum rule holds (< 1e-6)"),
+    Case(F.measure_interventions, "a pixel node", lambda e: F.measure_interventions(e.m, e.tcs, e.x[0], _graph(e), [0]), VE, "node_ids"),
+    Case(F.measure_interventions, "a node id past the end", lambda e: F.measure_interventions(e.m, e.tcs, e.x[0], _graph(e), [10 ** 6]), VE, "node_ids"),
+    Case(F.measure_interventions, "a NaN image", lambda e: F.measure_interventions(e.m, e.tcs, e.nan[0], _graph(e), [_feature_node(e)]), NF, "image"),
+    Case(F.measure_interventions, "the conv2 transcoder alone (the graph's chain is two)", lambda e: F.measure_interventions(
+        e.m, [e.tc2], e.x[0], _graph(e), [_feature_node(e)]), VE, "graph"),
+    Case(F.intervention_check, "top 0", lambda e: F.intervention_check(e.m, e.tcs, e.x, [3, 4], top=0), VE, "top"),
+    Case(F.intervention_check, "3 targets for 2 images", lambda e: F.intervention_check(e.m, e.tcs, e.x, [3, 4, 5]), VE, "targets"),
+    Case(F.intervention_check, "uint8 images", lambda e: F.intervention_check(e.m, e.tcs, (e.x * 255).byte(), [3, 4]), VE, "images"),
+    Case(F.intervention_check, "one image, top 3 (mixed-mode model)", lambda e: F.intervention_check(e.m, e.tcs, e.x1, [3], top=3),
+         lambda r: r["cases"] == 3 and r["graphs"] == 1 and r["sign_agreement"] >= 0, "3 measured cases"),
     # ------------------------------------------------------------------ display and model folders
     Case(vi.display.show, "a string", lambda e: vi.display.show("conv2"), TE, "display"),
     Case(vi.display.show, "a batch of images", lambda e: vi.display.show(e.x), lambda r: "<img" in r._repr_html_(), "HTML with pictures"),
@@ -452,6 +525,65 @@ def _junk(e: SimpleNamespace, name: str) -> Path:
     p = e.tmp / name
     p.write_bytes(b"this is not a valid file of any kind\n")
     return p
+
+
+def _moved(tc: Any, in_layer: str) -> Any:
+    """The same transcoder claiming another block input (a transcoder for another block)."""
+    import dataclasses
+
+    return dataclasses.replace(tc, in_layer=in_layer)
+
+
+def _tc_file(e: SimpleNamespace, kind: str) -> Path:
+    """A transcoder file pair with one fault: the wrong tensor names, a decoder of the wrong shape, or k > n_features."""
+    import json
+
+    from safetensors.torch import save_file
+
+    base = e.tmp / f"tc_{kind}"
+    sd = {k: v.clone().contiguous() for k, v in e.tc2.module.state_dict().items()}
+    card = {k: v for k, v in e.tc2.card.items() if isinstance(v, (int, float, str, list, dict))}
+    if kind == "wrong_keys":
+        sd["encoder"] = sd.pop("W_enc")
+    elif kind == "bad_decoder":
+        sd["W_dec"] = sd["W_dec"][:, :-1].contiguous()
+    elif kind == "bad_k":
+        card["k"] = card["n_features"] + 1
+    save_file(sd, str(base.with_suffix(".safetensors")))
+    base.with_suffix(".json").write_text(json.dumps(card))
+    return base
+
+
+def _round_trip(e: SimpleNamespace) -> bool:
+    F.save_transcoder(e.tc2, e.tmp / "tc_round_trip")
+    back = F.load_transcoder(e.tmp / "tc_round_trip")
+    same = all(torch.equal(v, back.module.state_dict()[k]) for k, v in e.tc2.module.state_dict().items())
+    return same and (back.in_layer, back.out_layer, back.block) == (e.tc2.in_layer, e.tc2.out_layer, e.tc2.block)
+
+
+@torch.no_grad()
+def _replaced_logits(e: SimpleNamespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits with both blocks replaced, the model's own, and the model's own after leaving the block."""
+    own = e.m(e.x)
+    with F.replaced(e.m, e.tcs):
+        rep = e.m(e.x)
+    return rep, own, e.m(e.x)
+
+
+def _attached_shape(e: SimpleNamespace) -> tuple[int, ...]:
+    with F.attached_transcoder(e.m, e.tc2):
+        return tuple(vi.capture(e.m, e.x, "conv2/tc")["conv2/tc"].shape)
+
+
+def _graph(e: SimpleNamespace) -> Any:
+    """One graph of the first image for logit 3, built once per module."""
+    if not hasattr(e, "graph"):
+        e.graph = F.attribution_graph(e.m, e.tcs, e.x[0], 3)
+    return e.graph
+
+
+def _feature_node(e: SimpleNamespace) -> int:
+    return next(i for i, n in enumerate(_graph(e).nodes) if n["kind"] == "feature")
 
 
 def _models(e: SimpleNamespace) -> dict[str, nn.Module]:

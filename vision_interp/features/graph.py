@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import TargetRangeError, check_images, check_int
 from .transcoder import ConvTranscoder
-from .transcoders import INPUT, Transcoder
+from .transcoders import INPUT, Transcoder, check_transcoders
 
 __all__ = ["AttributionGraph", "GraphBuilder", "attribution_graph", "check_chain"]
 
@@ -114,12 +115,10 @@ class AttributionGraph:
 
 def check_chain(transcoders: Sequence[Transcoder]) -> list[Transcoder]:
     """The transcoders as one chain: each block starts where the previous one ends."""
-    if not transcoders:
-        raise ValueError("an attribution graph needs at least one transcoder")
-    tcs = list(transcoders)
+    tcs = check_transcoders(transcoders)
     for a, b in zip(tcs, tcs[1:]):
         if b.in_layer != a.out_layer:
-            raise ValueError(f"transcoders must form a chain: {b.feature_layer!r} reads {b.in_layer!r}, "
+            raise ValueError(f"transcoders: must form a chain in model order: {b.feature_layer!r} reads {b.in_layer!r}, "
                              f"but the previous block {a.feature_layer!r} ends at {a.out_layer!r}")
     return tcs
 
@@ -131,9 +130,9 @@ class GraphBuilder:
     def __init__(self, model: nn.Module, transcoders: Sequence[Transcoder], *, pixel_group: int = 4):
         from ..units import default_input_shape
 
+        check_transcoders(transcoders, model)
         self.tcs = check_chain(transcoders)
-        if pixel_group < 1:
-            raise ValueError(f"pixel_group must be >= 1, got {pixel_group}")
+        self.pixel_group = check_int(pixel_group, "pixel_group", minimum=1)
         self.pixel_group = pixel_group
         self.model = copy.deepcopy(model).cpu().double().eval()  # graphs are computed on the CPU in float64
         self.input_shape = default_input_shape(model)
@@ -176,9 +175,10 @@ class GraphBuilder:
     def build(self, image: torch.Tensor, target: int) -> AttributionGraph:
         """The attribution graph of ``image`` (C, H, W) for logit ``target``."""
         x = _as_batch(image, self.input_shape)
+        target = check_int(target, "target")
         ins, outs, logits = self.activations(x)
         if not 0 <= target < logits.shape[1]:
-            raise ValueError(f"target must be a logit index in 0..{logits.shape[1] - 1}, got {target}")
+            raise TargetRangeError(f"target: {target}; must be a logit index in 0..{logits.shape[1] - 1}")
         with torch.no_grad():
             zs = [m(a) for m, a in zip(self.modules, ins)]
             errs = [o - m.decode(z, a) for m, z, a, o in zip(self.modules, zs, ins, outs)]
@@ -292,13 +292,15 @@ class GraphBuilder:
 
 
 def _as_batch(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    x = image if image.ndim == 4 else image[None]
+    """One image (C, H, W) or (1, C, H, W), checked (float, finite, in [0, 1]), as a float64 batch on the CPU."""
+    x, _ = check_images(image, arg="image")
     if x.shape[0] != 1 or tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(f"image must be one input of shape {tuple(shape)}, got {tuple(image.shape)}")
-    return x.detach().to(torch.float64)
+        raise ValueError(f"image: shape {tuple(image.shape)}; expected one input of shape {tuple(shape)}")
+    return x.detach().cpu().to(torch.float64)
 
 
 def attribution_graph(model: nn.Module, transcoders: Sequence[Transcoder], image: torch.Tensor, target: int, *,
                       pixel_group: int = 4) -> AttributionGraph:
-    """One graph (see :class:`GraphBuilder` for many graphs of one model)."""
+    """One graph (see :class:`GraphBuilder` for many graphs of one model); the model itself is not run
+    or changed (the graph is computed on a float64 copy)."""
     return GraphBuilder(model, transcoders, pixel_group=pixel_group).build(image, target)

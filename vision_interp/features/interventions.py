@@ -17,8 +17,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .graph import AttributionGraph, GraphBuilder
-from .transcoders import Transcoder
+from ..checks import InputError, check_images, check_instance, check_int, check_number
+from ..model_state import runs_model
+from .graph import AttributionGraph, GraphBuilder, check_chain
+from .transcoders import Transcoder, check_transcoders
 
 __all__ = ["measure_interventions", "intervention_check", "pearson"]
 
@@ -31,20 +33,32 @@ def pearson(a: Sequence[float], b: Sequence[float]) -> float:
     return float((x * y).sum()) / den if den > 0 else math.nan
 
 
+@runs_model
 @torch.no_grad()
 def measure_interventions(model: nn.Module, transcoders: Sequence[Transcoder], image: torch.Tensor, graph: AttributionGraph,
                           node_ids: Sequence[int], scale: float = 0.0) -> torch.Tensor:
     """The measured change of the target logit when each feature node is scaled by ``scale`` (0:
     removed) in the real model, one batched forward pass for all nodes."""
     from ..capture import hooks
-    from ..trace import model_device_dtype
 
-    tcs = list(transcoders)
-    nodes = [graph.nodes[i] for i in node_ids]
-    if any(n["kind"] != "feature" for n in nodes):
-        raise ValueError("interventions act on feature nodes only")
-    dev, dtype = model_device_dtype(model)
-    x = (image if image.ndim == 4 else image[None]).to(dev, dtype)
+    tcs = check_chain(check_transcoders(transcoders, model))
+    check_instance(graph, AttributionGraph, "graph")
+    if graph.meta.get("feature_layers") != [tc.feature_layer for tc in tcs]:
+        raise InputError(f"graph: built for {graph.meta.get('feature_layers')}, not for these transcoders "
+                         f"{[tc.feature_layer for tc in tcs]}")
+    scale = check_number(scale, "scale")
+    x, _ = check_images(image, model, arg="image")
+    if x.shape[0] != 1:
+        raise InputError(f"image: {x.shape[0]} images; give the one image the graph was built for")
+    if isinstance(node_ids, (str, bytes)) or not isinstance(node_ids, (list, tuple, range)) or not node_ids:
+        raise InputError(f"node_ids: {node_ids!r}; expected a non-empty list of the graph's feature node indices")
+    ids = [check_int(i, "node_ids", minimum=0, maximum=len(graph.nodes) - 1) for i in node_ids]
+    nodes = [graph.nodes[i] for i in ids]
+    bad = [i for i, n in zip(ids, nodes) if n["kind"] != "feature"]
+    if bad:
+        raise InputError(f"node_ids: nodes {bad} are not feature nodes ({graph.nodes[bad[0]]['kind']}); interventions act "
+                         "on feature nodes only")
+    dev, dtype = x.device, x.dtype
     batch = x.expand(len(nodes) + 1, *x.shape[1:])  # row 0: no intervention
     fns = {}
     for b, tc in enumerate(tcs):
@@ -65,15 +79,24 @@ def _adder(rows: list, directions: torch.Tensor, scale: float):
     return hook
 
 
+@runs_model
 def intervention_check(model: nn.Module, transcoders: Sequence[Transcoder], images: torch.Tensor, targets: Sequence[int], *,
                        top: int = 10, scale: float = 0.0, worst: int = 10, builder: GraphBuilder | None = None) -> dict:
     """For each image: its graph for its target, its ``top`` feature nodes by |total effect|, and the
     measured vs predicted logit change when each is scaled by ``scale``. Returns Pearson r overall and
     per block, the worst cases and per-graph figures (JSON-ready)."""
-    if len(images) != len(targets) or not len(images):
-        raise ValueError(f"need one target per image and at least one image, got {len(images)} images, {len(targets)} targets")
-    if top < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
+    images, _ = check_images(images, model, arg="images", allow_single=False)
+    if isinstance(targets, torch.Tensor) and targets.ndim == 1 and not targets.is_floating_point():
+        targets = targets.tolist()
+    elif hasattr(targets, "__len__") and not isinstance(targets, (str, bytes, torch.Tensor)):
+        targets = list(targets)
+    if not isinstance(targets, (list, tuple)) or len(targets) != len(images):
+        n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise InputError(f"targets: {n}; give one target logit index per image ({len(images)})")
+    targets = [check_int(t, "targets") for t in targets]
+    top = check_int(top, "top", minimum=1)
+    worst = check_int(worst, "worst", minimum=0)
+    check_number(scale, "scale")
     builder = builder or GraphBuilder(model, transcoders)
     cases, graphs = [], []
     for gi, (img, t) in enumerate(zip(images, targets)):

@@ -20,7 +20,9 @@ from torch import nn
 from .attach import Attachment, FeatureHook, _device_dtype, _forget_cached_structure, _parent_and_child, attached_features, detach
 from ..trace import model_device_dtype as _model_device
 from .sae import fvu
-from .transcoders import INPUT, Transcoder, block_activations
+from ..checks import InputError, check_images, check_int, check_matrix
+from ..model_state import runs_model
+from .transcoders import INPUT, Transcoder, block_activations, check_transcoder, check_transcoders
 
 __all__ = ["replaced", "attach_transcoder", "attached_transcoder", "input_reader", "measure_transcoders"]
 
@@ -39,14 +41,17 @@ def input_reader(model: nn.Module) -> str:
 
 @contextmanager
 def replaced(model: nn.Module, transcoders: Sequence[Transcoder]) -> Iterator[nn.Module]:
-    """Run ``model`` with every block in ``transcoders`` replaced by its transcoder's prediction."""
+    """Run ``model`` with every block in ``transcoders`` replaced by its transcoder's prediction (an
+    empty list: the model itself)."""
+    if isinstance(transcoders, (list, tuple)) and not transcoders:
+        yield model
+        return
+    check_transcoders(transcoders, model)
     modules = dict(model.named_modules())
     stash: dict[str, torch.Tensor] = {}
     handles = []
     try:
         for tc in transcoders:
-            if tc.out_layer not in modules:
-                raise ValueError(f"transcoder {tc.feature_layer!r}: the model has no layer {tc.out_layer!r}")
             module = _on_model(tc.module, model)
             if tc.in_layer == INPUT:
                 handles.append(model.register_forward_pre_hook(_stash_input(stash, tc.in_layer)))
@@ -116,6 +121,7 @@ def attach_transcoder(model: nn.Module, tc: Transcoder, *, mode: str = "observe"
     """
     from ..units import resolve_layer
 
+    check_transcoder(tc, model)
     if mode not in ("observe", "replace"):
         raise ValueError(f"mode must be 'observe' or 'replace' for a transcoder, got {mode!r}")
     if gradient not in ("linear", "exact"):
@@ -149,12 +155,19 @@ def attached_transcoder(model: nn.Module, tc: Transcoder, **kwargs: Any) -> Iter
             detach(model, a.name)
 
 
+@runs_model
 @torch.no_grad()
 def measure_transcoders(model: nn.Module, transcoders: list[Transcoder], images: torch.Tensor, labels: torch.Tensor,
                         batch_size: int = 500) -> dict:
     """Held-out figures: per transcoder FVU of its block output (positions as samples), mean L0, dead
     features (never active on these images) and the accuracy with that block alone replaced (no
-    error term); then the accuracy with all of them replaced together."""
+    error term); then the accuracy with all of them replaced together. The model runs in eval mode."""
+    transcoders = check_transcoders(transcoders, model)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    images, _ = check_images(images, model, arg="images", allow_single=False)
+    check_matrix(labels, "labels", ndim=1)
+    if labels.is_floating_point() or len(labels) != len(images):
+        raise InputError(f"labels: {tuple(labels.shape)} {labels.dtype}; expected one integer class label per image ({len(images)})")
     out: dict = {"images": int(len(images))}
     with replaced(model, []):
         base = _accuracy(model, images, labels, batch_size)
@@ -175,6 +188,6 @@ def measure_transcoders(model: nn.Module, transcoders: list[Transcoder], images:
 
 def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
     dev, dtype = _model_device(model)
-    right = sum(int((model(images[i:i + batch_size].to(dev, dtype)).argmax(1).cpu() == labels[i:i + batch_size]).sum())
+    right = sum(int((model(images[i:i + batch_size].to(dev, dtype)).argmax(1).cpu() == labels[i:i + batch_size].cpu()).sum())
                 for i in range(0, len(images), batch_size))
     return round(right / max(1, len(images)), 5)

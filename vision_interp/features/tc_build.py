@@ -53,9 +53,21 @@ def build_transcoders(model: nn.Module, blocks: Sequence[BlockSpec], *, data_dir
     from .build import _weights_hash
     from .transcoders import _resolve_block
 
-    for in_layer, out_layer, _, config in blocks:  # every check before any work
+    from ..checks import InputError, InputTypeError, check_instance, check_int, check_model
+
+    check_model(model)
+    if isinstance(blocks, (str, bytes)) or not isinstance(blocks, (list, tuple)) or not blocks:
+        raise InputError(f"blocks: {blocks!r}; expected a non-empty list of (in_layer, out_layer, name, TranscoderConfig), "
+                         "e.g. features.MNIST_BLOCKS")
+    for i, block in enumerate(blocks):  # every check before any work
+        if not isinstance(block, (list, tuple)) or len(block) != 4 or not all(isinstance(v, str) for v in block[:3]):
+            raise InputTypeError(f"blocks[{i}]: {block!r}; expected (in_layer, out_layer, name, TranscoderConfig)")
+        in_layer, out_layer, _, config = block
         _resolve_block(model, in_layer, out_layer)
+        check_instance(config, TranscoderConfig, f"blocks[{i}] config")
         config.validate()
+    train_images = check_int(train_images, "train_images", minimum=1)
+    test_images = check_int(test_images, "test_images", minimum=1)
     train = load_mnist("train", data_dir, limit=train_images)
     test = load_mnist("test", data_dir, limit=test_images)
     model_hash = _weights_hash(model)

@@ -17,15 +17,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .transcoders import Transcoder
+from ..checks import InputError, check_int, check_matrix
+from ..model_state import exclusive
+from .transcoders import Transcoder, check_transcoder, check_transcoders
 
 __all__ = ["feature_feature_weights", "feature_logit_weights_tc", "top_connections", "sparsity", "sparsity_comparison"]
 
 
 def feature_feature_weights(upstream: Transcoder, downstream: Transcoder) -> torch.Tensor:
     """``(F_down, F_up, kh, kw)``: downstream pre-activation per unit of upstream activation at each offset."""
+    check_transcoder(upstream, arg="upstream")
+    check_transcoder(downstream, arg="downstream")
     if downstream.in_layer != upstream.out_layer:
-        raise ValueError(f"{downstream.feature_layer!r} reads {downstream.in_layer!r}, not {upstream.out_layer!r}")
+        raise InputError(f"downstream: {downstream.feature_layer!r} reads {downstream.in_layer!r}, not the upstream block's "
+                         f"output {upstream.out_layer!r} (are the two in model order?)")
+    if downstream.module.c_in != upstream.module.c_out:
+        raise InputError(f"downstream: reads {downstream.module.c_in} channels; upstream writes {upstream.module.c_out}")
     return torch.einsum("gcyx,fc->gfyx", downstream.module.encoder.cpu().double(), upstream.module.directions.cpu().double())
 
 
@@ -36,6 +43,8 @@ def feature_logit_weights_tc(model: nn.Module, last: Transcoder) -> torch.Tensor
     from ..capture import hooks
     from ..units import default_input_shape
 
+    if not isinstance(last, _Probe):
+        check_transcoder(last, model, arg="last")
     d = last.module.directions.cpu().double()
     f, c = d.shape
     shape = _out_shape(model, last)
@@ -54,14 +63,17 @@ def feature_logit_weights_tc(model: nn.Module, last: Transcoder) -> torch.Tensor
     with hooks(m, {last.out_layer: lambda _m, _i, _o: 2 * a}):
         twice = m(x)
     if not torch.allclose(twice - base, 2 * (out - base), atol=1e-9 * max(1.0, float(out.abs().max()))):
-        raise ValueError(f"the layers after {last.out_layer!r} are not affine: no input-invariant feature -> logit weights")
+        raise InputError(f"last: the layers after {last.out_layer!r} are not affine: no input-invariant feature -> logit weights "
+                         "(give the last transcoder of the chain)")
     return (out - base).reshape(f, h, w, -1).permute(0, 3, 1, 2)
 
 
 def _double(model: nn.Module) -> nn.Module:
+    """A float64 eval-mode copy on the CPU (the user's model is only read, under its lock)."""
     import copy
 
-    return copy.deepcopy(model).cpu().double().eval()
+    with exclusive(model, "feature_logit_weights_tc()"):
+        return copy.deepcopy(model).cpu().double().eval()
 
 
 def _out_shape(model: nn.Module, tc: Transcoder) -> tuple[int, ...]:
@@ -72,6 +84,8 @@ def _out_shape(model: nn.Module, tc: Transcoder) -> tuple[int, ...]:
 
 def top_connections(weights: torch.Tensor, n: int = 10) -> list[list[dict]]:
     """Per unit (first axis): its ``n`` largest |weights| as ``{"index": [...], "weight": w}`` (index over the other axes)."""
+    check_matrix(weights, "weights", ndim=(2, 3, 4, 5, 6))
+    n = check_int(n, "n", minimum=1)
     out = []
     for row in weights:
         flat = row.flatten()
@@ -91,6 +105,10 @@ def sparsity(weights: torch.Tensor, n: int = 10) -> dict:
 
 def sparsity_comparison(model: nn.Module, transcoders: list[Transcoder]) -> dict:
     """Feature-level vs neuron-level weight sparsity for each pair of chained blocks and for the logits."""
+    transcoders = check_transcoders(transcoders, model)
+    from .graph import check_chain
+
+    check_chain(transcoders)
     out: dict = {}
     for a, b in zip(transcoders, transcoders[1:]):
         neuron = model.get_submodule(b.block).weight.detach()
@@ -110,9 +128,12 @@ def _neuron_logit_weights(model: nn.Module, last: Transcoder) -> torch.Tensor:
     c = last.module.c_out
     eye = torch.eye(c, dtype=torch.float64)
 
-    class _Unit:
-        directions = eye
+    return feature_logit_weights_tc(model, _Probe(eye, last.out_layer))  # type: ignore[arg-type]
 
-    probe = Transcoder.__new__(Transcoder)
-    probe.module, probe.out_layer = _Unit(), last.out_layer  # type: ignore[assignment]
-    return feature_logit_weights_tc(model, probe)
+
+class _Probe:
+    """Stands in for a transcoder whose decoder directions are the unit channels of ``out_layer``."""
+
+    def __init__(self, directions: torch.Tensor, out_layer: str):
+        self.module = type("_Unit", (), {"directions": directions})()
+        self.out_layer = out_layer

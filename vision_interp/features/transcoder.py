@@ -161,6 +161,26 @@ def _init(tc: ConvTranscoder, a_out: torch.Tensor, gen: torch.Generator) -> None
         tc.b_dec.copy_(a_out.mean((0, 2, 3)) / tc.s_out)
 
 
+def _check_geometry(geometry: object, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> tuple:
+    """``(kernel, stride, pad)`` of positive ints (pad >= 0) that map ``in_hw`` to ``out_hw`` (see :func:`block_geometry`)."""
+    from ..checks import InputError, InputTypeError
+
+    def ints(v: object, n: int) -> bool:
+        return isinstance(v, (tuple, list)) and len(v) == n and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+
+    if not (isinstance(geometry, (tuple, list)) and len(geometry) == 3 and ints(geometry[0], 2) and ints(geometry[1], 2)
+            and ints(geometry[2], 4)):
+        raise InputTypeError(f"geometry: expected (kernel (kh, kw), stride (sh, sw), pad (left, right, top, bottom)) "
+                             f"of ints, e.g. from block_geometry(); got {geometry!r}")
+    kernel, stride, pad = (tuple(g) for g in geometry)
+    if min(kernel + stride) < 1 or min(pad) < 0:
+        raise InputError(f"geometry: {geometry!r}; kernel and stride entries must be >= 1 and padding >= 0")
+    hw = tuple((size + p0 + p1 - k) // s + 1 for size, k, s, p0, p1 in zip(in_hw, kernel, stride, pad[2::-2], pad[3::-2]))
+    if hw != tuple(out_hw):
+        raise InputError(f"geometry: {geometry!r} maps inputs of {in_hw} to {hw}, not to the outputs' {tuple(out_hw)}")
+    return kernel, stride, pad
+
+
 def train_conv_transcoder(a_in: torch.Tensor, a_out: torch.Tensor, geometry: tuple, config: TranscoderConfig = TranscoderConfig(),
                           *, progress: bool = True, on_step: Callable[[int, float], None] | None = None) -> ConvTranscoder:
     """Train on paired block inputs ``(N, C_in, H_in, W_in)`` and outputs ``(N, C_out, H, W)``.
@@ -170,10 +190,15 @@ def train_conv_transcoder(a_in: torch.Tensor, a_out: torch.Tensor, geometry: tup
     """
     from tqdm.auto import tqdm
 
+    from ..checks import InputError, check_instance, check_matrix
+
+    check_instance(config, TranscoderConfig, "config")
     config.validate()
-    if a_in.ndim != 4 or a_out.ndim != 4 or len(a_in) != len(a_out):
-        raise ValueError(f"need paired (N, C, H, W) inputs and outputs, got {tuple(a_in.shape)} and {tuple(a_out.shape)}")
-    kernel, stride, pad = geometry
+    check_matrix(a_in, "a_in", ndim=4)
+    check_matrix(a_out, "a_out", ndim=4)
+    if len(a_in) != len(a_out) or not len(a_in):
+        raise InputError(f"a_out: {len(a_out)} outputs for {len(a_in)} inputs; give one block output per block input (at least one)")
+    kernel, stride, pad = _check_geometry(geometry, tuple(a_in.shape[-2:]), tuple(a_out.shape[-2:]))
     gen = torch.Generator().manual_seed(config.seed)
     tc = ConvTranscoder(a_in.shape[1], a_out.shape[1], config.n_features, config.k, kernel, stride, pad, skip=config.skip,
                         s_in=_mean_norm(a_in), s_out=_mean_norm(a_out))

@@ -19,12 +19,13 @@ from torch import nn
 
 from .. import io as vio
 from .. import resources
+from ..checks import FileContentError, InputError, InputTypeError, check_images, check_instance, check_int, check_state_dict
 from ..trace import model_device_dtype as _model_device
 from .dictionary import FEATURES_SUBDIR, _card_markdown, _path_for
 from .transcoder import ConvTranscoder, TranscoderConfig, block_geometry, train_conv_transcoder
 
 __all__ = ["Transcoder", "INPUT", "block_activations", "train_transcoder", "save_transcoder", "load_transcoder",
-           "TC_FORMAT"]
+           "TC_FORMAT", "check_transcoder", "check_transcoders"]
 
 INPUT = "input"
 TC_FORMAT = "vision_interp.transcoder/1"
@@ -53,13 +54,61 @@ class Transcoder:
         return self.module.k
 
 
+def _out_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    return (size + pad - kernel) // stride + 1
+
+
+def check_transcoder(tc: object, model: nn.Module | None = None, arg: str = "tc") -> Transcoder:
+    """``tc`` is a :class:`Transcoder`; with ``model``, one for this model's block: its layers exist and its
+    channels and map sizes match the block's input and output (a transcoder for another model or
+    another block is refused before any work, naming ``arg``)."""
+    check_instance(tc, Transcoder, arg)
+    if model is None:
+        return tc
+    from ..units import default_input_shape, layer_shape
+
+    modules = dict(model.named_modules())
+    for layer in (tc.in_layer, tc.out_layer, tc.block):
+        if layer != INPUT and layer not in modules:
+            raise InputError(f"{arg}: {tc.feature_layer!r} is for the block {tc.in_layer} -> {tc.out_layer}; this "
+                             f"{type(model).__name__} has no layer {layer!r} (a transcoder for another model?)")
+    from ..zoo.spec import model_spec
+
+    if model_spec(model).input_shape is None:
+        return tc  # no declared input shape: the sizes are checked when the model runs
+    in_shape = default_input_shape(model) if tc.in_layer == INPUT else layer_shape(model, tc.in_layer)
+    out_shape = layer_shape(model, tc.out_layer)
+    m = tc.module
+    want = (m.c_in, m.c_out)
+    if len(in_shape) != 3 or len(out_shape) != 3:
+        raise InputError(f"{arg}: the block {tc.in_layer} -> {tc.out_layer} of this {type(model).__name__} maps "
+                         f"{tuple(in_shape)} to {tuple(out_shape)}; a transcoder needs conv maps (C, H, W)")
+    left, right, top, bottom = m.pad
+    hw = (_out_size(in_shape[1], m.kernel[0], m.stride[0], top + bottom), _out_size(in_shape[2], m.kernel[1], m.stride[1], left + right))
+    if (in_shape[0], out_shape[0]) != want or hw != tuple(out_shape[1:]):
+        raise InputError(f"{arg}: {tc.feature_layer!r} maps ({m.c_in}, H, W) to ({m.c_out}, {hw[0]}, {hw[1]}) but the block "
+                         f"{tc.in_layer} -> {tc.out_layer} of this {type(model).__name__} maps {tuple(in_shape)} to "
+                         f"{tuple(out_shape)} (a transcoder for another model or block?)")
+    return tc
+
+
+def check_transcoders(transcoders: object, model: nn.Module | None = None, arg: str = "transcoders") -> list[Transcoder]:
+    """A non-empty list or tuple of transcoders, each checked with :func:`check_transcoder`."""
+    if isinstance(transcoders, Transcoder) or not isinstance(transcoders, (list, tuple)):
+        raise InputTypeError(f"{arg}: expected a list of Transcoder (e.g. [load_transcoder(name)]), got "
+                             f"{type(transcoders).__name__}")
+    if not transcoders:
+        raise InputError(f"{arg}: an empty list; give at least one Transcoder")
+    return [check_transcoder(tc, model, f"{arg}[{i}]") for i, tc in enumerate(transcoders)]
+
+
 def _resolve_block(model: nn.Module, in_layer: str, out_layer: str) -> tuple[str, str]:
     from ..units import resolve_layer
 
     src = INPUT if in_layer == INPUT else resolve_layer(model, in_layer)
     dst = resolve_layer(model, out_layer)
     if src == dst:
-        raise ValueError(f"a block needs different input and output layers, got {in_layer!r} twice")
+        raise InputError(f"out_layer: {out_layer!r} is also the block's in_layer; a block needs different input and output layers")
     return src, dst
 
 
@@ -83,6 +132,8 @@ def block_activations(model: nn.Module, in_layer: str, out_layer: str, images: t
     """The block's input and output on ``images`` (CPU, float): ``(N, C_in, H, W)``, ``(N, C_out, H', W')``."""
     from ..capture import capture
 
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    check_images(images, model, arg="images", allow_single=False)
     src, dst = _resolve_block(model, in_layer, out_layer)
     dev, dtype = _model_device(model)
     ins, outs = [], []
@@ -109,9 +160,9 @@ def train_transcoder(model: nn.Module, in_layer: str, out_layer: str, images: to
                      config: TranscoderConfig = TranscoderConfig(), *, block: str | None = None, data: str = "",
                      progress: bool = True) -> Transcoder:
     """Train a transcoder for the block ``in_layer -> out_layer`` on ``images`` (encoder = the block's receptive field)."""
+    check_instance(config, TranscoderConfig, "config")
     config.validate()
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+    check_images(images, model, arg="images", allow_single=False)
     src, dst = _resolve_block(model, in_layer, out_layer)
     block = block or default_block_name(model, src, dst)
     a_in, a_out = block_activations(model, src, dst, images)
@@ -133,6 +184,7 @@ def train_transcoder(model: nn.Module, in_layer: str, out_layer: str, images: to
 def save_transcoder(tc: Transcoder, out: str | os.PathLike) -> Path:
     """Write ``out.safetensors`` + ``out.json`` + ``out.md`` (a bare name goes to ``features/<name>`` in
     :func:`vision_interp.resources.user_models_dir`, never inside an installed package)."""
+    check_transcoder(tc)
     base = _path_for(out, saving=True)
     m = tc.module
     meta = {"format": TC_FORMAT, "in_layer": tc.in_layer, "out_layer": tc.out_layer, "block": tc.block}
@@ -156,13 +208,40 @@ def load_transcoder(name_or_path: str | os.PathLike) -> Transcoder:
     if not card_path.is_file():
         raise FileNotFoundError(f"transcoder card {card_path} is missing")
     card = vio.load_json(card_path)
-    if card.get("format") != TC_FORMAT:
-        raise ValueError(f"{card_path}: not a vision_interp transcoder card (format {card.get('format')!r}, expected {TC_FORMAT!r})")
+    if not isinstance(card, dict) or card.get("format") != TC_FORMAT:
+        got = card.get("format") if isinstance(card, dict) else type(card).__name__
+        raise FileContentError(f"{card_path}: not a vision_interp transcoder card (format {got!r}, expected {TC_FORMAT!r})")
+    c_in, c_out, n_features, k, kernel, stride, pad = _card_geometry(card, card_path)
     sd = vio.load_state_dict(weights)
-    m = ConvTranscoder(int(card["c_in"]), int(card["c_out"]), int(card["n_features"]), int(card["k"]), tuple(card["kernel"]),
-                       tuple(card["stride"]), tuple(card["pad"]), skip="W_skip" in sd)
+    expected = {"W_enc": (n_features, c_in, *kernel), "b_enc": (n_features,), "W_dec": (n_features, c_out), "b_dec": (c_out,),
+                "s_in": (), "s_out": ()}
+    if "W_skip" in sd:
+        expected["W_skip"] = (c_out, c_in, *kernel)
+    check_state_dict(sd, expected, weights)
+    m = ConvTranscoder(c_in, c_out, n_features, k, kernel, stride, pad, skip="W_skip" in sd)
     m.load_state_dict(sd, strict=True)
     m.eval()
     for p in m.parameters():
         p.requires_grad_(False)
     return Transcoder(m, card["in_layer"], card["out_layer"], card["block"], card)
+
+
+def _card_geometry(card: dict, card_path: Path) -> tuple:
+    """The card's sizes, checked: positive integers, ``1 <= k <= n_features``, 2 kernel/stride and 4 pad entries, layer names."""
+    def ints(key: str, n: int | None, minimum: int) -> list[int]:
+        v = card.get(key)
+        vals = v if n is not None else [v]
+        if not isinstance(vals, list) or (n is not None and len(vals) != n) or any(
+                isinstance(i, bool) or not isinstance(i, int) or i < minimum for i in vals):
+            what = f"a list of {n} integers >= {minimum}" if n is not None else f"an integer >= {minimum}"
+            raise FileContentError(f"{card_path}: {key!r} is {v!r}; expected {what}")
+        return vals
+
+    c_in, c_out, n_features, k = (ints(key, None, 1)[0] for key in ("c_in", "c_out", "n_features", "k"))
+    if k > n_features:
+        raise FileContentError(f"{card_path}: 'k' is {k}; expected an integer in 1..{n_features} (the number of features)")
+    kernel, stride, pad = tuple(ints("kernel", 2, 1)), tuple(ints("stride", 2, 1)), tuple(ints("pad", 4, 0))
+    for key in ("in_layer", "out_layer", "block"):
+        if not isinstance(card.get(key), str) or not card[key]:
+            raise FileContentError(f"{card_path}: {key!r} is {card.get(key)!r}; expected a layer name")
+    return c_in, c_out, n_features, k, kernel, stride, pad
