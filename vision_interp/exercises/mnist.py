@@ -57,7 +57,7 @@ class ExerciseConfig:
     random_draws: int | None = None  # random controls per clause; default 100 (at least 100 for a verdict)
     conv1_draws: int | None = None  # random conv1 channel sets (circuit control); default 12 (quick 6)
     eval_images: int | None = None  # seeded test subset for all analyses; default 10000 = the whole test set (quick 2000)
-    featvis_steps: int | None = None  # default 128 (quick 24)
+    featvis_steps: int | None = None  # default: featvis's default for the model (the steps run are recorded in results['featvis'])
     ig_per_class: int | None = None  # images per class for attribution; default 40 (quick 6)
     ig_steps: int | None = None  # integrated-gradients steps; default 16 (quick 8)
     top_k: int = 8  # top-activating examples per channel
@@ -72,7 +72,6 @@ class ExerciseConfig:
         c.random_draws = self.random_draws or 100
         c.conv1_draws = self.conv1_draws or (6 if q else 12)
         c.eval_images = self.eval_images or (2000 if q else 10000)
-        c.featvis_steps = self.featvis_steps or (24 if q else 128)
         c.ig_per_class = self.ig_per_class or (6 if q else 40)
         c.ig_steps = self.ig_steps or (8 if q else 16)
         c.retrain_epochs = self.retrain_epochs or (1 if q else 6)

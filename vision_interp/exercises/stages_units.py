@@ -78,18 +78,18 @@ def stage_featvis(ex) -> None:
         rows = []
         # every unit of the layer in one batched optimisation (the default objective for this model is
         # the centre neuron, (h // 2, w // 2)): 16 units cost about one unit's time
-        r = visualize_layer(m, layer, seed=ex.cfg.seed, progress=False)
+        r = visualize_layer(m, layer, seed=ex.cfg.seed, steps=ex.cfg.featvis_steps, progress=False)
         for c in range(a.shape[1]):
             v = float(r.activations[c])
             best = float(a[:, c, cy, cx].max())
             ex.fv_images[(layer, c)] = r.images[c]
             rows.append({"channel": c, "vis": _r(v), "best_test": _r(best), "ratio": _r(v / best if best > 0 else float("inf"))})
-        res[layer] = {"units": rows, "beats_all": sum(u["vis"] > u["best_test"] for u in rows), "n": len(rows),
+        res[layer] = {"units": rows, "beats_all": sum(u["vis"] > u["best_test"] for u in rows), "n": len(rows), "steps": r.steps,
                       "median_ratio": _r(float(np.median([u["ratio"] for u in rows])))}
     # class logits: judged by the model's own reading and by similarity to the class's top test images
     logit_rows, cells = [], []
     clean = ex.clean_logits
-    r_fc = visualize_layer(m, "fc", seed=ex.cfg.seed, progress=False)
+    r_fc = visualize_layer(m, "fc", seed=ex.cfg.seed, steps=ex.cfg.featvis_steps, progress=False)
     for d in range(10):
         img = r_fc.images[d]
         with torch.no_grad():
