@@ -192,3 +192,21 @@ def test_progress_bars_use_tqdm_auto_and_switch_off(model, batch, capsys):
     assert capsys.readouterr().err == ""
     top_activating(model, "conv2", batch, k=1, batch_size=2, progress=True)
     assert "examples conv2" in capsys.readouterr().err
+
+
+def test_attribution_graph_shows_its_pruned_drawing_and_figures():
+    """A graph on a tiny two-block chain: the SVG has one circle per kept node, edges of both signs are
+    coloured by sign, and the sentence carries the graph's own measured figures."""
+    from vision_interp.features import load_transcoder, attribution_graph
+
+    m = vi.mnist_cnn()
+    x = vi.data.load_mnist("test", limit=1).images
+    tcs = [load_transcoder("mnist_cnn_conv1_tc"), load_transcoder("mnist_cnn_conv2_tc")]
+    g = attribution_graph(m, tcs, x[0], target=int(m(x).argmax()))
+    html = g._repr_html_()
+    _, text = check_html(html)
+    kept = g.prune(0.8)["kept_nodes"]
+    assert html.count("<circle") == kept + 1  # the kept nodes and the logit
+    assert 'stroke="#2166ac"' in html and f"{g.summary()['nodes']} nodes" in text
+    _short(repr(g))
+    assert f"target {g.target}" in repr(g) and "sum-rule residual" in repr(g)

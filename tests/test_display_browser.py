@@ -45,6 +45,11 @@ def views(one_thread) -> dict[str, display.View]:
     rep = vi.analyze_induction(gpt, model_name="induction_2l", seq_len=12, batch=2, ablation=(), composition=False,
                                attribution=False, progress=False)
     d = vi.load_dictionary("mnist_cnn_conv2_sae")
+    from vision_interp.features import attribution_graph, load_transcoder
+
+    tcs = [load_transcoder("mnist_cnn_conv1_tc"), load_transcoder("mnist_cnn_conv2_tc")]
+    digit = vi.data.load_mnist("test", limit=1).images[0]
+    graph = attribution_graph(m, tcs, digit, target=int(m(digit[None]).argmax()))
     return {
         "featvis": display.featvis(feats),
         "attribution": vi.show(x[:2], attribute(m, x[:2], target=3, method="integrated_gradients", n_steps=16),
@@ -58,11 +63,12 @@ def views(one_thread) -> dict[str, display.View]:
         "dictionary_features": display.dictionary_features(d, m, x, features=[0, 1], k=4),
         "induction": display.induction(rep),
         "completeness": display.completeness(ig_completeness(m, x[:2], target=3, n_steps=16)),
+        "attribution_graph": display.attribution_graph(graph),
     }
 
 
 KINDS = ["featvis", "attribution", "layer_attribution", "weights", "connections", "dataset_examples", "neuron_groups",
-         "dictionary", "dictionary_features", "induction", "completeness"]
+         "dictionary", "dictionary_features", "induction", "completeness", "attribution_graph"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -71,7 +77,7 @@ def test_display_renders_in_chromium(kind, views, driver, tmp_path):
     driver.get(page.as_uri())
     assert driver.execute_script("return document.readyState") == "complete"
     imgs = driver.execute_script("return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-    assert imgs and all(ok and w > 0 and h > 0 for ok, w, h in imgs) or kind == "completeness"
+    assert imgs and all(ok and w > 0 and h > 0 for ok, w, h in imgs) or kind in ("completeness", "attribution_graph")
     assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0  # nothing fetched
     assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     w, h = driver.execute_script("const r = document.querySelector('.vision-interp-view').getBoundingClientRect();"

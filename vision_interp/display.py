@@ -569,6 +569,28 @@ def _induction_text(report) -> str:
             f"loss {report.losses['first_copy']:.2f} -> {report.losses['second_copy']:.2f})")
 
 
+# --- attribution graphs ------------------------------------------------------------------------------------------
+
+
+def attribution_graph(g, *, threshold: float = 0.8, max_edges: int = 400) -> View:
+    """An :class:`~vision_interp.features.graph.AttributionGraph`: its pruned graph as one static SVG (the
+    graph page's drawing, without its script), under a sentence of its measured figures."""
+    from .features.graph_page import graph_head, graph_svg
+    from .features.tc_graph_io import graph_json
+
+    doc = {**graph_json(g, threshold, max_edges=max_edges), "source": "attribution graph", "target": g.target}
+    key = ("<div style='margin:4px 0'>Red edges raise their target, blue edges lower it; node size: influence on the "
+           "logit. Grey: pixel groups, green: features, orange: error nodes, purple: the logit.</div>")
+    body = f"<div style='margin:2px 0'>{graph_head(doc)}</div>{key}<div style='max-width:960px'>{graph_svg(doc, max_edges=max_edges)}</div>"
+    return View(_wrap(body, f"attribution graph for logit {g.target}"), None, _graph_text(g))
+
+
+def _graph_text(g) -> str:
+    kinds = g.kinds()
+    return (f"AttributionGraph(target {g.target}, logit {g.logit:.4g}; {len(kinds)} nodes: {kinds.count('feature')} features, "
+            f"{kinds.count('error')} error, {kinds.count('pixels')} pixel groups; sum-rule residual {g.sum_rule_residual():.1e})")
+
+
 # --- dispatch -----------------------------------------------------------------------------------------------------
 
 # class name -> (view function, short text); keyed by name so this module imports no subpackage eagerly
@@ -581,6 +603,7 @@ _VIEWS: dict[str, Callable[[Any], View]] = {
     "InductionReport": induction,
     "CompletenessResult": completeness,
     "RandomizationResult": randomization,
+    "AttributionGraph": attribution_graph,
 }
 _TEXTS: dict[str, Callable[[Any], str]] = {
     "RenderResult": _featvis_text,
@@ -589,6 +612,7 @@ _TEXTS: dict[str, Callable[[Any], str]] = {
     "TopExamples": _examples_text,
     "Dictionary": _dictionary_text,
     "InductionReport": _induction_text,
+    "AttributionGraph": _graph_text,
 }
 
 

@@ -47,6 +47,14 @@ class AttributionGraph:
     logit: float  # the model's own logit (float64 model)
     meta: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # short; the drawing is in _repr_html_ (vision_interp.display)
+        from ..display import text
+        return text(self)
+
+    def _repr_html_(self) -> str:
+        from ..display import html
+        return html(self)
+
     @property
     def logit_index(self) -> int:
         return len(self.nodes) - 1

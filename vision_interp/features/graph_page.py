@@ -68,9 +68,9 @@ def gallery_links(galleries: list[str | Path], page_dir: str | Path) -> dict[str
     return out
 
 
-def graph_page_html(doc: dict, *, links: dict[str, dict] | None = None, title: str = "", max_edges: int = 400) -> str:
-    """The page for a graph document (:func:`vision_interp.features.tc_graph_io.graph_json` plus its header)."""
-    links = links or {}
+def graph_svg(doc: dict, *, max_edges: int = 400) -> str:
+    """The graph drawn as one static SVG (columns by layer, edges by sign and the influence they carry);
+    the page adds its cards and keyboard navigation, a notebook shows it as it is."""
     nodes, edges = doc["nodes"], doc["edges"][:max_edges]
     columns, pos = _layout(nodes)
     strength = lambda e: e.get("flow", abs(e["weight"]))  # noqa: E731 - influence carried (or |weight| for older files)
@@ -82,7 +82,7 @@ def graph_page_html(doc: dict, *, links: dict[str, dict] | None = None, title: s
         parts.append(f'<text class="col" x="{x:.1f}" y="{PAD}" text-anchor="middle">{html.escape(col)}</text>')
     for e in edges:
         (x1, y1), (x2, y2) = pos[e["source"]], pos[e["target"]]
-        colour = "#2166ac" if e["weight"] > 0 else "#b2182b"
+        colour = "#b2182b" if e["weight"] > 0 else "#2166ac"  # red raises, blue lowers: the package's sign colours (images.py)
         parts.append(f'<line class="edge" data-s="{e["source"]}" data-t="{e["target"]}" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" '
                      f'y2="{y2:.1f}" stroke="{colour}" stroke-width="{0.3 + 3 * (strength(e) / wmax) ** 0.5:.2f}" '
                      f'stroke-opacity="{0.15 + 0.7 * (strength(e) / wmax) ** 0.5:.2f}"/>')
@@ -93,14 +93,26 @@ def graph_page_html(doc: dict, *, links: dict[str, dict] | None = None, title: s
         parts.append(f'<circle class="node" id="n{n["id"]}" data-id="{n["id"]}" tabindex="0" role="button" '
                      f'aria-label="{html.escape(_label(n))}" cx="{x:.1f}" cy="{y:.1f}" r="{r:.2f}" fill="{fills[n["kind"]]}"/>')
     parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def graph_head(doc: dict) -> str:
+    """One sentence of the graph's measured figures (escaped HTML)."""
+    s = doc.get("summary", {})
+    return (f"{html.escape(doc.get('source', ''))}, target logit {doc.get('target')} (value {s.get('logit')}): {s.get('nodes')} nodes, "
+            f"{s.get('pruned_kept_nodes')} kept for {s.get('pruned_threshold', 0):.0%} of the influence; error nodes carry "
+            f"{s.get('pruned_error_share', 0):.1%} of it. Sum rule residual {s.get('sum_rule_residual', 0):.1e}.")
+
+
+def graph_page_html(doc: dict, *, links: dict[str, dict] | None = None, title: str = "", max_edges: int = 400) -> str:
+    """The page for a graph document (:func:`vision_interp.features.tc_graph_io.graph_json` plus its header)."""
+    links = links or {}
+    nodes, edges = doc["nodes"], doc["edges"][:max_edges]
+    svg = graph_svg(doc, max_edges=max_edges)
     data = [{"id": n["id"], "label": _label(n), "kind": n["kind"], "value": n.get("value"), "influence": n["influence"],
              "total_effect": n.get("total_effect"), "bias": n.get("bias"),
              "link": links.get(f"{n['layer']}:{n['feature']}") if n["kind"] == "feature" else None} for n in nodes]
-    s = doc.get("summary", {})
-    head = (f"{html.escape(doc.get('source', ''))}, target logit {doc.get('target')} (value {s.get('logit')}): {s.get('nodes')} nodes, "
-            f"{s.get('pruned_kept_nodes')} kept for {s.get('pruned_threshold', 0):.0%} of the influence; error nodes carry "
-            f"{s.get('pruned_error_share', 0):.1%} of it. Sum rule residual {s.get('sum_rule_residual', 0):.1e}.")
-    return PAGE.format(title=html.escape(title or f"Attribution graph: {doc.get('source', '')}"), head=head, svg="\n".join(parts),
+    return PAGE.format(title=html.escape(title or f"Attribution graph: {doc.get('source', '')}"), head=graph_head(doc), svg=svg,
                        data=json.dumps(data).replace("</", "<\\/"), edges=json.dumps(edges).replace("</", "<\\/"))
 
 
@@ -127,7 +139,7 @@ svg {{ width: 100%; height: auto; display: block; border: 1px solid #ddd; }}
 <body>
 <h1>{title}</h1>
 <p id="summary">{head}</p>
-<p>Blue edges raise their target, red edges lower it. Tab or arrow keys move between nodes; Enter, click or hover shows a node.</p>
+<p>Red edges raise their target, blue edges lower it. Tab or arrow keys move between nodes; Enter, click or hover shows a node.</p>
 <main><div id="graph">{svg}</div>
 <aside id="card" aria-live="polite"><p>Select a node.</p></aside></main>
 <script>
