@@ -143,7 +143,7 @@ def _counting(monkeypatch, calls: list[str], fail: str | None = None) -> None:
     """Wrap every mechanism stage to record its calls; ``fail`` raises once its stage has started."""
     from vision_interp.exercises import stages as S
 
-    for key in ("conv1", "featvis", "conv2", "circuits", "attribution", "confusions", "deep_dive"):
+    for key in ("conv1", "featvis", "conv2", "circuits", "completeness", "attribution", "confusions", "deep_dive"):
         fn = getattr(S, f"stage_{key}")
 
         def wrapped(ex, fn=fn, key=key):
@@ -185,7 +185,7 @@ def test_mnist_exercise_reuses_finished_stages(data_dir, tmp_path, monkeypatch, 
         m.setattr(StageCache, "clear", lambda self: None)
         _exercise(ref, data_dir=data_dir)
     assert sorted(p.stem for p in (ref / STAGE_DIR).iterdir()) == sorted(
-        ["conv1", "featvis", "conv2", "circuits", "attribution", "confusions", "deep_dive"])
+        ["conv1", "featvis", "conv2", "circuits", "completeness", "attribution", "confusions", "deep_dive"])
 
     out = tmp_path / "run"
     shutil.copytree(ref, out)
@@ -207,7 +207,7 @@ def test_mnist_exercise_reuses_finished_stages(data_dir, tmp_path, monkeypatch, 
         _counting(m, calls)
         _exercise(out, data_dir=data_dir)
     assert calls == ["deep_dive"]
-    assert "reused 6 stage(s)" in capsys.readouterr().err
+    assert "reused 7 stage(s)" in capsys.readouterr().err
     assert _comparable(out / "results.json") == _comparable(ref / "results.json")
     assert _without_times(out / "report.md") == _without_times(ref / "report.md")
     times = json.loads((out / "results.json").read_text())["timing_seconds"]
