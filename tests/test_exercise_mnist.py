@@ -123,3 +123,23 @@ def test_report_html_passes_only_the_fixed_details_fold():
     out = render_html("<details><summary>numbers</summary>\n<script>x</script>\n<details><summary><b>x</b></summary>\n</details>")
     assert "<details><summary>numbers</summary>" in out and "</details>" in out
     assert "<script>" not in out and "&lt;script&gt;" in out and "<b>x</b>" not in out
+
+
+def test_report_links_resolve_from_wherever_the_report_is_written(report_dir, tmp_path):
+    """The cited pages (gallery, model card, per-digit graphs) are linked relative to the output folder, so
+    `make demo`'s out/mnist_exercise links work as the committed report's do; a page that is not on this
+    machine is named by the command that builds it, never a dead link."""
+    from vision_interp.exercises.report import COMMITTED_LINKS, render_markdown, report_links
+
+    committed = Path(__file__).resolve().parents[1] / "galleries" / "mnist_exercise"
+    assert report_links(committed) == COMMITTED_LINKS
+    deep = tmp_path / "a" / "b"
+    links = report_links(deep)
+    for key, rel in links.items():
+        assert rel is not None and (deep / rel).resolve().is_file(), key
+    for rel in re.findall(r"\]\(([^)#]+\.(?:html|md))\)", (report_dir / "report.md").read_text()):
+        if not rel.startswith("figures/"):
+            assert (report_dir / rel).resolve().is_file(), rel
+    r = json.loads((report_dir / "results.json").read_text())
+    md = render_markdown(r, {"gallery": None, "card": None, "graphs": None})
+    assert "](../" not in md and "`vision-interp gallery --model mnist_cnn`" in md

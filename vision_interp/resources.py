@@ -68,6 +68,14 @@ def is_source_checkout() -> bool:
     return _checkout_models(_package_dir()) is not None
 
 
+def checkout_galleries_dir() -> Path | None:
+    """``<checkout>/galleries`` (the committed galleries and reports) in a source checkout, else None:
+    an installed package ships no galleries."""
+    models = _checkout_models(_package_dir())
+    galleries = models.parent / "galleries" if models is not None else None
+    return galleries if galleries is not None and galleries.is_dir() else None
+
+
 def models_search_path() -> list[Path]:
     """The folders searched for a model file, in order (see the module docstring)."""
     roots: list[Path] = []

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import io as vio
+from .. import resources
 from .circuit import VERDICT_RULE
 
 __all__ = ["write_report", "digit_paragraph", "clause_table", "render_markdown", "labels"]
@@ -97,7 +98,30 @@ def _figs(r: dict, section: str) -> list[str]:
     return out
 
 
-def render_markdown(r: dict) -> str:
+# where the committed report (galleries/mnist_exercise/) finds the pages it cites
+COMMITTED_LINKS = {"gallery": "../mnist_cnn/index.html", "card": "../../models/mnist_cnn.md",
+                   "graphs": "../features/mnist_cnn_tc/graphs/index.html"}
+
+
+def report_links(out: str | os.PathLike) -> dict[str, str | None]:
+    """Links from ``out`` to the pages the report cites (the MNIST CNN's gallery, its model card, the per-digit
+    attribution graphs), relative so the folder can be moved with them; None where a page is not on this
+    machine (an installed package ships models, not galleries), and the report then names the command instead."""
+    galleries = resources.checkout_galleries_dir()
+    targets = {"gallery": galleries / "mnist_cnn" / "index.html" if galleries else None,
+               "card": resources.find_model("mnist_cnn.md"),
+               "graphs": galleries / "features" / "mnist_cnn_tc" / "graphs" / "index.html" if galleries else None}
+    where = Path(out).resolve()
+    return {k: Path(os.path.relpath(t.resolve(), where)).as_posix() if t is not None and t.is_file() else None
+            for k, t in targets.items()}
+
+
+def _cite(text: str, link: str | None, otherwise: str) -> str:
+    return f"[{text}]({link})" if link else f"{text} ({otherwise})"
+
+
+def render_markdown(r: dict, links: dict[str, str | None] | None = None) -> str:
+    links = COMMITTED_LINKS if links is None else links
     ev, c1, fv, c2, ci = r["evaluation"], r["conv1"], r["featvis"], r["conv2"], r["circuits"]
     at, cf, dd = r["attribution"], r["confusions"], r["deep_dive"]
     mdl = r["model"]
@@ -105,7 +129,8 @@ def render_markdown(r: dict) -> str:
     n_cl = sum(vc.values())
     L = ["# How a small CNN reads digits: the mechanism, tested", ""]
     L += [f"Model `mnist_cnn` (weights fingerprint `{mdl['fingerprint'][:16]}`, the same identity as in the "
-          f"[feature-visualization gallery](../mnist_cnn/index.html) and the [model card](../../models/mnist_cnn.md)); "
+          f"{_cite('feature-visualization gallery', links['gallery'], 'build it with `vision-interp gallery --model mnist_cnn`')} and the "
+          f"{_cite('model card', links['card'], '`mnist_cnn.md` beside the checkpoint')}); "
           f"test accuracy {100 * ev['accuracy']:.2f}% on {ev['test_images']} images; {r['config']['eval_images']} test images analysed; seed {r['config']['seed']}.", ""]
     if "completeness" in r:  # what the named parts and the sparse replacement model carry: the two headline figures
         from ..features.completeness import completeness_headline
@@ -127,7 +152,7 @@ def render_markdown(r: dict) -> str:
     L += ["</details>", ""]
     if "completeness" in r:  # per digit, the pruned attribution graph beside the neuron-level clauses
         from ..features.completeness import completeness_by_digit
-        L += [completeness_by_digit(r["completeness"])]
+        L += [completeness_by_digit({**r["completeness"], "graphs_page": links["graphs"]})]
     L += ["## Classifier weights behind each clause", ""] + _figs(r, "circuits")
     # conv1
     n_beat = sum(u["exact_optimum_value"] >= u["best_test_value"] for u in c1["units"])
@@ -319,7 +344,7 @@ def render_html(md: str) -> str:
 
 def write_report(results: dict, out: str | os.PathLike) -> tuple[Path, Path]:
     out = Path(out)
-    md = render_markdown(results)
+    md = render_markdown(results, report_links(out))
     p_md = vio.atomic_write_text(out / "report.md", md)
     p_html = vio.atomic_write_text(out / "report.html", render_html(md))
     vio.save_json(out / "labels.json", labels(results))

@@ -160,6 +160,8 @@ def completeness_by_digit(c: dict) -> str:
         lines.append(f"| {d} | {s['influence_at_clause_positions']:.0%} | {s['influence_on_clause_channels']:.0%} | {tops} |")
     if c.get("graphs_page"):
         lines += ["", f"The attribution graph of each digit: [graphs per digit]({c['graphs_page']})."]
+    else:
+        lines += ["", "The attribution graph of each digit: `vision-interp transcoder --gallery DIR` writes one page per digit."]
     lines += ["", "Agreement is the share of the pruned graph's last-block feature influence at the positions (or on the channels) "
               "that the digit's clauses name; the rest is where the graph and the neuron-level clauses differ.", ""]
     return "\n".join(lines)
