@@ -146,6 +146,8 @@ def test_cards_on_click_and_enter_arrow_keys_and_highlighted_edges(driver, page)
     assert driver.find_element(By.ID, "card").text.splitlines()[0] == label  # focus shows the card of the node moved to
     driver.find_element(By.ID, "zoom-in").click()
     assert driver.execute_script("return d3.zoomTransform(document.querySelector('#graph svg')).k") == pytest.approx(1.6)
+    r = float(driver.find_element(By.CSS_SELECTOR, f"#n{logit_id}").get_attribute("r"))
+    assert r == pytest.approx(9.5 / 1.6, abs=0.01)  # zooming spreads the nodes apart; they keep their size on screen
     assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 

@@ -174,6 +174,7 @@ main { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
 .node { cursor: pointer; stroke: #fff; stroke-width: 0.8; }
 .node:focus, .node.sel { stroke: #000; stroke-width: 2.5; outline: none; }
 .edge { fill: none; }
+.edge, .node { vector-effect: non-scaling-stroke; }
 .edge.dim { stroke-opacity: 0.04; }
 .edge.in, .edge.out { stroke-opacity: 0.95; }
 #tools { margin: 4px 0; } #tools button { font: inherit; }
@@ -235,7 +236,7 @@ const link = d3.linkHorizontal().x(n => n.cx).y(n => n.cy);
 const svg = d3.select(graph).append("svg").attr("viewBox", `0 0 ${W} ${H}`).attr("role", "group")
   .attr("aria-label", "attribution graph");
 const view = svg.append("g").attr("class", "view");
-view.append("g").selectAll("text").data(columns).join("text").attr("class", "col").attr("x", c => colX(c)).attr("y", PAD)
+const colSel = view.append("g").selectAll("text").data(columns).join("text").attr("class", "col").attr("x", c => colX(c)).attr("y", PAD)
   .attr("text-anchor", "middle").text(c => `${c} (${groups.get(c).length})`);
 const edgeSel = view.append("g").selectAll("path").data(EDGES.slice().reverse()).join("path")  // strongest drawn last, on top
   .attr("class", "edge").attr("d", e => link({source: byId.get(e.source), target: byId.get(e.target)}))
@@ -250,7 +251,12 @@ nodeSel.append("title").text(n => n.label);
 // zoom / pan: drag on the background pans, the buttons or Ctrl + wheel zoom (a plain wheel scrolls the page)
 const zoom = d3.zoom().scaleExtent([1, 12]).translateExtent([[0, 0], [W, H]])
   .filter(ev => ev.type === "wheel" ? (ev.ctrlKey || ev.metaKey) : !ev.button && !ev.target.classList.contains("node"))
-  .on("zoom", ev => view.attr("transform", ev.transform));
+  .on("zoom", ev => {  // geometric zoom for positions; nodes, labels and strokes keep their size on screen
+    const k = ev.transform.k;
+    view.attr("transform", ev.transform);
+    nodeSel.attr("r", n => (radius(n) / k).toFixed(2));
+    colSel.style("font-size", `${11 / k}px`);
+  });
 svg.call(zoom).on("dblclick.zoom", null);
 d3.select("#zoom-in").on("click", () => svg.call(zoom.scaleBy, 1.6));
 d3.select("#zoom-out").on("click", () => svg.call(zoom.scaleBy, 1 / 1.6));
