@@ -23,6 +23,7 @@ models = model_packages()
 setup(
     packages=packages + models,
     package_dir={"vision_interp.models": "models"},
+    # assets/*: vendored JavaScript (d3, its licence and README) that pages copy next to themselves;
     # gallery/assets/* matches nothing today (the gallery's CSS/JS are inline) and ships any assets added later
-    package_data={"vision_interp": ["py.typed", "gallery/assets/*"], **{name: MODEL_FILES for name in models}},
+    package_data={"vision_interp": ["py.typed", "assets/*", "gallery/assets/*"], **{name: MODEL_FILES for name in models}},
 )

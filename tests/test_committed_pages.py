@@ -1,8 +1,8 @@
 """Every committed HTML page under galleries/, as a reader opens it.
 
 Pages are found by glob, so a page added later is covered without touching this file.
-Statically (every page): every local link and image resolves to a file; every image file decodes with
-a non-zero size. In headless Chromium at 1280 px (every index, report and layer page, and the first and
+Statically (every page): every local link, script and image resolves to a file (no external reference);
+every image file decodes with a non-zero size. In headless Chromium at 1280 px (every index, report and layer page, and the first and
 last page of each folder of unit pages): no horizontal overflow, every image loads and is drawn with a
 non-zero size, no console errors, every local link resolves.
 """
@@ -45,7 +45,7 @@ def _rel(p: Path) -> str:
 
 
 class _Refs(HTMLParser):
-    """The ``src`` of every <img> and the ``href`` of every <a> and <link> of one page."""
+    """The ``src`` of every <img>, the ``href`` of every <a> and <link>, and the ``src`` of every <script> of one page."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,6 +58,8 @@ class _Refs(HTMLParser):
             self.images.append(a["src"])
         elif tag in ("a", "link") and a.get("href"):
             self.links.append(a["href"])
+        elif tag == "script" and a.get("src"):
+            self.links.append(a["src"])  # a vendored script (d3) is a local file like a link target
 
 
 def _local_target(page: Path, ref: str) -> Path | None:

@@ -53,6 +53,7 @@ def test_graph_command_checks_and_resumes(tmp_path, capsys, data_dir, one_thread
         assert message in err and "Traceback" not in err
     argv = ["graph", "--data-dir", str(data_dir), "--index", "3", "--target", "label", "--out", str(out)]
     assert main(argv) == 0 and "wrote" in capsys.readouterr().out
+    assert (out / "index.html").is_file() and (out / "static" / "d3.min.js").is_file()  # the page with the d3 it loads
     doc = json.loads((out / "graph.json").read_text())
     assert doc["label"] == doc["target"] and doc["summary"]["sum_rule_residual"] < 1e-5
     assert doc["nodes"][-1]["kind"] == "logit" and len(doc["nodes"]) == doc["summary"]["pruned_kept_nodes"] + 1

@@ -56,9 +56,11 @@ def _key(tcs: Sequence[Transcoder], image: torch.Tensor, target: int, threshold:
 
 def write_graph(model: nn.Module, tcs: Sequence[Transcoder], image: torch.Tensor, target: int, out: Path, *, source: str = "",
                 label: int | None = None, threshold: float = 0.8, pixel_group: int = 4, transcoder_names: Sequence[str] = (),
-                builder: GraphBuilder | None = None, galleries: Sequence[str | Path] = (), title: str = "") -> tuple[Path, bool]:
-    """Write ``out/graph.json`` and the page ``out/index.html`` (feature cards link into ``galleries``);
-    an existing graph for the same input, target and transcoders is kept. Returns (path, kept)."""
+                builder: GraphBuilder | None = None, galleries: Sequence[str | Path] = (), title: str = "",
+                static_dir: str | Path | None = None) -> tuple[Path, bool]:
+    """Write ``out/graph.json`` and the page ``out/index.html`` (feature cards link into ``galleries``; the d3 copy
+    it loads goes to ``static_dir``, default ``out/static``); an existing graph for the same input, target and
+    transcoders is kept. Returns (path, kept)."""
     from .graph_page import gallery_links, write_graph_page
 
     path = out / "graph.json"
@@ -70,13 +72,13 @@ def write_graph(model: nn.Module, tcs: Sequence[Transcoder], image: torch.Tensor
         except ValueError:
             doc = {}
         if doc.get("key") == key:
-            write_graph_page(doc, out / "index.html", links=links, title=title)  # cheap: the page follows the galleries
+            write_graph_page(doc, out / "index.html", links=links, title=title, static_dir=static_dir)  # cheap: the page follows the galleries
             return path, True
     builder = builder or GraphBuilder(model, tcs, pixel_group=pixel_group)
     g = builder.build(image, target)
     doc = {"key": key, "source": source, "label": label, "target": target, "transcoders": list(transcoder_names),
            "image": [[round(float(v), 4) for v in row] for row in image.reshape(-1, image.shape[-1])], **graph_json(g, threshold)}
-    write_graph_page(doc, out / "index.html", links=links, title=title)
+    write_graph_page(doc, out / "index.html", links=links, title=title, static_dir=static_dir)
     vio.save_json(path, doc)  # last: a graph.json means the page is there too
     return path, False
 
@@ -85,7 +87,8 @@ def write_digit_graphs(model: nn.Module, tcs: Sequence[Transcoder], out_dir: str
                        galleries: Sequence[str | Path] = (), transcoder_names: Sequence[str] = (), threshold: float = 0.8,
                        report: str | None = None) -> Path:
     """One graph per digit (its first MNIST test image, target = the label) in ``out_dir/digit_<d>/``,
-    and ``out_dir/index.html`` listing them with their figures (and a link to ``report`` if given)."""
+    and ``out_dir/index.html`` listing them with their figures (and a link to ``report`` if given); the pages
+    share one d3 copy, ``out_dir/static/d3.min.js``."""
     import html
 
     from ..data import load_mnist
@@ -99,7 +102,7 @@ def write_digit_graphs(model: nn.Module, tcs: Sequence[Transcoder], out_dir: str
         sub = out / f"digit_{d}"
         path, _ = write_graph(model, tcs, test.images[i], d, sub, source=f"MNIST test[{i}]", label=d, threshold=threshold,
                               transcoder_names=transcoder_names, builder=builder, galleries=galleries,
-                              title=f"Attribution graph: digit {d} (MNIST test[{i}]), logit {d}")
+                              title=f"Attribution graph: digit {d} (MNIST test[{i}]), logit {d}", static_dir=out / "static")
         s = vio.load_json(path)["summary"]
         rows.append(f"<tr><td><a href=\"digit_{d}/index.html\">digit {d}</a></td><td>test[{i}]</td><td>{s['logit']:.2f}</td>"
                     f"<td>{s['nodes']}</td><td>{s['pruned_kept_nodes']}</td><td>{s['pruned_error_share']:.1%}</td></tr>")
