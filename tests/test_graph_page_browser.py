@@ -16,7 +16,7 @@ import pytest
 from browser_support import BROWSER_MARKS, chromium_driver
 
 from vision_interp import features
-from vision_interp.features.graph_page import D3_FILE, d3_source, write_d3, write_graph_page
+from vision_interp.features.graph_page import D3_FILE, STATIC_FILES, d3_source, write_d3, write_graph_page
 from vision_interp.features.tc_graph_io import graph_json
 
 ASSETS = Path(features.__file__).resolve().parents[1] / "assets"
@@ -65,11 +65,16 @@ def test_vendored_d3_matches_its_readme_and_is_copied_once(tmp_path):
     assert first.read_bytes() == d3_source()
 
 
-def test_page_loads_d3_by_a_relative_path(tmp_path):
+def test_page_loads_d3_and_its_shared_script_by_a_relative_path(tmp_path):
     doc = {"nodes": [{"id": 0, "kind": "logit", "layer": "logits", "target": 1, "influence": 0.0}], "edges": [], "summary": {}}
     out = write_graph_page(doc, tmp_path / "g" / "index.html", static_dir=tmp_path / "shared")
     text = out.read_text()
     assert '<script src="../shared/d3.min.js"></script>' in text and (tmp_path / "shared" / D3_FILE).is_file()
+    # the drawing code and style are one shared copy per folder, not repeated in every page
+    assert '<script src="../shared/graph_page.js"></script>' in text and '<link rel="stylesheet" href="../shared/graph_page.css">' in text
+    for name in STATIC_FILES:
+        assert (tmp_path / "shared" / name).read_bytes() == (ASSETS / name).read_bytes()
+    assert "d3.select" not in text and len(text) < 8000
     assert "http://" not in text and "https://" not in text  # no CDN, nothing fetched from the network
 
 
@@ -171,7 +176,7 @@ def test_no_network_only_the_local_d3_is_fetched(driver, page):
     finally:
         server.shutdown()
         server.server_close()
-    assert f"{origin}/static/{D3_FILE}" in names
+    assert {f"{origin}/static/{name}" for name in STATIC_FILES} <= set(names)
     assert all(n.startswith(origin + "/") for n in names), names
 
 

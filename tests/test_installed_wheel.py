@@ -94,7 +94,8 @@ def test_the_wheel_carries_models_cards_licence_and_readme(installed):
     assert committed and all(f"vision_interp/{rel}" in names for rel in committed), "every committed model file ships"
     assert {"vision_interp/models/mnist_cnn.md", "vision_interp/models/induction_2l/README.md"} <= names  # cards
     assert "vision_interp/py.typed" in names
-    assert {"vision_interp/assets/d3.min.js", "vision_interp/assets/LICENSE.d3"} <= names  # vendored d3 for the graph page
+    assert {"vision_interp/assets/d3.min.js", "vision_interp/assets/LICENSE.d3", "vision_interp/assets/graph_page.js",
+            "vision_interp/assets/graph_page.css"} <= names  # vendored d3 and the graph page's shared script and style
     dist_info = f"vision_interp-{VERSION}.dist-info"
     assert f"{dist_info}/licenses/LICENSE" in names
     meta = zipfile.ZipFile(installed["wheel"]).read(f"{dist_info}/METADATA").decode()

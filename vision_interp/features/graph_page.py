@@ -28,19 +28,29 @@ __all__ = ["graph_page_html", "write_graph_page", "gallery_links", "graph_svg", 
 
 WIDTH, HEIGHT, PAD = 960, 620, 24
 D3_FILE = "d3.min.js"
+STATIC_FILES = (D3_FILE, "graph_page.js", "graph_page.css")  # what every page loads, one shared copy per folder
+
+
+def _asset(name: str) -> bytes:
+    return (importlib.resources.files("vision_interp") / "assets" / name).read_bytes()
 
 
 def d3_source() -> bytes:
     """The vendored d3 bundle (package data; version and sha256 in ``vision_interp/assets/README.md``)."""
-    return (importlib.resources.files("vision_interp") / "assets" / D3_FILE).read_bytes()
+    return _asset(D3_FILE)
+
+
+def write_static(static_dir: str | Path, name: str) -> Path:
+    """``static_dir/name`` from the package's assets, written atomically unless an identical copy is there."""
+    path, data = Path(static_dir) / name, _asset(name)
+    if path.is_file() and path.read_bytes() == data:
+        return path
+    return vio.atomic_write_bytes(path, data)
 
 
 def write_d3(static_dir: str | Path) -> Path:
     """``static_dir/d3.min.js``, written atomically unless an identical copy is already there."""
-    path, data = Path(static_dir) / D3_FILE, d3_source()
-    if path.is_file() and path.read_bytes() == data:
-        return path
-    return vio.atomic_write_bytes(path, data)
+    return write_static(static_dir, D3_FILE)
 
 
 def _column(n: dict) -> str:
@@ -137,15 +147,16 @@ def _json_script(obj) -> str:
 
 
 def graph_page_html(doc: dict, *, links: dict[str, dict] | None = None, title: str = "", max_edges: int = 400,
-                    d3_src: str = f"static/{D3_FILE}") -> str:
+                    static: str = "static") -> str:
     """The page for a graph document (:func:`vision_interp.features.tc_graph_io.graph_json` plus its header);
-    ``d3_src`` is the relative URL of the d3 copy (see :func:`write_graph_page`)."""
+    ``static`` is the relative URL of the folder holding :data:`STATIC_FILES` (see :func:`write_graph_page`)."""
     links = links or {}
     edges = [{k: e[k] for k in ("source", "target", "weight", "flow") if k in e} for e in doc["edges"][:max_edges]]
     title = html.escape(title or f"Attribution graph: {doc.get('source', '')}")
-    subs = {"%%TITLE%%": title, "%%HEAD%%": graph_head(doc), "%%D3%%": html.escape(d3_src),
-            "%%FALLBACK%%": graph_svg(doc, max_edges=max_edges),
-            "%%NODES%%": _json_script([_node_data(n, links) for n in doc["nodes"]]), "%%EDGES%%": _json_script(edges)}
+    base = html.escape(static.rstrip("/"))
+    subs = {"%%TITLE%%": title, "%%HEAD%%": graph_head(doc), "%%D3%%": f"{base}/{D3_FILE}", "%%JS%%": f"{base}/graph_page.js",
+            "%%CSS%%": f"{base}/graph_page.css", "%%FALLBACK%%": graph_svg(doc, max_edges=max_edges),
+            "%%DATA%%": _json_script({"nodes": [_node_data(n, links) for n in doc["nodes"]], "edges": edges})}
     page = PAGE
     for key, value in subs.items():
         page = page.replace(key, value)
@@ -154,37 +165,21 @@ def graph_page_html(doc: dict, *, links: dict[str, dict] | None = None, title: s
 
 def write_graph_page(doc: dict, out: str | Path, *, links: dict[str, dict] | None = None, title: str = "",
                      static_dir: str | Path | None = None) -> Path:
-    """Write ``out`` (an .html file) atomically, and the d3 copy it loads into ``static_dir``
-    (default ``<out's folder>/static``; a set of pages can share one folder)."""
+    """Write ``out`` (an .html file) atomically, and the d3 copy, script and style it loads into ``static_dir``
+    (default ``<out's folder>/static``; a set of pages shares one folder)."""
     out = Path(out)
-    d3 = write_d3(static_dir if static_dir is not None else out.parent / "static")
-    src = Path(os.path.relpath(d3, out.parent)).as_posix()
-    return vio.atomic_write_text(out, graph_page_html(doc, links=links, title=title, d3_src=src))
+    folder = Path(static_dir) if static_dir is not None else out.parent / "static"
+    for name in STATIC_FILES:
+        write_static(folder, name)
+    rel = Path(os.path.relpath(folder, out.parent)).as_posix()
+    return vio.atomic_write_text(out, graph_page_html(doc, links=links, title=title, static=rel))
 
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>%%TITLE%%</title>
-<style>
-body { font: 14px/1.4 system-ui, sans-serif; margin: 0; padding: 12px; box-sizing: border-box; max-width: 100%; }
-main { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
-#graph { flex: 1 1 600px; min-width: 0; }
-#graph svg { width: 100%; height: auto; display: block; border: 1px solid #ddd; cursor: grab; }
-.col { font-size: 11px; fill: #333; }
-.node { cursor: pointer; stroke: #fff; stroke-width: 0.8; }
-.node:focus, .node.sel { stroke: #000; stroke-width: 2.5; outline: none; }
-.edge { fill: none; }
-.edge, .node { vector-effect: non-scaling-stroke; }
-.edge.dim { stroke-opacity: 0.04; }
-.edge.in, .edge.out { stroke-opacity: 0.95; }
-#tools { margin: 4px 0; } #tools button { font: inherit; }
-.key { display: inline-block; width: 10px; height: 10px; border-radius: 50%; vertical-align: -1px; }
-.line { display: inline-block; width: 18px; height: 3px; vertical-align: 3px; }
-#card { flex: 0 1 300px; min-width: 0; border: 1px solid #ddd; padding: 8px; overflow-wrap: anywhere; }
-#card table { border-collapse: collapse; width: 100%; } #card td { padding: 1px 4px; vertical-align: top; }
-#card button.go { font: inherit; border: 0; background: none; padding: 0; color: #0645ad; text-decoration: underline;
-  cursor: pointer; text-align: left; overflow-wrap: anywhere; }
-</style></head>
+<link rel="stylesheet" href="%%CSS%%">
+</head>
 <body>
 <h1>%%TITLE%%</h1>
 <p id="summary">%%HEAD%%</p>
@@ -200,118 +195,10 @@ shows a node. Drag pans; the buttons or Ctrl + wheel zoom.</p>
 <button type="button" id="zoom-reset">reset view</button></div>
 <main><div id="graph"><noscript id="fallback">%%FALLBACK%%</noscript></div>
 <aside id="card" aria-live="polite"><p>Select a node.</p></aside></main>
+<script id="graph-data" type="application/json">%%DATA%%</script>
 <script src="%%D3%%"></script>
-<script>
-(function () {
-"use strict";
-const NODES = %%NODES%%;
-const EDGES = %%EDGES%%;
-const W = 960, H = 760, PAD = 24, TOP = 48;
-const RED = "#b2182b", BLUE = "#2166ac";  // the package's sign colours: red raises the target, blue lowers it
-const FILL = {pixels: "#999", feature: "#4d9221", error: "#e08214", logit: "#542788"};
-const graph = document.getElementById("graph");
-if (!window.d3) {  // the d3 copy is missing: show the static drawing instead of nothing
-  graph.innerHTML = document.getElementById("fallback").textContent;
-  return;
-}
-const byId = new Map(NODES.map(n => [n.id, n]));
-// columns in the graph's order; inside a column by position (row-major), then feature
-const columns = Array.from(new Set(NODES.map(n => n.col)));
-const groups = d3.group(NODES, n => n.col);
-const colX = d3.scalePoint().domain(columns).range([PAD, W - PAD]).padding(0.5);
-const cols = columns.map((c, ci) => {
-  const members = groups.get(c).slice().sort((a, b) => d3.ascending(a.y ?? 0, b.y ?? 0) || d3.ascending(a.x ?? 0, b.x ?? 0)
-    || d3.ascending(a.feature ?? 0, b.feature ?? 0) || d3.ascending(a.id, b.id));
-  const y = d3.scalePoint().domain(members.map(n => n.id)).range([TOP, H - PAD]).padding(0.5);
-  members.forEach((n, k) => Object.assign(n, {cx: colX(c), cy: y(n.id), ci, k}));
-  return members;
-});
-const imax = d3.max(NODES, n => n.kind === "logit" ? 0 : n.influence) || 1;
-const radius = n => n.kind === "logit" ? 9.5 : 2.5 + 7 * Math.sqrt(Math.max(n.influence, 0) / imax);
-const carried = e => e.flow ?? Math.abs(e.weight);  // influence the edge carries (|weight| for older files)
-const fmax = d3.max(EDGES, carried) || 1;
-const strength = e => Math.sqrt(carried(e) / fmax);
-const link = d3.linkHorizontal().x(n => n.cx).y(n => n.cy);
-
-const svg = d3.select(graph).append("svg").attr("viewBox", `0 0 ${W} ${H}`).attr("role", "group")
-  .attr("aria-label", "attribution graph");
-const view = svg.append("g").attr("class", "view");
-const colSel = view.append("g").selectAll("text").data(columns).join("text").attr("class", "col").attr("x", c => colX(c)).attr("y", PAD)
-  .attr("text-anchor", "middle").text(c => `${c} (${groups.get(c).length})`);
-const edgeSel = view.append("g").selectAll("path").data(EDGES.slice().reverse()).join("path")  // strongest drawn last, on top
-  .attr("class", "edge").attr("d", e => link({source: byId.get(e.source), target: byId.get(e.target)}))
-  .attr("stroke", e => e.weight > 0 ? RED : BLUE).attr("stroke-width", e => (0.3 + 3 * strength(e)).toFixed(2))
-  .attr("stroke-opacity", e => (0.15 + 0.7 * strength(e)).toFixed(2));
-const nodeSel = view.append("g").selectAll("circle").data(cols.flat()).join("circle")  // DOM order = Tab order
-  .attr("class", "node").attr("id", n => `n${n.id}`).attr("data-id", n => n.id).attr("tabindex", 0).attr("role", "button")
-  .attr("aria-label", n => n.label).attr("cx", n => n.cx.toFixed(1)).attr("cy", n => n.cy.toFixed(1))
-  .attr("r", n => radius(n).toFixed(2)).attr("fill", n => FILL[n.kind]);
-nodeSel.append("title").text(n => n.label);
-
-// zoom / pan: drag on the background pans, the buttons or Ctrl + wheel zoom (a plain wheel scrolls the page)
-const zoom = d3.zoom().scaleExtent([1, 12]).translateExtent([[0, 0], [W, H]])
-  .filter(ev => ev.type === "wheel" ? (ev.ctrlKey || ev.metaKey) : !ev.button && !ev.target.classList.contains("node"))
-  .on("zoom", ev => {  // geometric zoom for positions; nodes, labels and strokes keep their size on screen
-    const k = ev.transform.k;
-    view.attr("transform", ev.transform);
-    nodeSel.attr("r", n => (radius(n) / k).toFixed(2));
-    colSel.style("font-size", `${11 / k}px`);
-  });
-svg.call(zoom).on("dblclick.zoom", null);
-d3.select("#zoom-in").on("click", () => svg.call(zoom.scaleBy, 1.6));
-d3.select("#zoom-out").on("click", () => svg.call(zoom.scaleBy, 1 / 1.6));
-d3.select("#zoom-reset").on("click", () => svg.call(zoom.transform, d3.zoomIdentity));
-
-const fmt = v => v === null || v === undefined ? "" : (Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(4));
-const esc = s => String(s).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]);
-const row = (e, other) => `<tr><td><button type="button" class="go" data-go="${other}">${esc(byId.get(other).label)}</button></td>` +
-  `<td>${fmt(e.weight)}</td></tr>`;
-
-function card(n) {
-  const ins = EDGES.filter(e => e.target === n.id).slice(0, 5), outs = EDGES.filter(e => e.source === n.id).slice(0, 5);
-  let h = `<h2>${esc(n.label)}</h2><table><tr><td>kind</td><td>${n.kind}</td></tr><tr><td>value</td><td>${fmt(n.value)}</td></tr>` +
-    `<tr><td>influence</td><td>${fmt(n.influence)}</td></tr><tr><td>total effect on logit</td><td>${fmt(n.total_effect)}</td></tr>` +
-    (n.bias !== null && n.bias !== undefined ? `<tr><td>bias</td><td>${fmt(n.bias)}</td></tr>` : "") + "</table>";
-  if (ins.length) h += `<h3>strongest inputs</h3><table>${ins.map(e => row(e, e.source)).join("")}</table>`;
-  if (outs.length) h += `<h3>strongest outputs</h3><table>${outs.map(e => row(e, e.target)).join("")}</table>`;
-  if (n.link) {
-    if (n.link.image) h += `<p><img src="${esc(n.link.image)}" alt="feature visualization" width="112" height="112"></p>`;
-    if (n.link.examples && n.link.examples.length) h += "<p>top dataset examples:<br>" +
-      n.link.examples.map(e => `<img src="${esc(e)}" alt="dataset example" width="48" height="48">`).join(" ") + "</p>";
-    h += `<p><a href="${esc(n.link.page)}">gallery page of this feature</a></p>`;
-  }
-  return h;
-}
-
-function show(n) {  // the node's card, and its incoming / outgoing edges highlighted
-  nodeSel.classed("sel", m => m === n);
-  edgeSel.classed("in", e => e.target === n.id).classed("out", e => e.source === n.id)
-    .classed("dim", e => e.target !== n.id && e.source !== n.id);
-  const el = document.getElementById("card");
-  el.innerHTML = card(n);
-  d3.select(el).selectAll("button.go").on("click", function () { focusNode(byId.get(+this.dataset.go)); });
-}
-
-function focusNode(n) {  // keep the node in view when zoomed in
-  if (d3.zoomTransform(svg.node()).k > 1) svg.call(zoom.translateTo, n.cx, n.cy);
-  document.getElementById(`n${n.id}`).focus();
-}
-
-function neighbour(n, key) {  // up/down within the column, left/right to the nearest node of the next column
-  const col = cols[n.ci];
-  if (key === "ArrowDown") return col[Math.min(n.k + 1, col.length - 1)];
-  if (key === "ArrowUp") return col[Math.max(n.k - 1, 0)];
-  const other = cols[n.ci + ({ArrowRight: 1, ArrowLeft: -1}[key] || 0)];
-  return key in {ArrowRight: 1, ArrowLeft: 1} && other ? d3.least(other, m => Math.abs(m.cy - n.cy)) : null;
-}
-
-nodeSel.on("click", (ev, n) => show(n)).on("mouseenter", (ev, n) => show(n)).on("focus", (ev, n) => show(n))
-  .on("keydown", (ev, n) => {
-    if (ev.key === "Enter" || ev.key === " ") { show(n); ev.preventDefault(); return; }
-    const next = neighbour(n, ev.key);
-    if (next) { focusNode(next); ev.preventDefault(); }
-  });
-})();
-</script>
+<script src="%%JS%%"></script>
+<script>if (!document.querySelector("#graph svg")) {  // a static file missing: the drawing without script instead of nothing
+  document.getElementById("graph").innerHTML = document.getElementById("fallback").textContent; }</script>
 </body></html>
 """

@@ -88,7 +88,7 @@ def write_digit_graphs(model: nn.Module, tcs: Sequence[Transcoder], out_dir: str
                        report: str | None = None) -> Path:
     """One graph per digit (its first MNIST test image, target = the label) in ``out_dir/digit_<d>/``,
     and ``out_dir/index.html`` listing them with their figures (and a link to ``report`` if given); the pages
-    share one d3 copy, ``out_dir/static/d3.min.js``."""
+    share one copy of d3 and of the page's script and style, ``out_dir/static/``."""
     import html
 
     from ..data import load_mnist
