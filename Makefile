@@ -22,6 +22,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	# A real trained third-party CNN for the conformance tests (MTCNN's ONet; weights ship in the wheel).
+	# --no-deps: its package imports torchvision, which the tests never import (see tests/third_party.py).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps facenet-pytorch==2.6.0
 	touch $@
 
 install: $(VENV)/.installed

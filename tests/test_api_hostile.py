@@ -43,84 +43,14 @@ from vision_interp import universality as U
 from vision_interp import zoo as Z
 from vision_interp.units import UnitRangeError, UnknownLayerError
 
+from hostile_support import (BNNet, Case, E, IE, NF, TE, VE, _mixed, assert_same_state, full_state,  # noqa: F401
+                             is_tensor_shape)
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "api_errors.md"
 PACKAGES = ["vision_interp"] + [f"vision_interp.{p}" for p in
                                 ("attribution", "circuits", "data", "exercises", "features", "featvis", "gallery",
                                  "transformer", "universality", "zoo")]
-
-
-@dataclass
-class Case:
-    fn: Callable  # the public function under test
-    what: str  # the hostile argument, in words (the docs table)
-    call: Callable[[SimpleNamespace], Any]
-    expect: type[BaseException] | Callable[[Any], bool]  # an error type, or a check of the result
-    names: str = ""  # a word the error message must contain (the argument's name)
-
-    @property
-    def id(self) -> str:
-        return f"{self.fn.__name__}: {self.what}"
-
-    @property
-    def outcome(self) -> str:
-        if isinstance(self.expect, type):
-            return f"{self.expect.__name__}" + (f", message contains `{self.names}`" if self.names else "")
-        return "correct result: " + (self.names or "checked")
-
-
-# ----------------------------------------------------------------------------------- the models
-
-
-class BNNet(nn.Module):
-    """Conv + BatchNorm + Dropout: train mode would update statistics and randomise outputs."""
-
-    input_shape = (1, 12, 12)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3)
-        self.bn = nn.BatchNorm2d(4)
-        self.relu = nn.ReLU()
-        self.drop = nn.Dropout(0.5)
-        self.flat = nn.Flatten()
-        self.fc = nn.Linear(4 * 10 * 10, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.flat(self.drop(self.relu(self.bn(self.conv(x))))))
-
-
-def _mixed(model: nn.Module, eval_child: str) -> nn.Module:
-    model.train()
-    model.get_submodule(eval_child).eval()
-    params = list(model.parameters())
-    for i, p in enumerate(params):
-        p.requires_grad_(i != 0)
-    return model
-
-
-def full_state(model: nn.Module) -> dict:
-    """Everything the user could notice: modes, requires_grad, values, buffers, hooks, grad mode."""
-    hooks = {n: tuple(len(getattr(m, a)) for a in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks"))
-             for n, m in model.named_modules()}
-    return {
-        "modes": {n: m.training for n, m in model.named_modules()},
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "params": {n: p.detach().clone() for n, p in model.named_parameters()},
-        "grads": {n: p.grad is None for n, p in model.named_parameters()},
-        "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
-        "hooks": hooks,
-        "grad_enabled": torch.is_grad_enabled(),
-    }
-
-
-def assert_same_state(before: dict, after: dict, label: str) -> None:
-    for key in ("modes", "requires_grad", "grads", "hooks", "grad_enabled"):
-        assert before[key] == after[key], f"{label}: {key} changed"
-    for key in ("params", "buffers"):
-        assert before[key].keys() == after[key].keys(), f"{label}: {key} names changed"
-        for n in before[key]:
-            assert torch.equal(before[key][n], after[key][n]), f"{label}: {key} {n} changed"
 
 
 @pytest.fixture(scope="module")
@@ -147,17 +77,13 @@ def env(tmp_path_factory) -> SimpleNamespace:
     inf = x.clone()
     inf[1, 0, 5, 5] = float("inf")
     tc1, tc2 = F.load_transcoder("mnist_cnn_conv1_tc"), F.load_transcoder("mnist_cnn_conv2_tc")
-    return SimpleNamespace(m=m, bn=bn, gpt=gpt, x=x, x1=x[:1], nan=nan, inf=inf, tokens=tokens, d=dictionary, tmp=tmp,
-                           bad_dict=bad_dict, wrong_keys=wrong_keys, w=torch.rand(4, 3, 5, 5) - 0.5, tc1=tc1, tc2=tc2,
-                           tcs=[tc1, tc2])
-
-
-E = SimpleNamespace  # type alias for the lambdas below
-VE, TE, IE, NF = ValueError, TypeError, IndexError, checks.NonFiniteError
-
-
-def is_tensor_shape(*shape: int) -> Callable[[Any], bool]:
-    return lambda r: isinstance(r, torch.Tensor) and tuple(r.shape) == shape and bool(torch.isfinite(r).all())
+    e = SimpleNamespace(m=m, bn=bn, gpt=gpt, x=x, x1=x[:1], nan=nan, inf=inf, tokens=tokens, d=dictionary, tmp=tmp,
+                        bad_dict=bad_dict, wrong_keys=wrong_keys, w=torch.rand(4, 3, 5, 5) - 0.5, tc1=tc1, tc2=tc2,
+                        tcs=[tc1, tc2])
+    for area in _area_modules():
+        if hasattr(area, "extend_env"):
+            area.extend_env(e)
+    return e
 
 
 CASES: list[Case] = [
@@ -519,6 +445,15 @@ CASES: list[Case] = [
     Case(vi.display.show, "a batch of images", lambda e: vi.display.show(e.x), lambda r: "<img" in r._repr_html_(), "HTML with pictures"),
     Case(U.seed_models_dir, "a seed that is not an integer", lambda e: U.seed_models_dir(["a"]), TE, "seed"),
 ]
+
+
+def _area_modules() -> list[Any]:
+    """The area files ``tests/hostile_cases_*.py``, sorted by name: each adds its ``CASES`` here."""
+    return [importlib.import_module(p.stem) for p in sorted(Path(__file__).parent.glob("hostile_cases_*.py"))]
+
+
+for _area in _area_modules():
+    CASES += _area.CASES
 
 
 def _junk(e: SimpleNamespace, name: str) -> Path:
