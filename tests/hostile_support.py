@@ -21,6 +21,16 @@ class Case:
     call: Callable[[SimpleNamespace], Any]
     expect: type[BaseException] | Callable[[Any], bool]  # an error type, or a check of the result
     names: str = ""  # a word the error message must contain (the argument's name)
+    arg: str = ""  # the parameter this case is about, when neither `what` nor `names` says it
+
+    def covers(self, param: str) -> bool:
+        """Whether this case exercises ``param`` (named in ``arg``, ``names`` or ``what``, as a word)."""
+        import re
+
+        if self.arg:
+            return param in [a.strip() for a in self.arg.split(",")]
+        text = f"{self.what} {self.names}"
+        return re.search(rf"(?<![A-Za-z0-9_]){re.escape(param)}(?![A-Za-z0-9_])", text) is not None
 
     @property
     def id(self) -> str:

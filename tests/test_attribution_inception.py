@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vision_interp.attribution import METHODS, attribute, layer_attribution
+from vision_interp.attribution import METHODS, UnsupportedModelError, attribute, layer_attribution
 from vision_interp.zoo import inceptionv1
 
 CHEAP = {
@@ -28,6 +28,10 @@ def model():
 def test_every_method_on_inceptionv1(model):
     x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     for method in METHODS:
+        if method == "deeplift":  # LocalResponseNorm and MaxPoolSame have no DeepLift rule: refused, measured
+            with pytest.raises(UnsupportedModelError, match=r"localresponsenorm0 \(LocalResponseNorm"):
+                attribute(model, x, "mixed3a:7", method)
+            continue
         a = attribute(model, x, "mixed3a:7", method, **CHEAP.get(method, {}))
         assert a.shape == x.shape and torch.isfinite(a).all(), method
     cam = attribute(model, x, 5, "gradcam")  # default layer: mixed5b, the last spatial layer

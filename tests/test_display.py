@@ -210,3 +210,49 @@ def test_attribution_graph_shows_its_pruned_drawing_and_figures():
     assert 'stroke="#2166ac"' in html and f"{g.summary()['nodes']} nodes" in text
     _short(repr(g))
     assert f"target {g.target}" in repr(g) and "sum-rule residual" in repr(g)
+
+
+def test_gallery_result_shows_what_the_call_did_and_its_pictures(tmp_path):
+    """A GalleryResult (hand-made manifest, two real PNG files) shows its counts, its layers, each unit's picture
+    embedded (the view travels without the folder) with its label, and says when the gallery is incomplete."""
+    from vision_interp.gallery.plan import GalleryResult
+    from vision_interp.images import save_png
+
+    torch.manual_seed(0)
+    for c in (0, 1):
+        save_png(torch.rand(1, 28, 28), tmp_path / f"img/{c}.png")
+    manifest = {"layers": [{"name": "conv2", "units": 2, "shape": [64, 14, 14]}], "labels": {"conv2:1": {"name": "loops"}},
+                "units": {f"conv2:{c}": {"files": {"main": f"img/{c}.png"}} for c in (0, 1)}}
+    res = GalleryResult(tmp_path, True, 2, 3, 1.25, manifest)
+    html = display.html(res)
+    _, text = check_html(html)
+    assert html.count("data:image/png;base64,") == 2 and "loops" in text and "conv2:0" in text
+    assert "2 units rendered by this call, 3 already there" in text and "64 x 14 x 14" in text
+    assert "incomplete" not in text
+    assert "incomplete" in display.html(GalleryResult(tmp_path, False, 0, 0, 0.0, manifest))
+    t = display.text(res)
+    _short(t)
+    assert "2 units" in t and "complete" in t
+    assert display.html(GalleryResult(tmp_path, True, 0, 0, 0.0, None)).count("<img") == 0  # no manifest: no pictures
+
+
+def test_universality_result_shows_matches_against_controls():
+    """Two models that share units and one control that does not: the table shows the median best match (near
+    1 for copies), the control's median (low) and the verdict by the report's margin rule."""
+    from vision_interp.universality.matching import match_layer
+    from vision_interp.universality.study import UniversalityConfig, UniversalityResult
+
+    torch.manual_seed(0)
+    a = torch.randn(500, 6)
+    b = a[:, torch.randperm(6)] + 0.05 * torch.randn(500, 6)  # the same units, permuted
+    lm = match_layer({"A": a, "B": b}, controls={"random": torch.randn(500, 6)}, layer="conv1")
+    res = UniversalityResult(UniversalityConfig(layers=("conv1",), feature_layer=None, images=50), {"conv1": lm}, {}, {})
+    html = res._repr_html_()
+    _, text = check_html(html)
+    med = float(lm.best_match_values().median())
+    ctrl = float(lm.control_best_values("random").median())
+    assert med > 0.95 and ctrl < 0.3
+    assert f"{med:.3f}" in text and f"random {ctrl:.3f}" in text and "above chance (margin" in text
+    assert "100.0%" in text  # every unit matched in the other model
+    _short(repr(res))
+    assert "conv1 median best match" in repr(res)

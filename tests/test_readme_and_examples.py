@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
 BUDGET_S = 240  # per notebook on a loaded 2-core machine; about 15-25 s each when it is quiet
-RICH = {"01": 3, "02": 7, "03": 4, "04": 1}  # rich displays each tutorial makes (every cell ending in a result)
+RICH = {"01": 3, "02": 7, "03": 4, "04": 1, "05": 1}  # rich displays each tutorial makes (every cell ending in a result)
 
 
 def test_readme_blocks_are_found_and_raises_lines_are_checked():
@@ -46,7 +46,7 @@ def test_readme_tour_runs(data_dir, tmp_path, monkeypatch):
 
 def test_notebooks_are_stored_without_outputs():
     nbformat = pytest.importorskip("nbformat")
-    assert len(NOTEBOOKS) == 4
+    assert len(NOTEBOOKS) == 5
     for p in NOTEBOOKS:
         nb = nbformat.read(p, as_version=4)
         nbformat.validate(nb)

@@ -19,7 +19,7 @@ from .attribution import (LayerAttribution, attribute, attribute_dataset, ig_com
 from .checks import FileContentError, InputError, InputTypeError, NonFiniteError
 from .model_state import ModelBusyError
 from .capture import ActivationCache, LayerNotReachedError, capture, capture_dataset, hooks, run_with_cache
-from .circuits import (CircuitError, circuit_diagram, classifier_view, connection_weights, direct_weights,
+from .circuits import (CircuitError, LinearizationError, circuit_diagram, classifier_view, connection_weights, direct_weights,
                        expanded_weights, layer_neuron_groups, neuron_groups, top_connections)
 from .featvis import RenderResult, render, visualize, visualize_layer
 from .trace import Trace, TraceError, Window, trace
@@ -90,7 +90,7 @@ __all__ = [
     "ig_completeness", "randomization_test",
     # circuits
     "circuits", "direct_weights", "expanded_weights", "connection_weights", "top_connections", "classifier_view",
-    "neuron_groups", "layer_neuron_groups", "circuit_diagram", "CircuitError",
+    "neuron_groups", "layer_neuron_groups", "circuit_diagram", "CircuitError", "LinearizationError",
     # lazily imported
     *_LAZY,
 ]

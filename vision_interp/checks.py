@@ -10,6 +10,13 @@ or a tensor that broadcasts to the images), integers (counts, sizes), class targ
 (dtype, vocabulary, context length), and state dicts read from files (keys and shapes). Unit
 names and ranges live in :mod:`.units` (``resolve_unit`` and :func:`.units.check_unit_range`).
 
+**Integer ids** (channels, feature ids, class indices, positions, counts): a Python ``int``, a NumPy integer
+or a one-element integer tensor. A ``bool`` is refused, and so is *every* float, also an integral one such as
+``3.0`` or ``torch.tensor(3.0)``: an id is never read from a float, so ``2.7`` cannot become channel 2 and the
+rule has no tolerance to argue about (``check_index``, ``check_int``, ``check_class_target``, and
+:mod:`.units` for channels and positions of units). The error is :class:`IdTypeError` (a ``TypeError``, and a
+``ValueError`` for callers that catch bad unit specs as such) and starts with the argument's name.
+
 Non-finite values are never passed on silently: NaN or inf in an input is an error; a method's
 result that is not finite is an error naming the result (:func:`check_finite_result`).
 """
@@ -23,14 +30,16 @@ import torch
 from torch import nn
 
 __all__ = [
-    "InputError", "InputTypeError", "NonFiniteError", "FileContentError", "TargetRangeError",
-    "check_model", "check_instance", "check_matrix", "check_images", "check_baselines", "check_int", "check_number", "check_finite", "check_finite_result",
+    "InputError", "InputTypeError", "IdTypeError", "NonFiniteError", "FileContentError", "TargetRangeError",
+    "check_model", "check_instance", "check_index", "is_integer_id", "check_input_shape", "check_matrix", "check_images", "check_baselines", "check_int", "check_number", "check_finite", "check_finite_result",
     "check_class_target", "check_token_ids", "check_state_dict", "check_window",
 ]
 
 
-from .errors import (FileContentError, InputError, InputTypeError, NonFiniteError, TargetRangeError,  # noqa: F401
-                     check_model)
+import numpy as np
+
+from .errors import (FileContentError, IdTypeError, InputError, InputTypeError, NonFiniteError,  # noqa: F401
+                     TargetRangeError, check_input_shape, check_model)
 
 
 def check_instance(value: Any, cls: type | tuple[type, ...], arg: str) -> Any:
@@ -173,13 +182,55 @@ def check_baselines(baselines: Any, x: torch.Tensor, *, arg: str = "baselines") 
     return (b[None] if b.ndim == 3 else b).expand_as(x).contiguous()
 
 
+def is_integer_id(value: Any) -> bool:
+    """Whether ``value`` may be read as an integer id: an int, a NumPy integer, or a one-element integer
+    tensor or array (never a bool, never a float, also not ``3.0``; see the module docstring)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    if isinstance(value, np.ndarray):
+        return value.size == 1 and np.issubdtype(value.dtype, np.integer)
+    return False
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor" + (f" ({value.item()!r})" if value.numel() == 1 else f" of shape {tuple(value.shape)}")
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def check_index(value: Any, arg: str, *, minimum: int | None = None, maximum: int | None = None,
+                what: str = "an integer") -> int:
+    """An integer id (see the module docstring: floats, also ``3.0``, and bools are refused), within
+    ``[minimum, maximum]``; returns it as a Python int."""
+    if not is_integer_id(value):
+        hint = ""
+        if isinstance(value, (float, np.floating)) and math.isfinite(float(value)):
+            hint = f" (write {int(value)} if that is the id you mean)" if float(value).is_integer() else \
+                " (an id is never rounded or truncated)"
+        elif isinstance(value, torch.Tensor) and value.is_floating_point():
+            hint = " (e.g. t.long())"
+        raise IdTypeError(f"{arg}: expected {what}, got {_describe(value)}{hint}")
+    v = int(value.item()) if isinstance(value, (torch.Tensor, np.ndarray)) else int(value)
+    if minimum is not None and v < minimum or maximum is not None and v > maximum:
+        lo = "" if minimum is None else f">= {minimum}"
+        hi = "" if maximum is None else f"<= {maximum}"
+        raise InputError(f"{arg}: {v}; must be {' and '.join(p for p in (lo, hi) if p)}")
+    return v
+
+
 def check_int(value: Any, arg: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """An int (a bool or a float is refused), within ``[minimum, maximum]``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() and value.dtype != torch.bool:
-            value = int(value)
-        else:
-            raise InputTypeError(f"{arg}: expected an integer, got {type(value).__name__} {value!r}")
+    """An int (a bool or a float is refused, also ``3.0``; a NumPy integer or a one-element integer tensor
+    is read as its value), within ``[minimum, maximum]``."""
+    if not is_integer_id(value):
+        raise InputTypeError(f"{arg}: expected an integer, got {type(value).__name__} {value!r}")
+    value = int(value.item()) if isinstance(value, (torch.Tensor, np.ndarray)) else int(value)
     if minimum is not None and value < minimum or maximum is not None and value > maximum:
         lo = "" if minimum is None else f">= {minimum}"
         hi = "" if maximum is None else f"<= {maximum}"
@@ -203,17 +254,27 @@ def check_number(value: Any, arg: str, *, minimum: float | None = None, maximum:
 
 
 def check_class_target(target: Any, arg: str = "target") -> None:
-    """Refuse a target that cannot be a class index: a float (tensor), a bool, a complex number."""
-    if isinstance(target, bool):
-        raise InputTypeError(f"{arg}: a bool; give a class index, a class label or a unit like 'conv2:5'")
-    if isinstance(target, float):
-        raise InputTypeError(f"{arg}: the float {target!r}; class indices must be integers (e.g. {int(target)})")
+    """Refuse a target that cannot be a class index: a float (also ``3.0``, a NumPy float, a float tensor or
+    array), a bool, a complex number, or a list / tuple holding any of these."""
+    if isinstance(target, (bool, np.bool_)):
+        raise IdTypeError(f"{arg}: a bool; give a class index, a class label or a unit like 'conv2:5'")
+    if isinstance(target, (float, np.floating)):
+        hint = f" (e.g. {int(target)})" if math.isfinite(float(target)) else ""
+        raise IdTypeError(f"{arg}: the float {float(target)!r}; class indices must be integers{hint}")
+    if isinstance(target, complex):
+        raise IdTypeError(f"{arg}: the complex number {target!r}; class indices must be integers")
     if isinstance(target, torch.Tensor) and (target.is_floating_point() or target.is_complex() or target.dtype == torch.bool):
-        raise InputTypeError(f"{arg}: a {target.dtype} tensor; class indices must be an integer tensor "
-                             "(e.g. target.long())")
-    if isinstance(target, list) and any(isinstance(t, (float, bool)) for t in target):
-        bad = next(t for t in target if isinstance(t, (float, bool)))
-        raise InputTypeError(f"{arg}: contains {bad!r}; per-example class indices must be integers")
+        raise IdTypeError(f"{arg}: a {target.dtype} tensor; class indices must be an integer tensor "
+                          "(e.g. target.long())")
+    if isinstance(target, np.ndarray) and not np.issubdtype(target.dtype, np.integer):
+        raise IdTypeError(f"{arg}: a {target.dtype} array; class indices must be integers (e.g. target.astype(int))")
+    if isinstance(target, (list, tuple)):
+        for t in target:
+            if isinstance(t, (list, tuple)):
+                check_class_target(t, arg)
+            elif isinstance(t, (bool, np.bool_, float, np.floating, complex)) or (
+                    isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)):
+                raise IdTypeError(f"{arg}: contains {_describe(t)}; per-example class indices must be integers")
 
 
 def check_token_ids(tokens: Any, *, vocab_size: int, n_ctx: int | None = None, arg: str = "tokens",

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "vision_interp.transformer.commands",
     "vision_interp.features.commands",
     "vision_interp.features.tc_commands",
+    "vision_interp.features.serve_commands",
     "vision_interp.universality.commands",
     "vision_interp.doctor",
 )

@@ -48,6 +48,9 @@ __all__ = [
     "remove_created_dirs",
     "check_batch_pixels",
     "load_model_from_args",
+    "model_label",
+    "input_shape_arg",
+    "model_kwargs_arg",
     "unit_arg",
     "names_arg",
 ]
@@ -290,41 +293,206 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
                         "(default: $VISION_INTERP_DATA, else ~/.cache/vision_interp/data)")
 
 
+MODEL_HELP = ("zoo name (mnist_cnn, inceptionv1), a zoo checkpoint file, or your own model: package.module:factory "
+              "(importable, e.g. via PYTHONPATH) or path/to/file.py:factory, where the factory returns the nn.Module")
+
+
 def _model_arg(text: str) -> str:
-    from .zoo.registry import MODELS
+    """argparse ``type=``: a zoo name, an existing checkpoint file, or a factory written MODULE:FACTORY / FILE.py:FACTORY."""
+    from .zoo.registry import MODELS, factory_syntax_problem, is_factory_spec
 
     text = text_arg(1000)(text)
     if text in MODELS:
         return text
     p = Path(text).expanduser()
     if p.is_dir():
-        raise argparse.ArgumentTypeError(f"{p} is a folder; give a zoo name ({', '.join(MODELS)}) or a checkpoint file")
+        raise argparse.ArgumentTypeError(f"{p} is a folder; give a zoo name ({', '.join(MODELS)}), a checkpoint file "
+                                         "or package.module:factory")
     if p.exists():
         check_input_file(p, None, parse_time=True)
+        return text
+    if ":" in text:
+        problem = factory_syntax_problem(text)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+        if is_factory_spec(text) and text.rpartition(":")[0].endswith(".py"):
+            check_input_file(text.rpartition(":")[0], None, parse_time=True)  # the model file: no such file, folder, empty
         return text
     from .units import close_names
 
     near = close_names(text, MODELS)
     raise argparse.ArgumentTypeError(
-        f"unknown model {text!r}: not a zoo name ({', '.join(MODELS)}) and no such file."
-        + (f" Did you mean {', '.join(near)}?" if near else ""))
+        f"unknown model {text!r}: not a zoo name ({', '.join(MODELS)}), no such file, and not a factory "
+        "(package.module:factory or path/to/file.py:factory)." + (f" Did you mean {', '.join(near)}?" if near else ""))
+
+
+def input_shape_arg(text: str) -> tuple[int, int, int]:
+    """argparse ``type=``: ``C,H,W`` (three positive integers), e.g. 3,32,32."""
+    from .zoo.registry import MAX_INPUT_CHANNELS, MAX_INPUT_SIDE
+
+    text = text_arg(60)(text)
+    parts = [t.strip() for t in text.replace("x", ",").split(",")]
+    if len(parts) != 3 or not all(_INT_RE.match(t) and int(t) >= 1 for t in parts):
+        raise argparse.ArgumentTypeError(f"expected C,H,W (three positive integers, e.g. 3,32,32), got {text!r}")
+    c, h, w = (int(t) for t in parts)
+    if c > MAX_INPUT_CHANNELS or h > MAX_INPUT_SIDE or w > MAX_INPUT_SIDE:
+        raise argparse.ArgumentTypeError(f"{text!r}: channels go up to {MAX_INPUT_CHANNELS} and sides up to {MAX_INPUT_SIDE} pixels")
+    return (c, h, w)
+
+
+def model_kwargs_arg(text: str) -> dict:
+    """argparse ``type=``: a JSON object of keyword arguments for the factory, e.g. '{"width": 16}'."""
+    import json
+
+    text = text_arg(20_000)(text)
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"is not valid JSON ({e}); write an object, e.g. '{{\"width\": 16}}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object of keyword arguments (e.g. '{{\"width\": 16}}'), "
+                                         f"got a JSON {type(value).__name__}")
+    bad = [k for k in value if not k.isidentifier()]
+    if bad:
+        raise argparse.ArgumentTypeError(f"key {bad[0]!r} is not a Python argument name")
+    return value
 
 
 def add_model(p: argparse.ArgumentParser, default: str | None = "mnist_cnn") -> None:
-    p.add_argument("--model", type=_model_arg, default=default, required=default is None,
-                   help="zoo name (mnist_cnn, inceptionv1) or a checkpoint path")
+    """--model (zoo name, checkpoint or factory), --model-kwargs, --weights, --input-shape, --random-weights."""
+    p.add_argument("--model", type=_model_arg, default=default, required=default is None, help=MODEL_HELP)
+    p.add_argument("--model-kwargs", type=model_kwargs_arg, default=None, metavar="JSON",
+                   help="with --model MODULE:FACTORY: keyword arguments for the factory, a JSON object")
+    p.add_argument("--weights", type=existing_file, default=None, metavar="FILE",
+                   help="a state dict (.safetensors, or a torch file read with weights_only=True) loaded into the model: "
+                        "your factory's model (every tensor must fit) or the zoo model's checkpoint (e.g. inception5h.pth)")
+    p.add_argument("--input-shape", type=input_shape_arg, default=None, metavar="C,H,W",
+                   help="the input a model that declares none takes (spec.input_shape / an input_shape attribute on the "
+                        "model or its module), e.g. 3,32,32")
     p.add_argument("--random-weights", action="store_true",
-                   help="use randomly initialised weights instead of the trained/pretrained ones")
+                   help="zoo models: use randomly initialised weights instead of the trained/pretrained ones")
+
+
+_LOAD_FLAGS = {"name_or_path": "--model", "weights": "--weights", "model_kwargs": "--model-kwargs",
+               "input_shape": "--input-shape", "pretrained": "--random-weights"}
 
 
 def load_model_from_args(args: argparse.Namespace):
-    """Build the model named by --model / --random-weights (shared by every vision command)."""
-    from .zoo import load_model
+    """Build the model named by --model (with --model-kwargs, --weights, --input-shape, --random-weights).
 
+    Shared by every vision command. Every failure is one line naming the flag (exit code 2); a model that
+    still declares no input shape is refused with what to add.
+    """
+    from .io import CorruptFileError
+    from .zoo import load_model
+    from .zoo.registry import ModelLoadError, is_factory_spec
+    from .zoo.spec import model_spec
+
+    text = str(args.model)
+    factory = is_factory_spec(text) and not Path(text).expanduser().is_file()
+    weights = getattr(args, "weights", None)
+    model_kwargs = getattr(args, "model_kwargs", None)
+    if weights is not None and args.random_weights:
+        raise UsageError("--weights and --random-weights contradict each other; give one")
+    if model_kwargs is not None and not factory:
+        raise UsageError(f"--model-kwargs applies to --model package.module:factory; {text} is not a factory")
+    if factory and args.random_weights:
+        raise UsageError(f"--random-weights applies to zoo models; {text} builds its own weights "
+                         "(load others with --weights FILE)")
     kwargs = {}
     if args.model == "inceptionv1" and getattr(args, "data_dir", None):
         kwargs["data_dir"] = args.data_dir
-    return load_model(args.model, pretrained=not args.random_weights, **kwargs)
+    try:
+        model = load_model(args.model, pretrained=not args.random_weights, weights=weights, model_kwargs=model_kwargs,
+                           input_shape=getattr(args, "input_shape", None), **kwargs)
+    except ModelLoadError as e:
+        flag = _LOAD_FLAGS.get(e.arg, "--model")
+        raise UsageError(f"{flag} {text if flag == '--model' else _flag_value(args, flag)}: {e.detail}") from None
+    except CorruptFileError as e:  # a checkpoint given as --model: its message starts with the file
+        raise UsageError(f"--model {e}" if str(e).startswith(text) else f"--model {text}: {e}") from None
+    if not model_spec(model).input_shape:
+        raise UsageError(f"--model {text}: the model declares no input shape (spec.input_shape, or an input_shape "
+                         "attribute on the model or its module); add --input-shape C,H,W, e.g. --input-shape 3,32,32")
+    return model
+
+
+def _flag_value(args: argparse.Namespace, flag: str) -> str:
+    value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        import json
+
+        return json.dumps(value)
+    return str(value)
+
+
+def model_label(args: argparse.Namespace, model) -> str:
+    """How results name the model: the name it declares (``spec.name`` / ``model_name``), else what --model said."""
+    from .zoo.spec import model_spec
+
+    name = model_spec(model).name
+    return name if name and name != type(model).__name__ else str(args.model)
+
+
+MNIST_SHAPE = (1, 28, 28)
+
+
+def model_input_shape(model) -> tuple[int, ...]:
+    from .zoo.spec import model_spec
+
+    return tuple(model_spec(model).input_shape or ())
+
+
+def add_dataset(p: argparse.ArgumentParser, what: str) -> None:
+    """--dataset DIR: the images a command trains or measures on, for a model that does not take MNIST digits."""
+    p.add_argument("--dataset", type=existing_dir, default=None, metavar="DIR",
+                   help=f"a folder of images (searched recursively; resized and centre-cropped to the model's input) to {what}; "
+                        "the first images train, the last fifth (at most --test-images) is held out, and the model's own "
+                        "predictions stand in for labels. Default: MNIST, for models that take 1x28x28 digits")
+
+
+def folder_split(args: argparse.Namespace, model, flag: str = "--dataset"):
+    """``(train_images, test_images, test_labels, description)`` from the --dataset folder at the model's input.
+
+    The held-out part is the last fifth (at least one image, at most --test-images); the labels are the
+    model's own predictions (a folder has no class indices), so "accuracy" figures read as agreement with
+    the unreplaced model.
+    """
+    import torch
+
+    from .data.folder import ImageFolder
+
+    shape = model_input_shape(model)
+    limit = getattr(args, "train_images", 10_000) + getattr(args, "test_images", 10_000)
+    ds = ImageFolder(Path(args.dataset), tuple(shape), limit)
+    n = len(ds)
+    if n < 2:
+        raise UsageError(f"{flag} {args.dataset}: {n} image; at least 2 are needed (one to train on, one held out)")
+    n_test = min(getattr(args, "test_images", 10_000), max(1, n // 5))
+    n_train = min(getattr(args, "train_images", 10_000), n - n_test)
+    images = torch.stack([ds[i] for i in range(n_train + n_test)])
+    train, test = images[:n_train], images[n_train:]
+    from .trace import model_device_dtype
+
+    device, dtype = model_device_dtype(model)
+    with torch.no_grad():
+        out = model(test.to(device=device, dtype=dtype))
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise UsageError(f"{flag}: the model's output is {type(out).__name__}"
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}, not (N, classes); the held-out "
+                         "figures compare class predictions")
+    labels = out.argmax(1).cpu()
+    desc = (f"{Path(args.dataset).name}: {n_train} images to train, {n_test} held out; labels = the model's own predictions")
+    return train, test, labels, desc
+
+
+def require_mnist_data(args: argparse.Namespace, model, what: str) -> None:
+    """Refuse MNIST defaults for a model that does not take 1x28x28 digits, saying what to add."""
+    shape = model_input_shape(model)
+    if shape != MNIST_SHAPE and getattr(args, "dataset", None) is None:
+        raise UsageError(f"--model {args.model} takes {'x'.join(map(str, shape))} inputs, and {what} uses MNIST digits "
+                         "by default; add --dataset DIR (a folder of images)")
 
 
 def unit_arg(text: str) -> str:

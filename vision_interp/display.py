@@ -11,6 +11,13 @@ no script and nothing is fetched from the network, so a saved notebook or ``View
 shows the same thing offline. Every picture is drawn by :mod:`vision_interp.images` (red positive,
 blue negative, white zero, symmetric around zero) and every signed picture has a colour bar stating
 the value at its ends.
+
+Pictures handed in (``images``, the inputs beside an attribution, a dataset) are read by one rule
+(:func:`as_pictures`), so nothing is drawn saturated by accident: ``uint8`` is 0..255, ``bool`` is 0/1,
+floating point must already be in [0, 1] (a float picture outside it, e.g. 0..255 floats or normalised
+images, is refused with its range, never clipped), other integer dtypes are refused (their scale is
+unknown), NaN and infinity are refused. NumPy arrays may also come in PIL's (H, W, C) layout.
+Every argument is checked first; errors start with the argument's name.
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ import numpy as np
 import torch
 
 from . import images as vimg
+from .checks import InputError, InputTypeError, NonFiniteError, check_int, check_number
 from .io import atomic_write_text
 
 __all__ = [
-    "View", "show", "html", "png", "text",
+    "View", "show", "html", "png", "text", "as_pictures",
     "featvis", "images", "attribution", "layer_attribution", "weights", "connections", "dataset_examples",
     "neuron_groups", "dictionary", "dictionary_features", "induction", "completeness", "randomization",
 ]
@@ -50,6 +58,12 @@ class View:
     """A rendered result: ``_repr_html_`` for notebooks, ``_repr_png_`` when one picture says it all."""
 
     def __init__(self, html: str, png: bytes | None = None, text: str = "View") -> None:
+        if not isinstance(html, str):
+            raise InputTypeError(f"html: expected the view's HTML as a str, got {type(html).__name__}")
+        if png is not None and not isinstance(png, (bytes, bytearray)):
+            raise InputTypeError(f"png: expected PNG bytes or None, got {type(png).__name__}")
+        if not isinstance(text, str):
+            raise InputTypeError(f"text: expected a str, got {type(text).__name__}")
         self.html, self.png, self.text = html, png, text
 
     def _repr_html_(self) -> str:
@@ -143,11 +157,102 @@ def _rgb(x: torch.Tensor) -> torch.Tensor:
     return x.expand(3, -1, -1) if x.shape[0] == 1 else x
 
 
+_TOL = 1e-4  # float pictures may overshoot [0, 1] by rounding this much (clipped), not more
+
+
+def as_pictures(x: Any, arg: str = "images", *, channels: tuple[int, ...] | None = (1, 3)) -> torch.Tensor:
+    """Pictures as a float (N, C, H, W) tensor in [0, 1], read by one rule (see the module docstring):
+    ``uint8`` / 255, ``bool`` as 0/1, float must lie in [0, 1] already, other integers, NaN and infinity are
+    refused. Accepts (N, C, H, W), (C, H, W), (H, W), and NumPy arrays in (H, W, C) / (N, H, W, C) layout."""
+    if isinstance(x, np.ndarray):
+        if x.dtype == object:
+            raise InputTypeError(f"{arg}: a NumPy array of Python objects; give numbers (uint8 0..255 or float 0..1)")
+        if x.ndim == 3 and x.shape[-1] in (1, 3, 4) and x.shape[0] not in (1, 3, 4):
+            x = np.moveaxis(x, -1, 0)  # PIL layout (H, W, C)
+        elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+            x = np.moveaxis(x, -1, 1)
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise InputTypeError(f"{arg}: expected a torch.Tensor or NumPy array of pictures, got {type(x).__name__}")
+    t = x.detach().cpu()
+    if t.dtype == torch.uint8:
+        t = t.float() / 255.0
+    elif t.dtype == torch.bool:
+        t = t.float()
+    elif t.is_complex():
+        raise InputError(f"{arg}: dtype {t.dtype}; pictures are real numbers")
+    elif not t.is_floating_point():
+        raise InputError(f"{arg}: dtype {t.dtype}; pictures are uint8 (0..255) or floating point in [0, 1], and the "
+                         f"scale of {t.dtype} values is unknown (e.g. x.to(torch.uint8) for 0..255 values, or x / x.max())")
+    else:
+        t = t.float()
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim == 3:
+        t = t[None]
+    if t.ndim != 4 or (channels is not None and t.shape[1] not in channels):
+        want = " or ".join(map(str, channels)) if channels is not None else "C"
+        raise InputError(f"{arg}: shape {tuple(x.shape)}; pictures have {want} channels: (N, {want}, H, W), ({want}, H, W) or (H, W) "
+                         "(kernels are shown with display.weights(), signed maps with display.attribution())")
+    if 0 in t.shape:
+        raise InputError(f"{arg}: shape {tuple(x.shape)} has an empty dimension")
+    lo, hi = float(t.min()), float(t.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        n = int((~torch.isfinite(t)).sum())
+        raise NonFiniteError(f"{arg}: {n} NaN or infinite value(s); every pixel must be a finite number")
+    if lo < -_TOL or hi > 1 + _TOL:
+        hint = (" (they look like 0..255 values: divide by 255, or pass them as uint8)" if hi > 2 and lo >= 0 else
+                " (signed values: show attributions with display.attribution(), kernels with display.weights())")
+        raise InputError(f"{arg}: {x.dtype} values span [{lo:.4g}, {hi:.4g}]; float pictures must be in [0, 1]{hint}")
+    return t.clamp(0, 1)
+
+
+def _values(x: Any, arg: str) -> torch.Tensor:
+    """A real, finite tensor of values (attributions, kernels, maps) as float on the CPU."""
+    if isinstance(x, np.ndarray):
+        if x.dtype == object:
+            raise InputTypeError(f"{arg}: a NumPy array of Python objects; give numbers")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise InputTypeError(f"{arg}: expected a torch.Tensor or NumPy array, got {type(x).__name__}")
+    if x.is_complex():
+        raise InputError(f"{arg}: dtype {x.dtype}; expected real numbers")
+    t = x.detach().cpu().float()
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        raise NonFiniteError(f"{arg}: {int((~torch.isfinite(t)).sum())} NaN or infinite value(s) of {t.numel()}; "
+                             "nothing is drawn from them")
+    return t
+
+
+def _result(obj: Any, cls_name: str, arg: str) -> Any:
+    """``obj`` is an instance of the vision_interp class named ``cls_name`` (checked by name: no import)."""
+    if not any(c.__name__ == cls_name and c.__module__.startswith("vision_interp") for c in type(obj).__mro__):
+        raise InputTypeError(f"{arg}: expected a {cls_name}, got {type(obj).__name__}")
+    return obj
+
+
+def _opt_str(value: Any, arg: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InputTypeError(f"{arg}: expected a str or None, got {type(value).__name__}")
+
+
+def _captions(captions: Any, n: int, arg: str = "captions") -> list[str] | None:
+    if captions is None:
+        return None
+    if isinstance(captions, str) or not isinstance(captions, Sequence):
+        raise InputTypeError(f"{arg}: expected a list of {n} strings, got {type(captions).__name__}")
+    if len(captions) != n:
+        raise InputError(f"{arg}: {len(captions)} given for {n} images; give one per image")
+    return [str(c) for c in captions]
+
+
 # --- feature visualization --------------------------------------------------------------------------
 
 
 def featvis(res, *, max_images: int = MAX_IMAGES) -> View:
     """A :class:`~vision_interp.featvis.RenderResult`: each picture with its unit, objective value and activation."""
+    _result(res, "RenderResult", "res")
+    max_images = check_int(max_images, "max_images", minimum=1)
     n = len(res)
     shown = min(n, max_images)
     units = res.units or []
@@ -182,16 +287,14 @@ def _featvis_text(res) -> str:
 
 
 def images(x: torch.Tensor, captions: Sequence[str] | None = None, title: str = "") -> View:
-    """A batch of pictures (N, C, H, W) or one (C, H, W) in [0, 1], each with an optional caption."""
-    t = torch.as_tensor(x).detach().cpu().float()
-    if t.ndim == 3:
-        t = t[None]
-    if t.ndim != 4 or t.shape[1] not in (1, 3):
-        raise ValueError(f"images must be (N, 1 or 3, H, W) or (1 or 3, H, W) in [0, 1], got shape {tuple(t.shape)}; "
-                         "kernels are shown with display.weights()")
-    caps = list(captions) if captions is not None else [str(i) for i in range(len(t))]
-    if len(caps) != len(t):
-        raise ValueError(f"got {len(caps)} captions for {len(t)} images")
+    """A batch of pictures (N, C, H, W) or one (C, H, W), read by :func:`as_pictures` (uint8 is 0..255, float
+    must be in [0, 1]), each with an optional caption."""
+    t = as_pictures(x, "images")
+    if t.shape[1] == 4:
+        t = t[:, :3]
+    caps = _captions(captions, len(t)) or [str(i) for i in range(len(t))]
+    if not isinstance(title, str):
+        raise InputTypeError(f"title: expected a str, got {type(title).__name__}")
     figs = "".join(_figure(img, _e(c)) for img, c in zip(t, caps))
     s = _scale_for(*t.shape[-2:])
     return View(_wrap(figs, title), vimg.png_bytes(vimg.make_grid(vimg.upscale(t, s), ncols=min(len(t), 8))),
@@ -207,13 +310,17 @@ def attribution(inputs: torch.Tensor, attributions: torch.Tensor, *, target: Any
     each row with a colour bar giving the value of full red / full blue (per input, or one ``shared_scale``)."""
     from .attribution.pictures import attribution_grid, heatmaps
 
-    x = torch.as_tensor(inputs).detach().cpu().float()
-    x = x[None] if x.ndim == 3 else x
-    a = torch.as_tensor(attributions).detach().cpu().float()
+    x = as_pictures(inputs, "inputs")
+    a = _values(attributions, "attributions")
     a = a[None] if a.ndim == 3 else a
-    if x.ndim != 4 or a.ndim != 4 or len(x) != len(a) or x.shape[-2:] != a.shape[-2:]:
-        raise ValueError(f"inputs {tuple(x.shape)} and attributions {tuple(a.shape)} must be (N, C, H, W) with the "
-                         "same N, H and W (as attribute() returns them)")
+    if a.ndim != 4 or len(x) != len(a) or x.shape[-2:] != a.shape[-2:]:
+        raise InputError(f"attributions: shape {tuple(a.shape)} for inputs {tuple(x.shape)}; both must be (N, C, H, W) "
+                         "with the same N, H and W (as attribute() returns them)")
+    _opt_str(method, "method")
+    if not isinstance(shared_scale, bool):
+        raise InputTypeError(f"shared_scale: expected True or False, got {type(shared_scale).__name__}")
+    labels = _captions(labels, len(x), "labels")
+    alpha = check_number(alpha, "alpha", minimum=0.0, maximum=1.0)
     h = heatmaps(a)
     shared = float(h.abs().max()) if shared_scale else None
     rows = []
@@ -237,8 +344,16 @@ def layer_attribution(la, inputs: torch.Tensor | None = None, *, k: int = 8, ind
     """Building Blocks: where in the image the layer contributes (spatial map, over ``inputs`` when given)
     and its top ``k`` channels by |contribution| with bars; with ``model`` (or a ``pictures`` mapping
     ``"layer:channel" -> image``) each channel's visualization beside it."""
+    _result(la, "LayerAttribution", "la")
+    k = check_int(k, "k", minimum=1)
+    index = check_int(index, "index")
     if not 0 <= index < la.tensor.shape[0]:
-        raise ValueError(f"index must be in 0..{la.tensor.shape[0] - 1}, got {index}")
+        raise InputError(f"index: {index}; must be in 0..{la.tensor.shape[0] - 1} (one per attributed input)")
+    if inputs is not None:
+        inputs = as_pictures(inputs, "inputs")
+        if len(inputs) != la.tensor.shape[0]:
+            raise InputError(f"inputs: {len(inputs)} images for an attribution of {la.tensor.shape[0]} inputs")
+    _check_pictures_arg(pictures)
     top = la.top_channels(k, by="abs")[index]
     parts = [f"<div style='color:#555'>{_e(la.method)} attribution of {_e(la.target)} to layer {_e(la.layer)}, input "
              f"{index}: total {_num(float(la.total[index]))}</div>"]
@@ -246,8 +361,7 @@ def layer_attribution(la, inputs: torch.Tensor | None = None, *, k: int = 8, ind
         sp = la.spatial[index].detach().cpu().float()
         vmax = float(sp.abs().max()) or 1e-12
         if inputs is not None:
-            xi = torch.as_tensor(inputs)[index].detach().cpu().float()
-            pic = vimg.overlay(xi, sp, alpha=0.75, vmax=vmax)
+            pic = vimg.overlay(inputs[index], sp, alpha=0.75, vmax=vmax)
         else:
             pic = vimg.diverging(sp, vmax)
         parts.append(_figure(pic, "where: summed over channels") + colorbar(vmax, "per position of " + la.layer))
@@ -263,6 +377,12 @@ def layer_attribution(la, inputs: torch.Tensor | None = None, *, k: int = 8, ind
     return View(_wrap("".join(parts), "layer attribution (Building Blocks)"), None, _layer_attribution_text(la))
 
 
+def _check_pictures_arg(pictures: Any) -> None:
+    if pictures is not None and not isinstance(pictures, (bool, Mapping)):
+        raise InputTypeError(f"pictures: expected a mapping 'layer:channel' -> image, True/False or None, got "
+                             f"{type(pictures).__name__}")
+
+
 def _layer_attribution_text(la) -> str:
     top = la.top_channels(3, by="abs")[0] if la.tensor.shape[0] else []
     tops = ", ".join(f"{c} ({v:+.3g})" for c, v, _ in top)
@@ -273,7 +393,7 @@ def _layer_attribution_text(la) -> str:
 def _thumbnails(model, units: list[str], pictures, featvis_kwargs: dict) -> dict[str, torch.Tensor]:
     """Pictures of units: a given mapping, or rendered by feature visualization when a model is given."""
     if isinstance(pictures, Mapping):
-        return {u: torch.as_tensor(pictures[u]).detach().cpu().float() for u in units if u in pictures}
+        return {u: as_pictures(pictures[u], f"pictures[{u!r}]")[0] for u in units if u in pictures}
     if model is None or pictures is False or not units:
         return {}
     from .circuits.diagram import _load_thumbnails
@@ -285,6 +405,7 @@ def _thumbnails(model, units: list[str], pictures, featvis_kwargs: dict) -> dict
 
 def completeness(res) -> View:
     """An :class:`~vision_interp.attribution.sanity.CompletenessResult` as a table."""
+    _result(res, "CompletenessResult", "res")
     rows = [[str(i), _num(s), _num(d), _num(e), f"{100 * float(r):.3f}%"] for i, (s, d, e, r) in
             enumerate(zip(res.attribution_sum.tolist(), res.output_difference.tolist(), res.error.tolist(),
                           res.relative_error.tolist()))]
@@ -294,6 +415,7 @@ def completeness(res) -> View:
 
 def randomization(res) -> View:
     """A :class:`~vision_interp.attribution.sanity.RandomizationResult`: rank correlation as layers are randomised."""
+    _result(res, "RandomizationResult", "res")
     rows = [[_e(name), _num(c, "+.3f"), _bar(c, 1.0)] for name, c in zip(res.layers, res.mean)]
     return View(_wrap(_table(["randomised up to", "mean Spearman", ""], rows),
                       f"cascading randomization ({res.method})"), None, str(res).splitlines()[0])
@@ -308,11 +430,15 @@ def weights(w: torch.Tensor, *, src: str | None = None, dst: str | None = None, 
     channel, a column per input channel, one diverging scale with its colour bar."""
     from .circuits.diagram import kernel_grid
 
-    t = torch.as_tensor(w).detach().cpu().float()
+    t = _values(w, "w")
     if t.ndim == 2:
         t = t[:, :, None, None]
-    if t.ndim != 4:
-        raise ValueError(f"weights must be (C_out, C_in, kh, kw) or (C_out, C_in), got shape {tuple(t.shape)}")
+    if t.ndim != 4 or 0 in t.shape:
+        raise InputError(f"w: shape {tuple(t.shape)}; weights must be (C_out, C_in, kh, kw) or (C_out, C_in), non-empty")
+    _opt_str(src, "src")
+    _opt_str(dst, "dst")
+    max_rows = check_int(max_rows, "max_rows", minimum=1)
+    max_cols = check_int(max_cols, "max_cols", minimum=1)
     shown = t[:max_rows, :max_cols]
     vmax = float(t.abs().max()) or 1e-12
     scale = max(1, min(8, 48 // max(t.shape[-1], 1), 480 // max(shown.shape[0] * (t.shape[-2] + 1), 1)))  # fits ~480 px
@@ -329,9 +455,18 @@ def connections(conn: Mapping[str, Any], model=None, *, pictures: Mapping[str, t
                 input_shape: Sequence[int] | None = None, **featvis_kwargs: Any) -> View:
     """``top_connections()``: excitatory and inhibitory connected units with their strengths; with ``model``
     each connection's kernel (expanded weights) beside the connected unit's visualization (or ``pictures``)."""
+    if not isinstance(conn, Mapping):
+        raise InputTypeError(f"conn: expected the dict top_connections() returns, got {type(conn).__name__}")
     for key in ("unit", "layer", "direction", "excitatory", "inhibitory"):
         if key not in conn:
-            raise ValueError(f"connections() needs the dict top_connections() returns; {key!r} is missing")
+            raise InputError(f"conn: connections() needs the dict top_connections() returns; {key!r} is missing")
+    if conn["direction"] not in ("inputs", "outputs"):
+        raise InputError(f"conn: direction {conn['direction']!r}; expected 'inputs' or 'outputs'")
+    if model is not None:
+        from .errors import check_model
+
+        check_model(model)
+    _check_pictures_arg(pictures)
     kernels = _connection_kernels(model, conn, input_shape) if model is not None else {}
     units = [u for kind in ("excitatory", "inhibitory") for u, _ in conn[kind]]
     thumbs = _thumbnails(model, units, pictures, featvis_kwargs)
@@ -379,14 +514,16 @@ def neuron_groups(groups, image: torch.Tensor | None = None, *, k: int = 5) -> V
     """:class:`~vision_interp.circuits.NeuronGroups`: each group's map (over ``image`` when given) and its top channels."""
     from .circuits.groups import neuron_groups_picture
 
+    _result(groups, "NeuronGroups", "groups")
+    k = check_int(k, "k", minimum=1)
+    if image is not None:
+        image = as_pictures(image, "image")[0]
     g = groups.groups if groups.groups.ndim == 3 else groups.groups[0]
     vmax = float(g.max()) or 1.0
     figs = []
     for i, m in enumerate(g):
         if image is not None:
-            img = torch.as_tensor(image).detach().cpu().float()
-            img = img[0] if img.ndim == 4 else img
-            pic = vimg.overlay(img, m, alpha=0.85, vmax=vmax)
+            pic = vimg.overlay(image, m, alpha=0.85, vmax=vmax)
         else:
             pic = vimg.diverging(m, vmax)
         chans = ", ".join(f"{c} ({v:.2f})" for c, v in groups.top_channels(i, k))
@@ -408,6 +545,17 @@ def _groups_text(groups) -> str:
 def dataset_examples(top, dataset: torch.Tensor | None = None, model=None, *, per_channel: int = 8) -> View:
     """:class:`~vision_interp.data.examples.TopExamples`: per channel its top images (receptive-field patches when
     ``model`` is given and the layer is spatial) with their activations; without ``dataset``, the numbers only."""
+    _result(top, "TopExamples", "top")
+    per_channel = check_int(per_channel, "per_channel", minimum=1)
+    if dataset is not None:
+        dataset = as_pictures(dataset, "dataset")
+        if top.indices.numel() and int(top.indices.max()) >= len(dataset):
+            raise InputError(f"dataset: {len(dataset)} images, but the examples index image {int(top.indices.max())}; "
+                             "give the dataset the examples were found in")
+    if model is not None:
+        from .errors import check_model
+
+        check_model(model)
     rf = _receptive_field(model, top.layer, dataset) if (model is not None and dataset is not None
                                                          and top.positions is not None) else None
     rows = []
@@ -421,7 +569,7 @@ def dataset_examples(top, dataset: torch.Tensor | None = None, model=None, *, pe
             pos = top.positions[r, j].tolist() if top.positions is not None else None
             cap = f"#{idx}<br>{_num(top.values[r, j], '.3g')}" + (f"<br>@{pos[0]},{pos[1]}" if pos else "")
             if dataset is not None:
-                img = dataset[idx].detach().cpu().float()
+                img = dataset[idx]
                 if rf is not None:
                     from .data.examples import crop_patches
 
@@ -453,6 +601,7 @@ def _examples_text(top) -> str:
 
 def dictionary(d) -> View:
     """A :class:`~vision_interp.features.Dictionary`: its card's numbers and the decoder directions."""
+    _result(d, "Dictionary", "d")
     card = d.card or {}
     m = card.get("metrics", {})
     rows = [["layer", f"{_e(d.layer)} -> features as {_e(d.feature_layer)}"],
@@ -480,10 +629,24 @@ def _dictionary_text(d) -> str:
 
 def dictionary_features(d, model, dataset: torch.Tensor, features: Sequence[int] | None = None, *, k: int = 6) -> View:
     """Dictionary features as units: each feature's top ``k`` dataset examples (features attached for the call only)."""
+    from .checks import check_index
     from .data.examples import top_activating
+    from .errors import check_model
     from .features import attached
 
-    feats = list(range(min(8, d.n_features))) if features is None else list(features)
+    _result(d, "Dictionary", "d")
+    check_model(model)
+    k = check_int(k, "k", minimum=1)
+    if features is not None and (isinstance(features, (str, bytes)) or not isinstance(features, Sequence)):
+        raise InputTypeError(f"features: expected a list of feature ids, got {type(features).__name__}")
+    feats = list(range(min(8, d.n_features))) if features is None else [
+        check_index(f, f"features: item {i}", minimum=0, maximum=d.n_features - 1) for i, f in enumerate(features)]
+    if not feats:
+        raise InputError("features: an empty list; give at least one feature id")
+    if isinstance(dataset, torch.Tensor):
+        from .checks import check_images
+
+        check_images(dataset, model, arg="dataset", allow_single=False)
     with attached(model, d):
         top = top_activating(model, d.feature_layer, dataset, k=k, channels=feats)
         view = dataset_examples(top, dataset, model, per_channel=k)
@@ -501,6 +664,9 @@ def induction(report, *, window: int = 20) -> View:
     on their fixed colour scales, and the attention patterns of the top heads with token labels."""
     from .transformer import figures
     from .transformer.report import SCORE_SCALES, format_head
+
+    window = check_int(window, "window", minimum=1)
+    _result(report, "InductionReport", "report")
 
     ind = ", ".join(format_head(*h) for h in report.induction_heads) or "none"
     prev = ", ".join(format_head(*h) for h in report.previous_token_heads) or "none"
@@ -578,9 +744,13 @@ def attribution_graph(g, *, threshold: float = 0.8, max_edges: int = 400) -> Vie
     from .features.graph_page import graph_head, graph_svg
     from .features.tc_graph_io import graph_json
 
+    _result(g, "AttributionGraph", "g")
+    threshold = check_number(threshold, "threshold", minimum=0.0, maximum=1.0, strict_min=True)
+    max_edges = check_int(max_edges, "max_edges", minimum=1)
+
     doc = {**graph_json(g, threshold, max_edges=max_edges), "source": "attribution graph", "target": g.target}
     key = ("<div style='margin:4px 0'>Red edges raise their target, blue edges lower it; node size: influence on the "
-           "logit. Grey: pixel groups, green: features, orange: error nodes, purple: the logit.</div>")
+           "logit. Grey: input groups, green: features, orange: error nodes, purple: the logit.</div>")
     body = f"<div style='margin:2px 0'>{graph_head(doc)}</div>{key}<div style='max-width:960px'>{graph_svg(doc, max_edges=max_edges)}</div>"
     return View(_wrap(body, f"attribution graph for logit {g.target}"), None, _graph_text(g))
 
@@ -588,7 +758,82 @@ def attribution_graph(g, *, threshold: float = 0.8, max_edges: int = 400) -> Vie
 def _graph_text(g) -> str:
     kinds = g.kinds()
     return (f"AttributionGraph(target {g.target}, logit {g.logit:.4g}; {len(kinds)} nodes: {kinds.count('feature')} features, "
-            f"{kinds.count('error')} error, {kinds.count('pixels')} pixel groups; sum-rule residual {g.sum_rule_residual():.1e})")
+            f"{kinds.count('error')} error, {kinds.count('pixels') + kinds.count('activation')} input groups; sum-rule residual {g.sum_rule_residual():.1e})")
+
+
+# --- galleries and universality ----------------------------------------------------------------------------------
+
+MAX_GALLERY_THUMBS = 12
+
+
+def gallery(res, *, max_units: int = MAX_GALLERY_THUMBS) -> View:
+    """A :class:`~vision_interp.gallery.plan.GalleryResult`: what the call did (rendered, resumed, seconds), the
+    layers of its manifest, and the first ``max_units`` units' pictures (the files the gallery wrote, embedded so
+    the view travels with the notebook), with the path of the site's index."""
+    _result(res, "GalleryResult", "res")
+    max_units = check_int(max_units, "max_units", minimum=0)
+    m = res.manifest or {}
+    state = "complete" if res.complete else "incomplete (jobs left: run it again to resume)"
+    head = (f"<div style='margin:2px 0'>{_e(state)}: {res.rendered_units} units rendered by this call, {res.skipped_units} "
+            f"already there; {res.seconds:.1f} s. Site: <code>{_e(res.index)}</code></div>")
+    layers = m.get("layers") or []
+    table = _table(["layer", "units", "shape"], [[_e(l.get("name")), _e(l.get("units")), _e(" x ".join(map(str, l.get("shape") or [])))]
+                                                 for l in layers]) if layers else ""
+    labels, figs = m.get("labels") or {}, []
+    for unit, e in list((m.get("units") or {}).items())[:max_units]:
+        main = (e.get("files") or {}).get("main")
+        path = Path(res.out_dir) / main if main else None
+        if path is None or not path.is_file():
+            continue
+        name = (labels.get(unit) or {}).get("name")
+        src = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+        figs.append(f"<figure style='{_FIG}'><img src='{src}' alt='{_e(unit)}' "
+                    f"style='image-rendering:pixelated;display:block;width:96px;height:96px'><figcaption style='{_CAP.format(w=96)}'>{_e(unit)}"
+                    + (f"<br>{_e(name)}" if name else "") + "</figcaption></figure>")
+    shown = f"<div>{''.join(figs)}</div>" if figs else "<div style='margin:4px 0'>No unit pictures in the manifest.</div>"
+    return View(_wrap(head + table + shown, f"gallery {Path(res.out_dir).name}"), None, _gallery_text(res))
+
+
+def _gallery_text(res) -> str:
+    units = len((res.manifest or {}).get("units") or {})
+    return (f"GalleryResult({Path(res.out_dir).name}: {'complete' if res.complete else 'incomplete'}, {units} units; "
+            f"{res.rendered_units} rendered, {res.skipped_units} resumed, {res.seconds:.1f} s)")
+
+
+def universality(res) -> View:
+    """A :class:`~vision_interp.universality.study.UniversalityResult`: per layer, the median best match between
+    models and against each control, the share of units matched in every other model, one-to-one medians, and
+    whether the models agree more than with the controls (the report's rule, ``universality.report.MARGIN``)."""
+    from .universality.report import MARGIN
+
+    _result(res, "UniversalityResult", "res")
+    t = res.config.threshold
+    rows = []
+    for name, lm in res.layers.items():
+        best = lm.best_match_values().double()
+        med = float(best.median()) if len(best) else float("nan")
+        one = lm.assigned_values().double()
+        ctrl = {c: float(lm.control_best_values(c).double().median()) for c in lm.control_names()}
+        margin = min((med - v for v in ctrl.values()), default=None)
+        verdict = "no controls" if margin is None else ("above chance" if margin >= MARGIN else "not above chance")
+        rows.append([_e(name), _e(len(lm.models)), f"{_num(med, '.3f')} {_bar(med, 1.0)}",
+                     _num(float(one.median()) if len(one) else float('nan'), ".3f"),
+                     f"{lm.fraction_universal(t):.1%}", _e(", ".join(f"{c} {v:.3f}" for c, v in ctrl.items()) or "none"),
+                     _e(verdict if margin is None else f"{verdict} (margin {margin:+.3f})")])
+    table = _table(["layer", "models", "best match (median)", "one-to-one (median)", f"matched in all others (r >= {t:g})",
+                    "controls (median best match)", "verdict"], rows)
+    note = (f"<div style='margin:2px 0'>Correlation of unit activations on {res.config.images} images, each unit's best "
+            f"match in every other model; controls are models that should not match. The verdict asks for a margin of "
+            f"{MARGIN:g} over every control.</div>")
+    return View(_wrap(note + table, "universality"), None, _universality_text(res))
+
+
+def _universality_text(res) -> str:
+    parts = []
+    for name, lm in res.layers.items():
+        best = lm.best_match_values().double()
+        parts.append(f"{name} median best match {float(best.median()):.3f}" if len(best) else f"{name}: no pairs")
+    return f"UniversalityResult({len(next(iter(res.layers.values())).models) if res.layers else 0} models; {'; '.join(parts)})"
 
 
 # --- dispatch -----------------------------------------------------------------------------------------------------
@@ -604,6 +849,8 @@ _VIEWS: dict[str, Callable[[Any], View]] = {
     "CompletenessResult": completeness,
     "RandomizationResult": randomization,
     "AttributionGraph": attribution_graph,
+    "GalleryResult": gallery,
+    "UniversalityResult": universality,
 }
 _TEXTS: dict[str, Callable[[Any], str]] = {
     "RenderResult": _featvis_text,
@@ -613,6 +860,8 @@ _TEXTS: dict[str, Callable[[Any], str]] = {
     "Dictionary": _dictionary_text,
     "InductionReport": _induction_text,
     "AttributionGraph": _graph_text,
+    "GalleryResult": _gallery_text,
+    "UniversalityResult": _universality_text,
 }
 
 
@@ -661,5 +910,5 @@ def show(obj: Any, *more: Any, **kwargs: Any) -> View:
     if isinstance(obj, (torch.Tensor, np.ndarray)):
         if more:
             return attribution(obj, *more, **kwargs)
-        return images(torch.as_tensor(obj), **kwargs)
+        return images(obj, **kwargs)
     return _handler(_VIEWS, obj)(obj, *more, **kwargs)

@@ -102,13 +102,35 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     (AVX512-BF16 or AMX). Without them, bf16 autocast on a CPU is far slower than fp32 (emulated).
 
     The one place that decides; ``VISION_INTERP_ASSUME_BF16`` overrides it (tests run both branches).
+    ``device`` is a ``torch.device`` or a device string torch knows (``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+    ``"mps"``, ...), checked before anything else; other kinds than CPU and CUDA report False.
     """
+    kind = _device_type(device)
     assumed = _assumed_bf16()
     if assumed is not None:
         return assumed
-    if torch.device(device).type == "cuda":
+    if kind == "cuda":
         return True
+    if kind != "cpu":
+        return False  # no native-bf16 rule is known for this kind: fp32 stays the safe choice
     return not _onednn_isa_capped() and bool(_mkldnn_bf16())  # the cap first: asking oneDNN fixes its ISA for the process
+
+
+_DEVICE_EXAMPLES = "'cpu', 'cuda', 'cuda:0', 'mps' or a torch.device"
+
+
+def _device_type(device: object) -> str:
+    """The device kind of ``device`` (a str or torch.device), or an error naming ``device`` and the valid values."""
+    from .errors import InputError, InputTypeError
+
+    if isinstance(device, torch.device):
+        return device.type
+    if not isinstance(device, str):
+        raise InputTypeError(f"device: expected {_DEVICE_EXAMPLES}, got {type(device).__name__} {device!r}")
+    try:
+        return torch.device(device).type
+    except (RuntimeError, ValueError) as e:
+        raise InputError(f"device: {device!r} is not a torch device; valid values are {_DEVICE_EXAMPLES}") from e
 
 
 def _onednn_isa_capped() -> bool:
@@ -190,6 +212,10 @@ def environment_report(*, browser: bool = True) -> dict[str, Any]:
     ``native_bf16`` is what ``precision="auto"`` would pick on the CPU (``assume_bf16`` records the
     override when set). ``browser=False`` skips the Chromium look-up (results that need no browser).
     """
+    if not isinstance(browser, bool):
+        from .errors import InputTypeError
+
+        raise InputTypeError(f"browser: expected True or False, got {type(browser).__name__} {browser!r}")
     report: dict[str, Any] = {
         "vision_interp": package_version(),
         "python": platform.python_version(),
@@ -223,6 +249,14 @@ def _yes_no(v: Any) -> str:
 
 def format_report(r: dict[str, Any]) -> str:
     """The report as aligned ``name: value`` lines (what ``vision-interp doctor`` prints)."""
+    from .errors import InputError, InputTypeError
+
+    if not isinstance(r, dict):
+        raise InputTypeError(f"r: expected the dict environment_report() returns, got {type(r).__name__}")
+    missing = [k for k in ("cpu", "torch", "threads", "numerics", "vision_interp", "python", "platform", "onednn",
+                           "native_bf16", "cuda", "locale", "timezone") if k not in r]
+    if missing:
+        raise InputError(f"r: not a report from environment_report(): {', '.join(missing)} missing")
     cpu, tb, th, nm = r["cpu"], r["torch"], r["threads"], r["numerics"]
     flags = cpu["flags"]
     flag_text = "not listed by this OS" if flags is None else ", ".join(f"{k} {_yes_no(v)}" for k, v in flags.items())

@@ -25,6 +25,7 @@ import importlib.resources
 import os
 from pathlib import Path
 
+from .errors import InputError, InputTypeError
 from .io import cache_dir
 
 __all__ = ["MODELS_ENV", "models_dir", "models_search_path", "model_path", "find_model", "user_models_dir",
@@ -90,11 +91,30 @@ def models_search_path() -> list[Path]:
     return roots
 
 
-def _check_relative(relative: str | os.PathLike) -> Path:
-    rel = Path(relative)
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise ValueError(f"model file names are relative to the models folder (e.g. 'mnist_cnn.safetensors'), got {str(relative)!r}")
+def _check_relative(relative: str | os.PathLike, arg: str = "relative") -> Path:
+    """A path inside the models folder: relative, no ``..``, not empty (else an error naming ``arg``)."""
+    if isinstance(relative, bytes) or not isinstance(relative, (str, os.PathLike)):
+        raise InputTypeError(f"{arg}: expected a path relative to the models folder (str or os.PathLike), got "
+                             f"{type(relative).__name__}")
+    text = os.fspath(relative)
+    rel = Path(text)
+    if not text or "\x00" in text or rel.is_absolute() or rel.anchor or ".." in rel.parts or not rel.parts \
+            or "\\" in text and ".." in text.split("\\"):
+        raise InputError(f"{arg}: {text!r}; model file names are relative to the models folder, without '..' "
+                         "(e.g. 'mnist_cnn.safetensors', 'features/mnist_cnn_conv2_sae.safetensors')")
     return rel
+
+
+def _check_pattern(pattern: str) -> str:
+    """A glob pattern that stays inside one folder: no absolute path, no ``..`` component, not empty."""
+    if not isinstance(pattern, str):
+        raise InputTypeError(f"pattern: expected a glob pattern (str) such as '*.safetensors', got {type(pattern).__name__}")
+    parts = pattern.replace("\\", "/").split("/")
+    if not pattern or "\x00" in pattern or Path(pattern).is_absolute() or pattern.startswith(("/", "\\")) \
+            or any(p == ".." for p in parts) or Path(pattern).drive:
+        raise InputError(f"pattern: {pattern!r}; a pattern matches file names inside the models folder ('*', "
+                         "'*.safetensors', 'features/*.json'), with no absolute path and no '..'")
+    return pattern
 
 
 def find_model(relative: str | os.PathLike) -> Path | None:
@@ -128,14 +148,25 @@ def user_models_dir() -> Path:
 
 def list_model_files(subdir: str | os.PathLike = ".", pattern: str = "*") -> list[Path]:
     """Files matching ``pattern`` in ``subdir`` of every searched folder; a name found twice is listed
-    once, from the folder that wins the search."""
-    rel = Path(subdir)
-    if str(subdir) != ".":
-        rel = _check_relative(subdir)
+    once, from the folder that wins the search.
+
+    ``subdir`` and ``pattern`` stay inside the models folders: an absolute path or a ``..`` component in
+    either is refused, and a match that still resolves outside its folder (a symbolic link) is left out."""
+    if isinstance(subdir, (str, os.PathLike)) and not isinstance(subdir, bytes) and os.fspath(subdir) in (".", "./"):
+        rel = Path(".")
+    else:
+        rel = _check_relative(subdir, "subdir")
+    _check_pattern(pattern)
     seen: dict[str, Path] = {}
     for root in models_search_path():
         folder = root / rel
         if folder.is_dir():
+            inside = folder.resolve()
             for p in sorted(folder.glob(pattern)):
-                seen.setdefault(p.name, p)
+                try:
+                    p.resolve().relative_to(inside)
+                except ValueError:
+                    continue  # a link out of the folder
+                key = p.relative_to(folder).as_posix()
+                seen.setdefault(key, p)
     return [seen[k] for k in sorted(seen)]

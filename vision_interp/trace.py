@@ -14,7 +14,14 @@ module runs, where every tensor came from, and what part of the input each posit
   ``conv2d``, ``max_pool2d``, ``avg_pool2d``), with their run-time arguments: a TF "SAME" padding
   computed from the input size is measured at that size. Functions that keep the spatial size are
   pointwise in space; ones that change it in an unknown way make the field unknown (with the
-  function named in the error).
+  function named in the error). Axis reorders (``permute``, ``transpose``, ``movedim``) are followed:
+  each 4-d tensor carries the order of its axes relative to (N, C, H, W), so a block that moves
+  channels last (ConvNeXt: ``permute(0, 2, 3, 1)``, LayerNorm and ``nn.Linear`` over channels, then
+  ``permute(0, 3, 1, 2)``) keeps its spatial geometry, while a map that mixes positions is recognised
+  by the axes it mixes: normalising over both spatial axes (GroupNorm, InstanceNorm, a LayerNorm over
+  (C, H, W)) makes every position see the whole input; a linear map or softmax along one spatial axis
+  makes the field unknown. Channel provenance is not followed through a reorder (it is kept as
+  "mixed", the safe answer).
 
 Answers: :meth:`Trace.shape`, :meth:`Trace.is_upstream`, :meth:`Trace.channels_reaching`,
 :meth:`Trace.feeding_layers`, :meth:`Trace.receptive_field`, :meth:`Trace.relative_window`,
@@ -36,6 +43,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .errors import check_input_shape
 from .model_state import using
 
 __all__ = [
@@ -187,6 +195,15 @@ _CHANNELWISE = {
 }
 _CAT = {"cat", "concat", "concatenate"}
 _POOLS = {"max_pool2d", "_max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "lp_pool2d"}
+# functions that only reorder a tensor's axes (their effect is measured on a meta tensor)
+_AXIS_OPS = {"permute", "transpose", "transpose_", "swapaxes", "swapaxes_", "swapdims", "swapdims_", "movedim",
+             "moveaxis"}
+_NCHW = (0, 1, 2, 3)  # logical axis of each physical axis: batch, channel, height, width
+_PROBE = (2, 3, 5, 7)  # distinct sizes: an axis reorder of this shape reveals its permutation
+# sliding-window functions that read their input as (N, C, H, W)
+_GRID_OPS = {"conv2d", "conv_transpose2d"} | _POOLS | {"adaptive_avg_pool2d", "adaptive_max_pool2d",
+                                                       "_adaptive_max_pool2d", "adaptive_max_pool2d_with_indices",
+                                                       "interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle"}
 
 
 class _Tracker(TorchFunctionMode):
@@ -196,6 +213,7 @@ class _Tracker(TorchFunctionMode):
         super().__init__()
         self.flow: dict[int, Flow] = {}
         self.window: dict[int, Window | str] = {}  # str: why the window is unknown
+        self.layout: dict[int, tuple[int, ...]] = {}  # 4-d tensors whose axes are not (N, C, H, W)
         self._alive: list[torch.Tensor] = []  # ids stay unique while the pass runs
 
     def label(self, t: torch.Tensor, flow: Flow, window: Window | str) -> None:
@@ -217,8 +235,65 @@ class _Tracker(TorchFunctionMode):
         for i, o in enumerate(outs):
             if i > 0 and name in _POOLS:  # pooling indices carry no data
                 continue
-            self.label(o, self._flow(name, args, kwargs, ins, o), self._window(name, args, kwargs, ins, o))
+            layout = self._out_layout(func, name, args, kwargs, ins, o)
+            if layout is not None and layout != _NCHW:
+                self.layout[id(o)] = layout
+            window = self._window(name, args, kwargs, ins, o) if layout is not None else \
+                f"{name}() reorders the axes in a way the trace does not model"
+            self.label(o, self._flow(name, args, kwargs, ins, o), window)
         return out
+
+    # ------------------------------------------------------------------ axis order
+    def axes(self, t: torch.Tensor) -> tuple[int, ...]:
+        """The logical axis (0 batch, 1 channel, 2 height, 3 width) of each axis of the 4-d tensor ``t``."""
+        return self.layout.get(id(t), _NCHW)
+
+    def _hw(self, t: torch.Tensor) -> tuple[int, int]:
+        """``t``'s height and width, wherever its axes put them."""
+        ax = self.axes(t)
+        return int(t.shape[ax.index(2)]), int(t.shape[ax.index(3)])
+
+    def _out_layout(self, func: Callable, name: str, args: tuple, kwargs: dict, ins: list[torch.Tensor],
+                    out: torch.Tensor) -> tuple[int, ...] | None:
+        """The axis order of a 4-d result (None: an axis reorder the trace cannot follow)."""
+        if out.ndim != 4:
+            return _NCHW
+        first = args[0] if args and isinstance(args[0], torch.Tensor) and self.tracked(args[0]) else None
+        if name in _AXIS_OPS:
+            if first is None or first.ndim != 4:
+                return None
+            try:  # the same call on a meta tensor of distinct sizes shows where each axis went
+                probe = func(torch.empty(_PROBE, device="meta"), *args[1:], **kwargs)
+            except Exception:  # noqa: BLE001 - any failure: not followed
+                return None
+            if not isinstance(probe, torch.Tensor) or sorted(probe.shape) != sorted(_PROBE):
+                return None
+            ax = self.axes(first)
+            return tuple(ax[_PROBE.index(int(n))] for n in probe.shape)
+        src = [t for t in ins if t.ndim == 4]
+        return self.axes(src[0]) if src else _NCHW
+
+    def _mixed_axes(self, name: str, args: tuple, kwargs: dict, first: torch.Tensor) -> set[int]:
+        """The logical axes along which ``name`` combines values of its 4-d input ``first``."""
+        if name in ("linear", "matmul", "mm", "bmm", "einsum", "bilinear"):
+            phys = {3}
+        elif name == "layer_norm":
+            shape = _arg(args, kwargs, 1, "normalized_shape", ())
+            k = 1 if isinstance(shape, int) else len(tuple(shape))
+            phys = set(range(4 - k, 4))
+        elif name == "group_norm":
+            phys = {1, 2, 3}
+        elif name == "instance_norm":
+            phys = {2, 3}
+        elif name in ("softmax", "log_softmax", "softmin", "cumsum", "cumprod", "logsumexp", "normalize"):
+            dim = _arg(args, kwargs, 1, "dim", None)
+            if not isinstance(dim, int):
+                return set()
+            phys = {dim % 4}
+        else:
+            return set()
+        ax = self.axes(first)
+        return {ax[a] for a in phys}
 
     def _flow(self, name: str, args: tuple, kwargs: dict, ins: list[torch.Tensor], out: torch.Tensor) -> Flow:
         n_out = _channels(out)
@@ -247,6 +322,22 @@ class _Tracker(TorchFunctionMode):
         if isinstance(win, str):
             return win
         if first is not None and first.ndim == 4 and win is not None:
+            if name in _AXIS_OPS:  # the window is kept per logical axis (height, width), wherever they go
+                return win
+            if name == "pad":
+                pad = [int(v) for v in _arg(args, kwargs, 1, "pad", ())]
+                before = [pad[2 * (3 - a)] if 2 * (3 - a) < len(pad) else 0 for a in range(4)]  # per physical axis
+                ax = self.axes(first)
+                return win.then((1, 1), (1, 1), (before[ax.index(2)], before[ax.index(3)]))
+            if self.axes(first) != _NCHW and name in _GRID_OPS:
+                return (f"{name}() reads a tensor whose axes are {self._axes_text(first)}, not (N, C, H, W), as an "
+                        "image; the trace does not model it")
+            mixed = self._mixed_axes(name, args, kwargs, first) & {2, 3}
+            if mixed == {2, 3} and name not in ("linear", "matmul", "mm", "bmm", "einsum", "bilinear"):
+                return GLOBAL  # every position depends on every position (a norm over the whole map)
+            if mixed:
+                return (f"{name}() combines positions along the {' and '.join('height' if a == 2 else 'width' for a in sorted(mixed))} "
+                        "axis; the trace does not model it")
             if name == "conv2d":
                 weight = _arg(args, kwargs, 1, "weight")
                 pad = _arg(args, kwargs, 4, "padding", 0)
@@ -255,10 +346,6 @@ class _Tracker(TorchFunctionMode):
                 if isinstance(pad, str):
                     pad = tuple(dil[a] * (kernel[a] - 1) // 2 for a in range(2)) if pad == "same" else (0, 0)
                 return win.then(kernel, _pair(_arg(args, kwargs, 3, "stride", 1), 1), _pair(pad), dil)  # type: ignore[arg-type]
-            if name == "pad":
-                pad = list(_arg(args, kwargs, 1, "pad", ()))
-                left, top = (pad[0] if len(pad) > 0 else 0), (pad[2] if len(pad) > 2 else 0)
-                return win.then((1, 1), (1, 1), (int(top), int(left)))
             if name in _POOLS:
                 kernel = _pair(_arg(args, kwargs, 1, "kernel_size"))
                 stride = _arg(args, kwargs, 2, "stride", None)
@@ -267,14 +354,25 @@ class _Tracker(TorchFunctionMode):
                 return win.then(kernel, stride, _pair(_arg(args, kwargs, 3, "padding", 0)), dil)
         return self._pointwise(name, src, out)
 
+    def _axes_text(self, t: torch.Tensor) -> str:
+        return "(" + ", ".join("NCHW"[a] for a in self.axes(t)) + ")"
+
     def _pointwise(self, name: str, src: list[torch.Tensor], out: torch.Tensor) -> Window | str:
-        if all(t.shape[-2:] == out.shape[-2:] for t in src):
+        """The window of a result that keeps (or broadcasts) every input's spatial size: the hull of theirs."""
+        hw, out_axes = self._hw(out), self.axes(out)
+        # a (1, 1) map broadcast over the positions (a squeeze-excite gate) adds its own window to each
+        same = [t for t in src if self._hw(t) == hw or (self._hw(t) == (1, 1) and t.ndim == out.ndim)]
+        if len(same) == len(src):
+            mixed = [t for t in src if self.axes(t) != out_axes and self._hw(t) != (1, 1)]
+            if mixed:
+                return (f"{name}() combines tensors whose axes are in different orders ({self._axes_text(mixed[0])} "
+                        f"and {self._axes_text(out)}); the trace does not model it")
             wins = [self.window.get(id(t)) for t in src]
             bad = [w for w in wins if isinstance(w, str) or w is None]
             if bad:
                 return bad[0] if isinstance(bad[0], str) else f"{name} reads an unlabelled tensor"
             return _hull(wins)  # type: ignore[arg-type]
-        if out.shape[-2:] == (1, 1) and ("adaptive" in name or name in ("mean", "sum", "amax", "amin")):
+        if hw == (1, 1) and ("adaptive" in name or name in ("mean", "sum", "amax", "amin")):
             return GLOBAL
         return f"{name}() changes the spatial size in a way the trace does not model"
 
@@ -604,9 +702,10 @@ def _structure(model: nn.Module) -> tuple:
 def trace(model: nn.Module, input_shape: Sequence[int], dtype: torch.dtype | None = None) -> Trace:
     """The cached trace of ``model`` for one input of ``input_shape`` (C, H, W) in ``dtype``
     (default: the model's). Computed on first use with one forward pass on zeros."""
+    shape = check_input_shape(input_shape)
     device, model_dtype = model_device_dtype(model)
     dtype = dtype or model_dtype
-    key = (tuple(int(s) for s in input_shape), dtype, _structure(model))
+    key = (shape, dtype, _structure(model))
     cache = _TRACES.setdefault(model, {})
     if key not in cache:
         if len(cache) > 16:  # bounded: old input sizes are dropped first

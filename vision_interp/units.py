@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import trace as _trace
+from .errors import check_input_shape
 from .trace import model_device_dtype
 from .zoo.spec import model_spec
 
@@ -202,6 +204,14 @@ def parse_unit(spec: UnitSpec) -> Unit:
     )
 
 
+def _id(value: object, what: str, spec: object) -> int:
+    """An integer id inside a unit (channel, position coordinate): floats, also ``3.0``, and bools are refused
+    (the rule of :mod:`.checks`), never truncated."""
+    from .checks import check_index
+
+    return check_index(value, f"unit {spec!r}: {what}", what="an integer")
+
+
 def _parse_tuple(spec: Sequence) -> Unit:
     layer = spec[0]
     ch = spec[1] if len(spec) > 1 else None
@@ -211,29 +221,30 @@ def _parse_tuple(spec: Sequence) -> Unit:
         if ch.step != 1 or len(ch) == 0:
             raise ValueError(f"unit {spec!r}: a channel range must be non-empty with step 1")
         ch, rng = None, ch
-    elif ch is not None and not isinstance(ch, int) or isinstance(ch, bool):
-        if isinstance(ch, torch.Tensor) and ch.numel() == 1 and not ch.is_floating_point():
-            ch = int(ch)
-        else:
-            raise ValueError(f"unit {spec!r}: channel must be an int or a range, got {type(ch).__name__}")
+    elif ch is not None:
+        ch = _id(ch, "channel (an int or a range)", spec)
     if pos is not None:
         if ch is None and rng is None:
             raise ValueError(f"unit {spec!r} gives a position but no channel; write (layer, channel, (y, x))")
-        if len(pos) != 2:
-            raise ValueError(f"unit {spec!r}: position must be (y, x)")
-        pos = (int(pos[0]), int(pos[1]))
+        if not isinstance(pos, (tuple, list)) or len(pos) != 2:
+            raise ValueError(f"unit {spec!r}: position must be (y, x), got {pos!r}")
+        pos = (_id(pos[0], "position y", spec), _id(pos[1], "position x", spec))
     return Unit(layer, ch, pos, rng)
 
 
 def parse_channel_list(spec: str | int | Iterable[int] | None, n_channels: int, *, what: str = "channels") -> list[int]:
     """Channels from ``"0-7,9"``, an int, an iterable of ints, or None (all ``n_channels``).
 
-    Every number and range is checked against ``n_channels`` before any list is built.
+    Every number and range is checked against ``n_channels`` before any list is built. Numbers must be
+    integers (a float, also ``3.0``, or a bool is an :class:`~vision_interp.errors.IdTypeError`, never truncated).
     """
+    from .checks import check_index, is_integer_id
+
     if spec is None:
         return list(range(n_channels))
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        parts: list[range] = [range(spec, spec + 1)]
+    if is_integer_id(spec):
+        c = check_index(spec, what)
+        parts: list[range] = [range(c, c + 1)]
     elif isinstance(spec, str):
         parts = []
         for item in spec.split(","):
@@ -242,8 +253,18 @@ def parse_channel_list(spec: str | int | Iterable[int] | None, n_channels: int, 
                 raise ValueError(f"{what} {spec!r}: expected numbers and ranges like '0-7,9' (ASCII digits)")
             lo = int(m["lo"])
             parts.append(_range(lo, int(m["hi"]) if m["hi"] is not None else lo, spec))
+    elif isinstance(spec, range):
+        if spec.step != 1:
+            raise ValueError(f"{what} {spec!r}: a channel range must have step 1")
+        parts = [spec] if len(spec) else []
+    elif isinstance(spec, Iterable) and not isinstance(spec, (bytes, Unit)) and not (
+            isinstance(spec, (torch.Tensor, np.ndarray)) and spec.ndim != 1):
+        parts = [range(c, c + 1) for c in (check_index(v, f"{what}: item {i}") for i, v in enumerate(spec))]
     else:
-        parts = [range(int(c), int(c) + 1) for c in spec]
+        from .checks import IdTypeError
+
+        raise IdTypeError(f"{what}: expected channel numbers (an int, a list of ints, a range or a string like "
+                          f"'0-7,9'), got {type(spec).__name__} {spec!r}")
     for r in parts:
         if r.start < 0 or r.stop > n_channels:
             raise UnitRangeError(
@@ -356,7 +377,7 @@ def default_input_shape(model: nn.Module) -> tuple[int, ...]:
 def layer_shape(model: nn.Module, layer: str, input_shape: Sequence[int] | None = None) -> tuple[int, ...]:
     """Output shape (without batch) of ``layer`` for one input of ``input_shape`` (C, H, W), from the trace."""
     path = resolve_layer(model, layer)
-    shape_in = tuple(input_shape) if input_shape is not None else default_input_shape(model)
+    shape_in = check_input_shape(input_shape) if input_shape is not None else default_input_shape(model)
     return _trace.trace(model, shape_in).shape(path)
 
 
@@ -406,7 +427,7 @@ def resolve_unit(
     A handle already bound to ``model`` (and the same input shape) is returned as it is.
     ``require_channel`` refuses a bare layer; ``single_channel`` also refuses a channel range.
     """
-    shape_in = tuple(int(s) for s in input_shape) if input_shape is not None else None
+    shape_in = check_input_shape(input_shape) if input_shape is not None else None
     bound = isinstance(spec, UnitHandle) and spec.bound_to(model) and (shape_in is None or shape_in == spec.input_shape)
     if bound and (spec.channel is not None or not single_channel) and (spec.has_channel or not require_channel):
         return spec  # type: ignore[return-value]  # checked against this model and size already: resolved once

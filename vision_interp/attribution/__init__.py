@@ -7,18 +7,24 @@ sanity checks :func:`ig_completeness` and :func:`randomization_test`, the faithf
 :func:`deletion_insertion`, and pictures
 (:mod:`vision_interp.attribution.pictures`).
 
+DeepLift and guided Grad-CAM answer only where their rules cover the model's modules (measured on the
+call's own inputs; otherwise :class:`UnsupportedModelError` naming the modules, see :mod:`.guards` and
+docs/attribution.md). Attribution to attached dictionary/transcoder features always uses exact gradients.
+
 Hidden-unit targets ``"layer:channel"`` mean the channel's spatial mean; add ``@y,x`` for one
 neuron. Models with in-place or reused activations are attributed on a repaired deep copy
 (with a warning); the user's model is never modified.
 """
 
 from .faithfulness import DeletionInsertion, deletion_insertion
+from .guards import UnsupportedModelError
 from .layer import LAYER_METHODS, LayerAttribution, layer_attribution, unit_attribution
 from .methods import METHODS, attribute, attribute_batches, attribute_dataset, class_mean_attributions
 from .pictures import attribution_grid, class_mean_grid, heatmaps, layer_map_overlay, overlays, save_attribution_png
 from .sanity import CompletenessResult, RandomizationResult, ig_completeness, randomization_test, spearman
 
 __all__ = [
+    "UnsupportedModelError",
     "DeletionInsertion",
     "deletion_insertion",
     "METHODS",

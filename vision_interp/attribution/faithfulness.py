@@ -10,13 +10,14 @@ The area under each curve (mean over the fractions) summarises it; compare with 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..checks import check_images
+from ..checks import (InputError, InputTypeError, NonFiniteError, TargetRangeError, check_class_target, check_finite, check_images,
+                      check_matrix, check_model, check_number, is_integer_id)
 from ..model_state import runs_model
 
 __all__ = ["DeletionInsertion", "deletion_insertion", "DEFAULT_FRACTIONS"]
@@ -51,26 +52,40 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, targets: torch.Te
     (one index, or one per image). Instead of attributions, pass ``order`` (N, values per image): each image's
     value indices, first = deleted first (e.g. a random ranking as the control). ``replacement``: what deleted
     values become (a number or a tensor like ``images``).
+
+    Refused before any work: attributions with NaN or infinity (they would rank pixels arbitrarily), an
+    ``order`` whose rows are not permutations (a repeated index deletes fewer values than the fraction
+    says), float targets (never truncated), fractions outside [0, 1], a replacement that is not finite.
     """
-    if not isinstance(images, torch.Tensor) or images.ndim < 2 or len(images) == 0:
-        raise ValueError(f"images must be a non-empty batch tensor (N, ...), got {getattr(images, 'shape', type(images).__name__)}")
+    check_model(model)
+    if not isinstance(images, torch.Tensor):
+        raise InputTypeError(f"images: expected a torch.Tensor of images (N, C, H, W) in [0, 1], got {type(images).__name__}")
     if (attributions is None) == (order is None):
-        raise ValueError("give exactly one of attributions= (a map like the images) or order= (ranked value indices)")
+        raise InputError("order: give exactly one of attributions= (a map like the images) or order= (ranked value indices)")
     images, _ = check_images(images, model, arg="images", allow_single=False)
     n_img, n_val = len(images), images[0].numel()
     if attributions is not None:
+        check_matrix(attributions, "attributions", ndim=images.ndim, finite=False)
         if tuple(attributions.shape) != tuple(images.shape):
-            raise ValueError(f"attributions must have the images' shape {tuple(images.shape)}, got {tuple(attributions.shape)}")
-        order = torch.argsort(attributions.flatten(1), 1, descending=True)
-    elif tuple(order.shape) != (n_img, n_val):
-        raise ValueError(f"order must be (images, values per image) = {(n_img, n_val)}, got {tuple(order.shape)}")
-    fracs = [float(f) for f in fractions]
-    if not fracs or any(not 0.0 <= f <= 1.0 for f in fracs):
-        raise ValueError(f"fractions must be numbers in [0, 1], got {list(fractions)}")
+            raise InputError(f"attributions: shape {tuple(attributions.shape)}; must be the images' shape {tuple(images.shape)}")
+        if not (attributions.is_floating_point() or attributions.dtype in (torch.int16, torch.int32, torch.int64, torch.uint8)):
+            raise InputError(f"attributions: dtype {attributions.dtype}; give real numbers (an attribution map)")
+        # NaN would sort as the largest value and rank pixels arbitrarily: refuse, never rank them
+        check_finite(attributions, "attributions")
+        order = torch.argsort(attributions.detach().flatten(1).to(images.device), 1, descending=True)
+    else:
+        order = _check_order(order, n_img, n_val).to(images.device)
+    fracs = _check_fractions(fractions)
     ys = _targets(model, images, targets)
-    rep = replacement if isinstance(replacement, torch.Tensor) else torch.full_like(images, float(replacement))
-    if tuple(rep.shape) != tuple(images.shape):
-        raise ValueError(f"replacement must be a number or a tensor of the images' shape {tuple(images.shape)}, got {tuple(rep.shape)}")
+    if isinstance(replacement, torch.Tensor):
+        rep = check_images(replacement, None, arg="replacement", allow_single=False, value_range=None)[0] \
+            if replacement.ndim == images.ndim else replacement
+        if tuple(rep.shape) != tuple(images.shape):
+            raise InputError(f"replacement: shape {tuple(replacement.shape)}; must be a number or a tensor of the images' "
+                             f"shape {tuple(images.shape)}")
+        rep = rep.to(device=images.device, dtype=images.dtype)
+    else:
+        rep = torch.full_like(images, check_number(replacement, "replacement"))
     flat_x, flat_b = images.flatten(1), rep.flatten(1)
     dele, ins = [], []
     for f in fracs:
@@ -83,17 +98,66 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, targets: torch.Te
         with torch.no_grad():
             dele.append(float(torch.softmax(model(xd), 1).gather(1, ys[:, None]).mean()))
             ins.append(float(torch.softmax(model(xi), 1).gather(1, ys[:, None]).mean()))
+    if not all(np.isfinite(dele + ins)):
+        raise NonFiniteError("deletion/insertion curves: the model's probabilities are not finite for the deleted or "
+                             f"inserted images (deletion {dele}, insertion {ins}); check the model and replacement")
     return DeletionInsertion(fracs, dele, ins)
 
 
-def _targets(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int) -> torch.Tensor:
-    """One class index per image, checked against the number of logits before the curves run."""
-    ys = torch.as_tensor(targets, dtype=torch.long)
+def _check_order(order: Any, n_img: int, n_val: int) -> torch.Tensor:
+    """``order``: an integer tensor (images, values per image), each row a permutation of 0..values-1."""
+    if not isinstance(order, torch.Tensor):
+        raise InputTypeError(f"order: expected an integer tensor (images, values per image), got {type(order).__name__}")
+    if order.is_floating_point() or order.is_complex() or order.dtype == torch.bool:
+        raise InputTypeError(f"order: dtype {order.dtype}; value indices must be integers (e.g. order.long())")
+    if tuple(order.shape) != (n_img, n_val):
+        raise InputError(f"order: shape {tuple(order.shape)}; must be (images, values per image) = {(n_img, n_val)}")
+    order = order.long()
+    expected = torch.arange(n_val, device=order.device).expand(n_img, -1)
+    bad = (order.sort(1).values != expected).any(1)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        row = order[i]
+        lo, hi = int(row.min()), int(row.max())
+        what = (f"indices span {lo}..{hi}" if lo < 0 or hi >= n_val else
+                f"{n_val - int(torch.unique(row).numel())} index(es) repeated")
+        raise InputError(f"order: row {i} is not a permutation of 0..{n_val - 1} ({what}); each row must rank every value "
+                         "of its image exactly once (e.g. torch.randperm(n) per image)")
+    return order
+
+
+def _check_fractions(fractions: Any) -> list[float]:
+    """Fractions: a non-empty sequence of finite numbers in [0, 1]."""
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence) and not isinstance(fractions, torch.Tensor):
+        raise InputTypeError(f"fractions: expected a sequence of numbers in [0, 1], got {type(fractions).__name__}")
+    values = fractions.tolist() if isinstance(fractions, torch.Tensor) else list(fractions)
+    if not values:
+        raise InputError("fractions: empty; give at least one fraction in [0, 1]")
+    return [check_number(f, "fractions", minimum=0.0, maximum=1.0) for f in values]
+
+
+def _targets(model: nn.Module, images: torch.Tensor, targets: Any) -> torch.Tensor:
+    """One class index per image, checked against the number of logits before the curves run (floats are
+    refused, never truncated: 3.5 is not class 3)."""
+    check_class_target(targets, "targets")
+    if isinstance(targets, (list, tuple)):
+        if not all(is_integer_id(t) for t in targets):
+            raise InputTypeError(f"targets: per-image class indices must be integers, got {list(targets)[:5]!r}")
+        ys = torch.tensor([int(t) for t in targets], dtype=torch.long)
+    elif isinstance(targets, torch.Tensor):
+        ys = targets.detach().long().cpu()
+    elif is_integer_id(targets):
+        ys = torch.tensor(int(targets), dtype=torch.long)
+    else:
+        raise InputTypeError(f"targets: expected a class index or one per image, got {type(targets).__name__} {targets!r}")
     ys = ys.expand(len(images)).clone() if ys.ndim == 0 else ys
     if ys.shape != (len(images),):
-        raise ValueError(f"targets must be one class index or one per image ({len(images)}), got shape {tuple(ys.shape)}")
+        raise InputError(f"targets: shape {tuple(ys.shape)}; give one class index or one per image ({len(images)})")
     with torch.no_grad():
-        n_classes = int(model(images[:1]).shape[1])
+        out = model(images[:1])
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise InputError(f"targets: the model outputs {getattr(out, 'shape', type(out).__name__)}, not class scores (N, classes)")
+    n_classes = int(out.shape[1])
     if int(ys.min()) < 0 or int(ys.max()) >= n_classes:
-        raise ValueError(f"targets must be class indices 0-{n_classes - 1}, got {int(ys.min())}..{int(ys.max())}")
-    return ys
+        raise TargetRangeError(f"targets: classes {int(ys.min())}..{int(ys.max())}; valid class indices are 0..{n_classes - 1}")
+    return ys.to(images.device)

@@ -20,8 +20,8 @@ from torch import nn
 
 from ..units import Unit
 from ..checks import InputError, check_finite_result
-from ..model_state import using
-from ._model import TargetSpec, check_inputs, check_options, prepare, resolve_target
+from ._model import TargetSpec, check_inputs, check_options, prepare, resolve_target, running
+from . import guards
 from .methods import _check_options, canonical_method, quiet_captum
 
 __all__ = ["LAYER_METHODS", "LayerAttribution", "layer_attribution", "unit_attribution"]
@@ -29,7 +29,7 @@ __all__ = ["LAYER_METHODS", "LayerAttribution", "layer_attribution", "unit_attri
 LAYER_METHODS: dict[str, str] = {
     "integrated_gradients": "layer integrated gradients (baseline: the layer's activations on the input baseline); options: baselines, n_steps, method, internal_batch_size",
     "gradient_x_activation": "activation x gradient: the first-order (linear) estimate of each activation's contribution",
-    "deeplift": "layer DeepLift; options: baselines",
+    "deeplift": "layer DeepLift (rules and refusal as for input DeepLift, see vision_interp.attribution.guards); options: baselines, unsupported",
     "conductance": "layer conductance (Dhamdhere et al. 2018); options: baselines, n_steps, internal_batch_size",
 }
 _LAYER_ALIASES = {
@@ -120,7 +120,7 @@ def layer_attribution(
     method = canonical_method(method, LAYER_METHODS, _LAYER_ALIASES)
     x, _ = check_inputs(model, inputs)
     options = check_options(options, x)
-    with using(model, what="layer_attribution()"):
+    with running(model, "layer_attribution()"):
         return _layer_attribution(model, x, inputs.device, layer, target, method, options)
 
 
@@ -140,16 +140,62 @@ def _layer_attribution(model: nn.Module, x: torch.Tensor, device: torch.device, 
     elif method == "gradient_x_activation":
         obj = ca.LayerGradientXActivation(fwd, module, multiply_by_inputs=opts.pop("multiply_by_inputs", True))
     elif method == "deeplift":
-        obj = ca.LayerDeepLift(fwd, module, multiply_by_inputs=opts.pop("multiply_by_inputs", True))
+        unsupported = guards.check_unsupported_option(opts.pop("unsupported", "raise"))
+        multiply = opts.pop("multiply_by_inputs", True)
+        obj = guards.GuardedLayerDeepLift(fwd, module, multiply_by_inputs=multiply)
+        fwd_path = f"model.{path}" if fwd is not prep.model else path
+        findings = guards.deeplift_findings(fwd, x, layer=fwd_path,
+                                            attribute_to_layer_input=bool(opts.get("attribute_to_layer_input", False)))
     else:
         obj = ca.LayerConductance(fwd, module)
+    if "unsupported" in opts:
+        raise InputError(f"unsupported: applies to method 'deeplift' only (its rules cover some modules); method {method!r} "
+                         "has no such rules")
     _check_options(method, obj.attribute, opts)
+    # captum's LayerDeepLift hooks the layer's input tensor, which needs a graph even when every
+    # parameter is frozen (the committed models are): give the inputs one
+    xin = x.detach().clone().requires_grad_(True) if method == "deeplift" else x
     with quiet_captum():
-        attr = obj.attribute(x, target=resolved.captum, **opts)
+        attr = obj.attribute(xin, target=resolved.captum, **opts)
     if isinstance(attr, tuple):
         attr = attr[0]
+    if method == "deeplift":
+        _layer_deeplift_guard(prep, resolved, x, path, attr, opts, bool(multiply), findings, unsupported, layer)
     check_finite_result(attr, "layer attributions", f"{resolved.description}, layer {layer}")
     return LayerAttribution(attr.detach().to(device), path, resolved.description, method)
+
+
+def _layer_deeplift_guard(prep: Any, resolved: Any, x: torch.Tensor, path: str, attr: torch.Tensor, opts: dict[str, Any],
+                          multiply: bool, findings: list, unsupported: str, layer: str) -> None:
+    """Layer DeepLift's attributions must add up to ``f(x) - f(baseline)`` too (:mod:`.guards`)."""
+    b = guards.baseline_tensor(x, opts.get("baselines"))
+    with torch.no_grad():
+        extra = opts.get("additional_forward_args")
+        fx = guards.explained_values(resolved, prep.model, x, extra)
+        fb = guards.explained_values(resolved, prep.model, b, extra)
+        if multiply:
+            total = attr
+        else:  # multipliers: times the layer's own difference
+            where = "input" if opts.get("attribute_to_layer_input") else "output"
+            acts = [_layer_value(prep.model, v, path, where, extra) for v in (x, b)]
+            total = attr * (acts[0] - acts[1])
+    gap = guards.measure_gap(total, x, b, fx, fb, True)
+    guards.check_deeplift_completeness(findings, gap, f"layer DeepLift on {type(prep.original).__name__} "
+                                       f"(layer {layer!r}, {resolved.description})", unsupported, stacklevel=6)
+
+
+def _layer_value(model: nn.Module, x: torch.Tensor, path: str, where: str, extra_args: Any = None) -> torch.Tensor:
+    """The layer's input or output on ``x`` (one forward pass with the call's extra forward arguments, hook
+    removed afterwards)."""
+    seen: list[torch.Tensor] = []
+    handle = model.get_submodule(path).register_forward_hook(
+        lambda _m, inp, out: seen.append((inp[0] if where == "input" else out).detach()))
+    extra = () if extra_args is None else extra_args if isinstance(extra_args, tuple) else (extra_args,)
+    try:
+        model(x, *extra)
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 def unit_attribution(

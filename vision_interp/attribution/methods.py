@@ -22,9 +22,9 @@ from torch import nn
 
 from ..capture import dataset_batches
 from ..units import close_names
-from ..checks import InputError, check_class_target, check_finite_result, check_int
-from ..model_state import using
-from ._model import Prepared, ResolvedTarget, TargetSpec, check_inputs, check_options, prepare, resolve_target
+from ..checks import InputError, InputTypeError, check_class_target, check_finite_result, check_int, check_number
+from . import guards
+from ._model import Prepared, ResolvedTarget, TargetSpec, check_inputs, check_options, prepare, resolve_target, running
 
 __all__ = [
     "METHODS",
@@ -41,10 +41,10 @@ METHODS: dict[str, str] = {
     "input_x_gradient": "input * gradient",
     "integrated_gradients": "path integral of gradients from a baseline (Sundararajan et al. 2017); options: baselines, n_steps, method, internal_batch_size",
     "smoothgrad": "noise tunnel over any method (base=..., default saliency); options: nt_samples, stdevs (default 0.15), nt_type, nt_samples_batch_size",
-    "deeplift": "DeepLift rescale rule (Shrikumar et al. 2017); options: baselines",
+    "deeplift": "DeepLift rescale rule (Shrikumar et al. 2017) on elementwise activation and max-pool modules; refused where it does not add up to f(x) - f(baseline) on the inputs (see attribution.guards); options: baselines, unsupported ('raise' or 'warn')",
     "occlusion": "output change when a sliding patch is replaced by a baseline; options: sliding_window_shapes, strides, baselines, perturbations_per_eval",
     "gradcam": "Grad-CAM on a conv layer (layer=..., default the last spatial one), upsampled to the input; options: relu_attributions (default True), interpolate_mode",
-    "guided_gradcam": "guided backprop x Grad-CAM; options: layer, interpolate_mode",
+    "guided_gradcam": "guided backprop x Grad-CAM; guides nn.ReLU modules only, so models with other activations are refused (see attribution.guards); options: layer, unsupported ('raise' or 'warn')",
     "feature_ablation": "output change when each patch is set to a baseline; options: patch_size or feature_mask, baselines, perturbations_per_eval",
 }
 
@@ -146,7 +146,9 @@ def _build(method: str, fwd: nn.Module, prep: Prepared, x: torch.Tensor, resolve
     elif method == "integrated_gradients":
         obj = ca.IntegratedGradients(fwd, multiply_by_inputs=opts.pop("multiply_by_inputs", True))
     elif method == "deeplift":
-        obj = ca.DeepLift(fwd, multiply_by_inputs=opts.pop("multiply_by_inputs", True), eps=opts.pop("eps", 1e-10))
+        multiply = _check_flag(opts.pop("multiply_by_inputs", True), "multiply_by_inputs")
+        eps = check_number(opts.pop("eps", 1e-10), "eps", minimum=0.0, strict_min=True)
+        obj = guards.GuardedDeepLift(fwd, multiply_by_inputs=multiply, eps=eps)
     elif method == "occlusion":
         obj = ca.Occlusion(fwd)
         window, stride = _default_occlusion(x)
@@ -173,11 +175,12 @@ def _build(method: str, fwd: nn.Module, prep: Prepared, x: torch.Tensor, resolve
 
 _OWN_OPTIONS = {
     "integrated_gradients": {"multiply_by_inputs"},
-    "deeplift": {"multiply_by_inputs", "eps"},
+    "deeplift": {"multiply_by_inputs", "eps", "unsupported"},
     "feature_ablation": {"patch_size"},
     "gradcam": {"layer", "interpolate_mode"},
-    "guided_gradcam": {"layer"},
+    "guided_gradcam": {"layer", "unsupported"},
 }
+_GUARDED = ("deeplift", "guided_gradcam")  # methods whose rules cover only some modules (see .guards)
 _NT_OPTIONS = {"nt_type", "nt_samples", "nt_samples_batch_size", "stdevs", "draw_baseline_from_distrib"}
 
 
@@ -204,25 +207,66 @@ def _run(method: str, prep: Prepared, x: torch.Tensor, resolved: ResolvedTarget,
 
 
 def _prepare_call(method: str, prep: Prepared, x: torch.Tensor, resolved: ResolvedTarget, options: dict[str, Any]) -> Callable[[], torch.Tensor]:
-    """Build the Captum call for ``method`` and check its options; nothing runs until it is called."""
+    """Build the Captum call for ``method`` and check its options and the method's guard (what its rules
+    cover, :mod:`.guards`); nothing is attributed until it is called."""
     import captum.attr as ca
 
     fwd = resolved.forward_model(prep.model)
+    opts = dict(options)
+    base = None
     if method == "smoothgrad":
-        opts = dict(options)
         base = canonical_method(opts.pop("base", "saliency"))
         if base == "smoothgrad":
             raise ValueError("smoothgrad's base method cannot be smoothgrad itself")
+    ruled = base or method
+    unsupported = opts.pop("unsupported", None)
+    if unsupported is not None and ruled not in _GUARDED:
+        raise InputError(f"unsupported: applies to {' and '.join(_GUARDED)} only (their rules cover some modules); "
+                         f"method {ruled!r} has no such rules")
+    unsupported = guards.check_unsupported_option("raise" if unsupported is None else unsupported)
+    if ruled == "guided_gradcam":  # refused before any work: the probe alone decides
+        unguided, n_guided = guards.guided_findings(fwd, x)
+        guards.check_guided(unguided, n_guided, f"method {ruled!r} on {type(prep.original).__name__}", unsupported, 6)
+    findings = guards.deeplift_findings(fwd, x) if ruled == "deeplift" else []
+    if base is not None:
         nt_opts = {k: opts.pop(k) for k in list(opts) if k in _NT_OPTIONS}
         nt_opts.setdefault("stdevs", 0.15)
         nt_opts.setdefault("nt_type", "smoothgrad")
         obj, base_opts, post = _build(base, fwd, prep, x, resolved, opts)
         _check_options(base, obj.attribute, base_opts, _OWN_OPTIONS.get(base, set()))
         tunnel = ca.NoiseTunnel(obj)
-        return lambda: post(tunnel.attribute(x, target=resolved.captum, **nt_opts, **base_opts)).detach()
-    obj, opts, post = _build(method, fwd, prep, x, resolved, options)
+
+        def noisy() -> torch.Tensor:
+            if ruled == "deeplift":  # the noisy samples have no f(x) to compare with: measure DeepLift on x itself
+                _deeplift_guard(prep, resolved, x, obj.attribute(x, target=resolved.captum, **base_opts).detach(),
+                                base_opts, options, findings, unsupported)
+            return post(tunnel.attribute(x, target=resolved.captum, **nt_opts, **base_opts)).detach()
+
+        return noisy
+    obj, opts, post = _build(method, fwd, prep, x, resolved, opts)
     _check_options(method, obj.attribute, opts, _OWN_OPTIONS.get(method, set()))
-    return lambda: post(obj.attribute(x, target=resolved.captum, **opts)).detach()
+    if method != "deeplift":
+        return lambda: post(obj.attribute(x, target=resolved.captum, **opts)).detach()
+
+    def checked() -> torch.Tensor:
+        attr = post(obj.attribute(x, target=resolved.captum, **opts)).detach()
+        _deeplift_guard(prep, resolved, x, attr, opts, options, findings, unsupported)
+        return attr
+
+    return checked
+
+
+def _deeplift_guard(prep: Prepared, resolved: ResolvedTarget, x: torch.Tensor, attr: torch.Tensor, opts: dict[str, Any],
+                    options: dict[str, Any], findings: list, unsupported: str) -> None:
+    """DeepLift's summation-to-delta on the call's own inputs; refuse or warn as :mod:`.guards` says."""
+    b = guards.baseline_tensor(x, opts.get("baselines"))
+    with torch.no_grad():
+        extra = opts.get("additional_forward_args")
+        fx = guards.explained_values(resolved, prep.model, x, extra)
+        fb = guards.explained_values(resolved, prep.model, b, extra)
+    gap = guards.measure_gap(attr, x, b, fx, fb, bool(options.get("multiply_by_inputs", True)))
+    guards.check_deeplift_completeness(findings, gap, f"method 'deeplift' on {type(prep.original).__name__} "
+                                       f"({resolved.description})", unsupported, stacklevel=7)
 
 
 def _run_captum(method: str, prep: Prepared, x: torch.Tensor, resolved: ResolvedTarget, options: dict[str, Any]) -> torch.Tensor:
@@ -250,12 +294,18 @@ def attribute(
     method = canonical_method(method)
     x, single = check_inputs(model, inputs)
     options = check_options(options, x)
-    with using(model, what="attribute()"):
+    with running(model, "attribute()"):
         prep = prepare(model, x)
         resolved = resolve_target(prep, x, target)
         attr = _run(method, prep, x, resolved, options).to(inputs.device)
     check_finite_result(attr, "attributions", f"{resolved.description}, method {method}")
     return attr[0] if single else attr
+
+
+def _check_flag(value: Any, arg: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputTypeError(f"{arg}: expected True or False, got {type(value).__name__} {value!r}")
+    return value
 
 
 def _slice_target(target: TargetSpec, start: int, stop: int) -> TargetSpec:
@@ -283,6 +333,7 @@ def attribute_batches(
     """
     method = canonical_method(method)
     check_int(batch_size, "batch_size", minimum=1)
+    _check_flag(progress, "progress")
     x_all, _ = check_inputs(model, images)
     n = x_all.shape[0]
     check_class_target(target)
@@ -290,7 +341,7 @@ def attribute_batches(
         if len(target) != n and not (isinstance(target, torch.Tensor) and target.numel() == 1):
             raise InputError(f"target: {len(target)} per-example class indices for {n} image(s); give one per image")
     first_opts = check_options(options, x_all)  # baselines are checked against every image once
-    with using(model, what="attribute_batches()"):
+    with running(model, "attribute_batches()"):
         prep = prepare(model, x_all)
         # a bad target, layer or option fails here, before the long loop
         _prepare_call(method, prep, x_all[:1], resolve_target(prep, x_all[:1], _slice_target(target, 0, 1)), first_opts)
@@ -311,7 +362,7 @@ def _attribute_loop(model: nn.Module, prep: Prepared, method: str, x_all: torch.
     n = len(x_all)
     for start, xb in dataset_batches(x_all, batch_size, progress=progress, desc=f"attribute ({method})"):
         opts = check_options(_slice_baselines(options, n, start, start + len(xb)), xb)
-        with using(model, what="attribute_batches()"):
+        with running(model, "attribute_batches()"):
             resolved = resolve_target(prep, xb, _slice_target(target, start, start + len(xb)))
             attr = _run(method, prep, xb, resolved, opts).cpu()
         yield start, check_finite_result(attr, f"attributions (batch at {start})", method)
@@ -353,7 +404,18 @@ def class_mean_attributions(
 
     Only running sums are kept, so memory does not grow with the number of images.
     """
-    labels = torch.as_tensor(labels).long().reshape(-1)
+    check_class_target(labels, "labels")  # float labels are refused, never truncated
+    if n_classes is not None:
+        n_classes = check_int(n_classes, "n_classes", minimum=1)
+    if not isinstance(images, torch.Tensor):
+        raise InputTypeError(f"images: expected a torch.Tensor of images (N, C, H, W) in [0, 1], got {type(images).__name__}")
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise InputTypeError(f"labels: cannot read as class indices ({e}); give a tensor or list of integers") from e
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise InputTypeError(f"labels: dtype {labels.dtype}; class indices must be integers (e.g. labels.long())")
+    labels = labels.long().reshape(-1)
     if labels.numel() != images.shape[0]:
         raise ValueError(f"labels must have one entry per image: {labels.numel()} labels for {images.shape[0]} images")
     labels = labels.cpu()  # attributions come back on the CPU; the running sums live there too

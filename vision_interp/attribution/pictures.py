@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from ..checks import InputError, check_matrix
+from ..checks import InputError, InputTypeError, check_int, check_matrix, check_number
 
 from .. import images as vimg
 
@@ -34,6 +34,17 @@ def heatmaps(attributions: torch.Tensor, arg: str = "attributions") -> torch.Ten
     return (a[None] if a.ndim == 3 else a).sum(1)
 
 
+def _inputs(inputs: torch.Tensor) -> torch.Tensor:
+    """The pictures' inputs as a CPU float batch (N, C, H, W)."""
+    check_matrix(inputs, "inputs", ndim=(3, 4))
+    x = inputs.detach().cpu().float()
+    return x[None] if x.ndim == 3 else x
+
+
+def _alpha(alpha: float) -> float:
+    return check_number(alpha, "alpha", minimum=0.0, maximum=1.0)
+
+
 def _same_batch(x: torch.Tensor, maps: torch.Tensor, arg: str) -> None:
     if len(maps) != len(x):
         raise InputError(f"{arg}: {len(maps)} maps for {len(x)} inputs; give one map per input")
@@ -41,9 +52,7 @@ def _same_batch(x: torch.Tensor, maps: torch.Tensor, arg: str) -> None:
 
 def overlays(inputs: torch.Tensor, attributions: torch.Tensor, alpha: float = 0.75) -> torch.Tensor:
     """(N, 3, H, W): each signed heatmap blended over its (grayed) input, normalised per image."""
-    x = inputs.detach().cpu().float()
-    if x.ndim == 3:
-        x = x[None]
+    x, alpha = _inputs(inputs), _alpha(alpha)
     h = heatmaps(attributions)
     _same_batch(x, h, "attributions")
     return torch.stack([vimg.overlay(xi, hi, alpha=alpha) for xi, hi in zip(x, h)])
@@ -55,9 +64,9 @@ def _rgb(x: torch.Tensor) -> torch.Tensor:
 
 def attribution_grid(inputs: torch.Tensor, attributions: torch.Tensor, *, per_row: int | None = None, alpha: float = 0.75) -> torch.Tensor:
     """One (3, H', W') picture: for each input, the input | its signed heatmap | the overlay."""
-    x = inputs.detach().cpu().float()
-    if x.ndim == 3:
-        x = x[None]
+    x, alpha = _inputs(inputs), _alpha(alpha)
+    if per_row is not None:
+        per_row = check_int(per_row, "per_row", minimum=1)
     h = heatmaps(attributions)
     _same_batch(x, h, "attributions")
     tiles = []
@@ -81,6 +90,10 @@ def save_attribution_png(
     scale: int | None = None,
 ) -> Path:
     """Write :func:`attribution_grid` as a PNG (atomically); small inputs such as MNIST are enlarged."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputTypeError(f"path: expected a file path, got {type(path).__name__}")
+    if scale is not None:
+        scale = check_int(scale, "scale", minimum=1, maximum=64)
     grid = attribution_grid(inputs, attributions, per_row=per_row)
     h = inputs.shape[-2]
     return vimg.save_png(grid, path, scale=scale or _default_scale(h))
@@ -88,6 +101,10 @@ def save_attribution_png(
 
 def class_mean_grid(means: torch.Tensor, *, shared_scale: bool = False, ncols: int | None = None) -> torch.Tensor:
     """Per-class mean attribution maps (K, C, H, W) as a grid of signed heatmaps (class k at tile k)."""
+    if not isinstance(shared_scale, bool):
+        raise InputTypeError(f"shared_scale: expected True or False, got {type(shared_scale).__name__} {shared_scale!r}")
+    if ncols is not None:
+        ncols = check_int(ncols, "ncols", minimum=1)
     h = heatmaps(means, "means")
     vmax = float(h.abs().max()) if shared_scale else None
     tiles = torch.stack([vimg.diverging(hi, vmax) for hi in h])
@@ -96,9 +113,8 @@ def class_mean_grid(means: torch.Tensor, *, shared_scale: bool = False, ncols: i
 
 def layer_map_overlay(inputs: torch.Tensor, spatial: torch.Tensor, alpha: float = 0.75) -> torch.Tensor:
     """(N, 3, H, W): a layer attribution's spatial map (N, h, w), upsampled and blended over each input."""
-    x = inputs.detach().cpu().float()
-    if x.ndim == 3:
-        x = x[None]
+    x, alpha = _inputs(inputs), _alpha(alpha)
+    check_matrix(spatial, "spatial", ndim=(2, 3))
     s = spatial.detach().cpu().float()
     if s.ndim == 2:
         s = s[None]

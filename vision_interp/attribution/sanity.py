@@ -19,9 +19,8 @@ import torch
 from torch import nn
 
 from ..units import resolve_layer
-from ..checks import check_finite_result
-from ..model_state import using
-from ._model import Prepared, ResolvedTarget, TargetSpec, check_inputs, check_options, prepare, resolve_target
+from ..checks import InputError, InputTypeError, check_finite_result, check_int, check_matrix
+from ._model import Prepared, ResolvedTarget, TargetSpec, check_inputs, check_options, prepare, resolve_target, running
 from .methods import _run, canonical_method
 
 __all__ = ["CompletenessResult", "RandomizationResult", "ig_completeness", "randomization_test", "spearman"]
@@ -67,6 +66,9 @@ def _baseline_tensor(x: torch.Tensor, baselines: Any) -> torch.Tensor:
     return b.expand_as(x) if b.shape != x.shape else b
 
 
+_IG_RULES = ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid")
+
+
 def ig_completeness(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -82,13 +84,15 @@ def ig_completeness(
     ``f`` is the target's score (class logit, or the unit's value). Baseline default: black (zeros).
     """
     x, _ = check_inputs(model, inputs)
+    if method not in _IG_RULES:
+        raise InputError(f"method: {method!r}; integrated gradients' integration rule must be one of {', '.join(_IG_RULES)}")
     opts: dict[str, Any] = {"n_steps": n_steps, "method": method}
     if baselines is not None:
         opts["baselines"] = baselines
     if internal_batch_size is not None:
         opts["internal_batch_size"] = internal_batch_size
     opts = check_options(opts, x)
-    with using(model, what="ig_completeness()"):
+    with running(model, "ig_completeness()"):
         prep = prepare(model, x)
         resolved = resolve_target(prep, x, target)
         attr = _run("integrated_gradients", prep, x, resolved, opts)
@@ -110,6 +114,12 @@ def _rankdata(values: np.ndarray) -> np.ndarray:
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation between matching rows of ``a`` and ``b`` (flattened per example)."""
+    for arg, t in (("a", a), ("b", b)):
+        check_matrix(t, arg, ndim=tuple(range(1, 9)))
+    if a.shape != b.shape:
+        raise InputError(f"b: shape {tuple(b.shape)}; must match a's shape {tuple(a.shape)} (one map per example in both)")
+    if a.ndim == 1:
+        a, b = a[None], b[None]
     a2 = a.detach().double().cpu().flatten(1).numpy()
     b2 = b.detach().double().cpu().flatten(1).numpy()
     out = []
@@ -185,8 +195,16 @@ def randomization_test(
     """
     method = canonical_method(method)
     x, _ = check_inputs(model, inputs)
+    if layers is not None:
+        if isinstance(layers, str) or not isinstance(layers, Sequence) or not all(isinstance(n, str) for n in layers):
+            raise InputTypeError(f"layers: expected a list of layer names (e.g. ['fc', 'conv2']) or None, got {layers!r}")
+        if not layers:
+            raise InputError("layers: an empty list; give the layers to randomize (top first) or None for all")
+    seed = check_int(seed, "seed", minimum=0)
+    if not isinstance(absolute, bool):
+        raise InputTypeError(f"absolute: expected True or False, got {type(absolute).__name__} {absolute!r}")
     options = check_options(options, x)
-    with using(model, what="randomization_test()"):
+    with running(model, "randomization_test()"):
         return _randomization(model, x, target, method, layers, seed, absolute, options)
 
 

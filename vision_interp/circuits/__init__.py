@@ -14,7 +14,7 @@
 """
 
 from .diagram import circuit_diagram, kernel_grid, save_kernel_grid
-from .graph import CircuitError, Geometry, linear_path, trace_graph
+from .graph import CircuitError, Geometry, LinearizationError, linear_path, trace_graph
 from .groups import NeuronGroups, layer_neuron_groups, neuron_groups, neuron_groups_picture, nmf, save_neuron_groups
 from .logit_attribution import (AblationResult, ContrastiveAttribution, closed_form_ablation,
                                 contrastive_logit_attribution)
@@ -37,6 +37,7 @@ __all__ = [
     "closed_form_ablation",
     "contrastive_logit_attribution",
     "CircuitError",
+    "LinearizationError",
     "Geometry",
     "NeuronGroups",
     "circuit_diagram",

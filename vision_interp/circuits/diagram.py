@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_int
+from ..checks import check_int, check_number
 from ..images import diverging, make_grid, save_png, upscale
-from ..units import parse_unit, resolve_unit
+from ..units import parse_unit, resolve_layer, resolve_unit
+from .graph import LinearizationError
 from .weights import expanded_weights, previous_layer, rank_connections
 
 __all__ = ["kernel_grid", "save_kernel_grid", "circuit_diagram", "Thumbnails"]
@@ -32,6 +33,15 @@ def kernel_grid(weights: torch.Tensor, *, scale: int = 4, vmax: float | None = N
     """Kernels ``(C_out, C_in, kh, kw)`` as one RGB image: a row per output channel, a column per
     input channel, on one diverging scale (``vmax`` default: the largest |weight|)."""
     check_int(scale, "scale", minimum=1)
+    check_int(pad, "pad", minimum=0)
+    if not isinstance(weights, torch.Tensor):
+        raise TypeError(f"weights: expected a torch.Tensor of kernels (C_out, C_in, kh, kw), got {type(weights).__name__}")
+    if not weights.is_floating_point():
+        weights = weights.float()
+    if weights.numel() and not bool(torch.isfinite(weights).all()):
+        raise ValueError(f"weights: {int((~torch.isfinite(weights)).sum())} NaN or infinite value(s); nothing is drawn from them")
+    if vmax is not None:
+        vmax = check_number(vmax, "vmax", minimum=0.0, strict_min=True)
     if weights.ndim == 2:
         weights = weights[None, None]
     elif weights.ndim == 3:
@@ -147,11 +157,31 @@ def circuit_diagram(
     """
     from ..io import atomic_write_text, save_json
 
+    check_int(k, "k", minimum=1)
+    check_int(size, "size", minimum=8)
+    if isinstance(out_dir, bytes) or not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"out_dir: expected a folder path (str or os.PathLike), got {type(out_dir).__name__}")
+    if layer is not None and not isinstance(layer, str):
+        raise TypeError(f"layer: expected a layer name (str) or None, got {type(layer).__name__}")
+    if featvis_kwargs is not None and not isinstance(featvis_kwargs, Mapping):
+        raise TypeError(f"featvis_kwargs: expected a dict of feature-visualization options, got {type(featvis_kwargs).__name__}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress: expected True or False, got {type(progress).__name__}")
+    if not (thumbnails is None or isinstance(thumbnails, (bool, Mapping)) or callable(thumbnails)):
+        raise TypeError(f"thumbnails: expected a mapping 'layer:channel' -> image, a callable, None or False, got "
+                        f"{type(thumbnails).__name__}")
     u = resolve_unit(model, unit, input_shape, single_channel=True)
     name = u.name or u.layer
     target = f"{name}:{u.channel}"
     src = layer or previous_layer(model, u.layer, input_shape=input_shape)
-    kernels = expanded_weights(model, src, u.layer, dst_channels=[u.channel], input_shape=input_shape)[0]
+    try:
+        kernels = expanded_weights(model, src, u.layer, dst_channels=[u.channel], input_shape=input_shape)[0]
+    except LinearizationError as e:
+        def fmt(a: str, b: str) -> str:
+            same = resolve_layer(model, b) == u.layer
+            return f"circuit_diagram(model, {target!r}, out_dir, layer={a!r})" if same else f"expanded_weights(model, {a!r}, {b!r})"
+
+        raise e.with_alternatives(f"circuit_diagram of {target} from {src!r}", e.alternatives, fmt) from None
     ranked = rank_connections(kernels, src, k)
     inputs = [(unit_s, s, "excitatory") for unit_s, s in ranked["excitatory"]]
     inputs += [(unit_s, s, "inhibitory") for unit_s, s in ranked["inhibitory"]]

@@ -37,8 +37,8 @@ from ..trace import Call, Segment, TraceError, Window, track, trace
 from ..units import default_input_shape, model_device_dtype, resolve_layer
 from ..zoo.spec import model_spec
 
-__all__ = ["CircuitError", "Node", "ModelGraph", "Geometry", "trace_graph", "LinearPath", "linear_path",
-           "channel_map", "is_concat", "is_weighted", "linear_forward", "logits_layer"]
+__all__ = ["CircuitError", "LinearizationError", "Node", "ModelGraph", "Geometry", "trace_graph", "LinearPath", "linear_path",
+           "channel_map", "is_concat", "is_weighted", "has_weights", "linear_forward", "logits_layer"]
 
 INPUT = -2  # producer id of the model's input tensor
 EXTERNAL = -1  # producer id of a tensor made outside any module
@@ -48,6 +48,40 @@ Geometry = Window  # where a linearized unit looks in the source layer; see :cla
 
 class CircuitError(ValueError):
     """Two layers are not joined by a path that can be linearized; the message names the blocker."""
+
+
+class LinearizationError(CircuitError):
+    """A module on the path has no linear stand-in (a PReLU, a sigmoid gate, LayerNorm, ...).
+
+    ``module`` / ``module_type`` name the blocker; ``alternatives`` are ``(src, dst)`` layer pairs near the
+    requested ones whose path *does* linearize (checked, not guessed): typically the blocker's own output
+    as the source, or the layer that feeds it as the destination. Each caller words them as its own call."""
+
+    def __init__(self, message: str, *, module: str = "", module_type: str = "", reason: str = "",
+                 alternatives: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.module, self.module_type, self.reason = module, module_type, reason
+        self.alternatives = list(alternatives)
+
+    def with_alternatives(self, head: str, alternatives: Sequence[tuple[str, str]],
+                          fmt: Callable[[str, str], str]) -> "LinearizationError":
+        """The same error, re-worded with ``head`` and the alternatives written by ``fmt(src, dst)``."""
+        return LinearizationError(_blocked_message(head, self.module, self.module_type, self.reason, alternatives, fmt),
+                                  module=self.module, module_type=self.module_type, reason=self.reason,
+                                  alternatives=alternatives)
+
+
+_WHAT_LINEARIZES = ("only convolutions (grouped and depthwise too), linear layers, ReLU-like activations (ReLU, ReLU6, "
+                    "LeakyReLU, ELU, GELU, SiLU: read as the identity), max/average pooling, eval-mode batch norm, "
+                    "additions (residual connections) and concatenations can be linearized")
+
+
+def _blocked_message(head: str, module: str, module_type: str, reason: str, alternatives: Sequence[tuple[str, str]],
+                     fmt: Callable[[str, str], str]) -> str:
+    alt = ("; nearest layers that work: " + ", ".join(fmt(a, b) for a, b in alternatives)) if alternatives else \
+        "; no nearby pair of layers avoids it"
+    return (f"{head}: module {module!r} ({module_type}) cannot be linearized: {reason} ({_WHAT_LINEARIZES}){alt}. "
+            f"Or give {module_type} a linearized(x) method that returns its linear stand-in.")
 
 
 class ChannelConcat(nn.Module):
@@ -100,14 +134,15 @@ def _leaf(m: nn.Module) -> bool:
 
 def _parts(flow: tuple, calls: list[Call], n_channels: int) -> list[int] | None:
     """Producers (call indices, or INPUT) whose whole outputs, concatenated in order, make this
-    tensor; None when the tensor is anything else (a function of them)."""
+    tensor; None when the tensor is anything else (a function of them). A producer may be a leaf
+    module or a container whose own ``forward`` computes its output (a residual block's ``x + f(x)``)."""
     segs = sorted(flow, key=lambda s: s.dst[0])
     out, at = [], 0
     for s in segs:
         if not (s.exact and s.direct) or s.dst[0] != at:
             return None
         width = calls[s.producer].n_channels if s.producer >= 0 else s.src[1]
-        if s.src != (0, width) or (s.producer >= 0 and not _leaf(calls[s.producer].module)):
+        if s.src != (0, width):
             return None
         out.append(s.producer)
         at = s.dst[1]
@@ -128,7 +163,10 @@ def trace_graph(model: nn.Module, input_shape: Sequence[int] | None = None) -> M
         return INPUT if p < 0 else node_of.get(p, EXTERNAL)
 
     for call in tr.calls:
-        if not _leaf(call.module) or call.out_shape is None:
+        # leaf modules, and containers whose forward computes their output itself (the trace records a
+        # container only then; one returning its last child's output is that child): a residual block is
+        # one node, linearized by running its own forward under the linearizing mode
+        if call.out_shape is None:
             continue
         inputs: list[int] = []
         for flow, shp in zip(call.inputs, call.in_shapes):
@@ -171,6 +209,11 @@ def is_concat(node: Node) -> bool:
 
 def is_weighted(m: nn.Module) -> bool:
     return isinstance(m, (nn.Conv2d, nn.Linear))
+
+
+def has_weights(node: Node) -> bool:
+    """A weighted module, or a container node (a block computed by its own forward) holding one."""
+    return is_weighted(node.module) or (not _leaf(node.module) and any(is_weighted(m) for m in node.module.modules()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,10 +327,9 @@ def linear_forward(node: Node, inputs: list[torch.Tensor | None]) -> torch.Tenso
         with _LinearMode(xs):
             return m.forward(*xs)
     except _Nonlinear as e:
-        raise CircuitError(
-            f"cannot linearize module {node.name!r} ({type(m).__name__}): {e} (only convolutions, linear layers, "
-            "ReLU-like activations, pooling, normalisation and concatenations can be linearized)"
-        ) from None
+        raise LinearizationError(
+            f"cannot linearize module {node.name!r} ({type(m).__name__}): {e} ({_WHAT_LINEARIZES})",
+            module=node.name, module_type=type(m).__name__, reason=str(e)) from None
 
 
 def channel_map(node: Node) -> list[Segment] | None:
@@ -331,6 +373,9 @@ class LinearPath:
         for node in self.nodes:
             try:
                 env[node.index] = linear_forward(node, [env.get(p) for p in node.inputs])
+            except LinearizationError as e:
+                raise LinearizationError(f"cannot expand weights from {self.src.name!r} to {self.dst.name!r}: {e}",
+                                         module=e.module, module_type=e.module_type, reason=e.reason) from None
             except CircuitError as e:
                 raise CircuitError(f"cannot expand weights from {self.src.name!r} to {self.dst.name!r}: {e}") from None
         return env[self.dst.index]
@@ -381,7 +426,9 @@ def path_nodes(model: nn.Module, graph: ModelGraph, src: str, dst: str) -> tuple
         broken = sorted({graph.nodes[a].name for a in anc_d | {d.index}
                          if EXTERNAL in graph.nodes[a].inputs and a > s.index})
         why = (f" The input of {', '.join(broken)} is computed by a plain function call in forward() "
-               "(not a module), which cannot be followed." if broken else
+               "(not a module), which cannot be followed: circuits read modules only. Wrap that function in an "
+               "nn.Module (a padding as nn.ZeroPad2d, a scaling as a module of its own), or measure the connection "
+               "with unit_attribution(model, x, src_layer, 'dst_layer:channel'), which follows any function." if broken else
                f" {dst!r} does not depend on {src!r}.")
         raise CircuitError(f"no linear path of modules from {src!r} to {dst!r}.{why}")
     desc_s = _descendants(graph, s.index)
@@ -390,7 +437,19 @@ def path_nodes(model: nn.Module, graph: ModelGraph, src: str, dst: str) -> tuple
 
 
 def linear_path(model: nn.Module, src: str, dst: str, input_shape: Sequence[int] | None = None) -> LinearPath:
-    """Build and validate (one linearized pass at the traced size) the sub-network from ``src`` to ``dst``."""
+    """Build and validate (one linearized pass at the traced size) the sub-network from ``src`` to ``dst``.
+
+    A module without a linear stand-in raises :class:`LinearizationError` naming the module, its type and
+    the nearest pairs of layers whose path does linearize (e.g. from the PReLU's own output on)."""
+    try:
+        return _linear_path(model, src, dst, input_shape)
+    except LinearizationError as e:
+        alternatives = working_alternatives(model, src, dst, e, input_shape)
+        raise e.with_alternatives(f"cannot expand weights from {src!r} to {dst!r}", alternatives,
+                                  lambda a, b: f"expanded_weights(model, {a!r}, {b!r})") from None
+
+
+def _linear_path(model: nn.Module, src: str, dst: str, input_shape: Sequence[int] | None = None) -> LinearPath:
     graph = trace_graph(model, input_shape)
     s, d, nodes = path_nodes(model, graph, src, dst)
     if len(s.out_shape) not in (2, 4):
@@ -401,6 +460,66 @@ def linear_path(model: nn.Module, src: str, dst: str, input_shape: Sequence[int]
     else:
         path(torch.zeros((1, s.out_shape[1]), dtype=path_dtype(path), device=path_device(path)))  # validates every module
     return path
+
+
+def _module_layer(graph: ModelGraph, index: int) -> str | None:
+    """The module path of node ``index`` when it names one call of a real module (not an inline concatenation)."""
+    node = graph.nodes[index]
+    return node.name if not node.concat and len(graph.by_name.get(node.name, [])) == 1 else None
+
+
+def working_alternatives(model: nn.Module, src: str, dst: str, error: LinearizationError,
+                         input_shape: Sequence[int] | None = None,
+                         attempt: Callable[[str, str], Any] | None = None) -> list[tuple[str, str]]:
+    """Pairs of layers next to ``(src, dst)`` whose path avoids the module that blocked it, each checked.
+
+    Tried in this order: from the blocker's own output to ``dst`` (the layer after a PReLU reads its output,
+    which is where a linear path can start; a second blocker further on moves the source on again, up to 8
+    times), then from ``src`` to each layer that feeds the blocker (the path that stops before it).
+    ``attempt(a, b)`` computes the pair and raises when it fails (default: :func:`linear_path` without
+    suggestions)."""
+    if attempt is None:
+        def attempt(a: str, b: str) -> Any:
+            return _linear_path(model, a, b, input_shape)
+
+    graph = trace_graph(model, input_shape)
+    found: list[tuple[str, str]] = []
+    idx = graph.by_name.get(error.module, [])
+    if len(idx) != 1:
+        return found
+    b = idx[0]
+    s_idx = graph.node_for(model, src).index
+    d_idx = graph.node_for(model, dst).index
+    start = b
+    for _ in range(8):
+        if start == d_idx or d_idx not in _descendants(graph, start):
+            break
+        a = _module_layer(graph, start)
+        if a is None:
+            break
+        try:
+            attempt(a, dst)
+            found.append((a, dst))
+            break
+        except LinearizationError as e2:
+            nxt = graph.by_name.get(e2.module, [])
+            if len(nxt) != 1 or nxt[0] == start:
+                break
+            start = nxt[0]
+        except (CircuitError, ValueError):
+            break
+    for p in graph.nodes[b].inputs:
+        if p < 0 or p == s_idx or s_idx not in _ancestors(graph, p):
+            continue
+        name = _module_layer(graph, p)
+        if name is None or (src, name) in found:
+            continue
+        try:
+            attempt(src, name)
+            found.append((src, name))
+        except (CircuitError, ValueError):
+            pass
+    return found
 
 
 def fit_window(path: LinearPath) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:

@@ -7,6 +7,10 @@ spatial position and one column per channel, ``V (N*H*W, C) >= 0``, and factoriz
 that explain most of the layer, so a picture of k maps replaces one of C channels.
 
 NMF is solved with HALS (hierarchical alternating least squares), seeded, in float64.
+
+NMF is defined for non-negative data only. Activations with negative values (a layer that is not a ReLU
+output: a convolution, a PReLU / LeakyReLU / GELU / ELU output, batch norm) are refused with their minimum
+and the share of negative values, never clamped at 0 (which would silently factorize a different matrix).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 from torch import nn
 
 from ..capture import capture_dataset
-from ..checks import check_finite, check_instance, check_int
+from ..checks import check_finite, check_instance, check_int, check_number
 
 __all__ = ["NeuronGroups", "nmf", "neuron_groups", "layer_neuron_groups", "neuron_groups_picture", "save_neuron_groups"]
 
@@ -64,12 +68,17 @@ def nmf(v: torch.Tensor, k: int, *, iterations: int = 1000, seed: int = 0, tol: 
     Initialisation is random (seeded) scaled to the data, as in scikit-learn's "random" init.
     Stops when the relative error improves by less than ``tol`` between checks.
     """
-    if v.ndim != 2:
-        raise ValueError(f"nmf needs a matrix, got shape {tuple(v.shape)}")
-    if k < 1:
-        raise ValueError(f"k: the number of groups must be at least 1, got {k}")
-    if float(v.min()) < 0:
-        raise ValueError(f"NMF needs non-negative data (min is {float(v.min()):.4g}); use post-ReLU activations")
+    check_instance(v, torch.Tensor, "v")
+    if v.ndim != 2 or 0 in v.shape:
+        raise ValueError(f"v: nmf needs a non-empty matrix, got shape {tuple(v.shape)}")
+    k = check_int(k, "k", minimum=1)
+    iterations = check_int(iterations, "iterations", minimum=1)
+    seed = check_int(seed, "seed")
+    tol = check_number(tol, "tol", minimum=0.0)
+    if v.is_complex() or not (v.is_floating_point() or v.dtype in (torch.uint8, torch.int16, torch.int32, torch.int64)):
+        raise ValueError(f"v: dtype {v.dtype}; NMF needs real numbers")
+    check_finite(v, "v")
+    _check_nonnegative(v, "v")
     v = v.double()
     n, m = v.shape
     # HALS is many tiny ops: on a busy machine, intra-op threads cost more than they give
@@ -80,6 +89,17 @@ def nmf(v: torch.Tensor, k: int, *, iterations: int = 1000, seed: int = 0, tol: 
         return _hals(v, k, iterations, seed, tol)
     finally:
         torch.set_num_threads(threads)
+
+
+def _check_nonnegative(t: torch.Tensor, arg: str) -> None:
+    """NMF needs ``t >= 0``: refuse otherwise, saying how negative and how often (never clamp)."""
+    lo = float(t.min())
+    if lo < 0:
+        share = float((t < 0).double().mean())
+        raise ValueError(
+            f"{arg}: min {lo:.4g}, {100 * share:.1f}% of the values negative; NMF factorizes non-negative data only, "
+            "and clamping at 0 would factorize a different matrix. Use a layer whose values are non-negative (a post-ReLU "
+            "layer), or shift explicitly (values - values.min()) and report the groups as groups of the shifted values")
 
 
 def _hals(v: torch.Tensor, k: int, iterations: int, seed: int, tol: float) -> tuple[torch.Tensor, torch.Tensor, float, int]:
@@ -115,6 +135,10 @@ def neuron_groups(activations: torch.Tensor, n_groups: int, seed: int = 0, *, it
     """
     check_instance(activations, torch.Tensor, "activations")
     n_groups = check_int(n_groups, "n_groups", minimum=1)
+    seed = check_int(seed, "seed")
+    iterations = check_int(iterations, "iterations", minimum=1)
+    if not activations.is_floating_point():
+        raise ValueError(f"activations: dtype {activations.dtype}; expected a float tensor of activations")
     check_finite(activations, "activations")
     a = activations.detach().cpu()
     single = a.ndim == 3
@@ -124,7 +148,10 @@ def neuron_groups(activations: torch.Tensor, n_groups: int, seed: int = 0, *, it
         raise ValueError(f"activations must be (C, H, W) or (N, C, H, W), got shape {tuple(activations.shape)}")
     n, c, hgt, wid = a.shape
     if n_groups > c:
-        raise ValueError(f"n_groups={n_groups} exceeds the number of channels ({c})")
+        raise ValueError(f"n_groups: {n_groups} exceeds the number of channels ({c})")
+    if 0 in a.shape:
+        raise ValueError(f"activations: shape {tuple(activations.shape)} has an empty dimension")
+    _check_nonnegative(a, "activations")
     v = a.permute(0, 2, 3, 1).reshape(-1, c)
     w, h, err, its = nmf(v, n_groups, iterations=iterations, seed=seed)
     norms = h.norm(dim=1).clamp_min(1e-30)
@@ -139,15 +166,35 @@ def neuron_groups(activations: torch.Tensor, n_groups: int, seed: int = 0, *, it
 def layer_neuron_groups(model: nn.Module, images: torch.Tensor, layer: str, n_groups: int, seed: int = 0, **kw) -> NeuronGroups:
     """Capture ``layer`` on ``images`` (N, C, H, W) and factorize it (see :func:`neuron_groups`).
 
-    Images go through the package's one dataset loop (model's device and dtype, eval mode)."""
+    Images go through the package's one dataset loop (model's device and dtype, eval mode). A layer with
+    negative activations is refused (see the module docstring), naming the nearest non-negative layers."""
+    check_instance(images, torch.Tensor, "images")
+    n_groups = check_int(n_groups, "n_groups", minimum=1)
     if images.ndim == 3:
         images = images[None]
     act = torch.cat([cache[layer].float().cpu() for _, cache in capture_dataset(model, images, [layer], batch_size=256)])
     if act.ndim != 4:
         raise ValueError(f"layer {layer!r} has no spatial dimensions (shape {tuple(act.shape)}); neuron groups need maps")
-    if float(act.min()) < 0:
-        raise ValueError(f"layer {layer!r} has negative activations (min {float(act.min()):.3g}); choose a post-ReLU layer for NMF")
+    try:
+        _check_nonnegative(act, f"layer {layer!r}")
+    except ValueError as e:
+        raise ValueError(f"{e}{_nonnegative_layers_hint(model, layer, tuple(images.shape[1:]))}") from None
     return neuron_groups(act if act.shape[0] > 1 else act[0], n_groups, seed, **kw)
+
+
+def _nonnegative_layers_hint(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> str:
+    """The modules right after ``layer`` in the trace whose output cannot be negative (ReLU, ReLU6), if any."""
+    from ..trace import trace
+    from ..units import resolve_layer
+
+    try:
+        tr = trace(model, input_shape)
+        path = resolve_layer(model, layer)
+        start = tr.by_path[path][-1]
+    except (ValueError, KeyError, IndexError):
+        return ""
+    after = [c.path for c in tr.calls[start + 1 : start + 6] if isinstance(c.module, (nn.ReLU, nn.ReLU6))]
+    return f" (the next ReLU output: {after[0]!r})" if after else ""
 
 
 def neuron_groups_picture(result: NeuronGroups, image: torch.Tensor | None = None, *, size: int = 112) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..capture import capture
-from ..checks import TargetRangeError, check_class_target, check_images
+from ..checks import InputError, TargetRangeError, check_class_target, check_finite, check_images, check_index, check_int
 from ..model_state import runs_model
 from ..units import UnitSpec, resolve_unit
 from .graph import trace_graph
@@ -47,6 +47,7 @@ _LINEARITY_IMAGES = 8  # images whose logit differences must match W @ (activati
 def contrastive_map(W: torch.Tensor, acts: torch.Tensor, labels: torch.Tensor, target: int) -> torch.Tensor:
     """(C, P) class-contrastive direct logit attribution of every cell of ``acts`` (N, C, ...) to logit ``target``;
     ``W`` holds the logits' weights on the flattened layer (classes, C*P) or (classes, C, ...)."""
+    _check_classes_present(labels, target, "class-contrastive attribution compares them with the other classes' images")
     a = acts.flatten(2)
     diff = a[labels == target].mean(0) - a[labels != target].mean(0)
     return W[target].view_as(diff) * diff
@@ -69,16 +70,21 @@ def ablation_delta(W: torch.Tensor, acts: torch.Tensor, channel: int, positions:
 
 
 def ablation_effects(clean: torch.Tensor, labels: torch.Tensor, delta: torch.Tensor, target: int) -> dict:
-    """Margin drop on the target class's images, mean margin drop over the other classes' own images,
+    """Margin drop on the target class's images, mean margin drop over the other classes' own images (each
+    class present in ``labels`` counted once; a class with no image is left out, never averaged as NaN),
     their ratio (specificity) and the target's accuracy drop."""
     m0 = margins(clean, labels)
     m1 = margins(clean + delta, labels)
     drop = m0 - m1
-    per = torch.stack([drop[labels == k].mean() for k in range(int(clean.shape[1]))])
+    present = [k for k in range(int(clean.shape[1])) if bool((labels == k).any())]
+    if target not in present or len(present) < 2:
+        raise ValueError(f"target: class {target} needs images of its own and of another class among the labels "
+                         f"(classes present: {', '.join(map(str, present)) or 'none'})")
+    per = {k: drop[labels == k].mean() for k in present}
     sel = labels == target
     acc0 = (clean[sel].argmax(1) == target).float().mean()
     acc1 = ((clean + delta)[sel].argmax(1) == target).float().mean()
-    others = float(torch.cat([per[:target], per[target + 1 :]]).mean())
+    others = float(torch.stack([v for k, v in per.items() if k != target]).mean())  # over the classes present
     d = float(per[target])
     spec = d / others if others > 1e-9 else (float("inf") if d > 0 else 0.0)
     return {"margin_drop": d, "others_margin_drop": others, "specificity": spec, "accuracy_drop": float(acc0 - acc1)}
@@ -91,7 +97,10 @@ def size_matched_controls(W: torch.Tensor, acts: torch.Tensor, labels: torch.Ten
     in ``exclude``, and size-matched: from ``pool_factor * n`` candidates, the ``n`` whose perturbation on the
     target's images (mean |v - a| summed over positions) is closest to the named one's."""
     k = len(positions)
+    _check_classes_present(labels, target, "controls are measured on the target's images")
     allowed = [c for c in range(acts.shape[1]) if c not in exclude]
+    if not allowed:
+        raise ValueError(f"exclude: every channel of the layer ({acts.shape[1]}) is excluded; no channel is left for controls")
     a = acts.flatten(2)[labels == target]
     per_cell = (value - a).abs().mean(0)  # (C, P): mean |v - a| on the target's images
 
@@ -163,7 +172,7 @@ class AblationResult:
     mode: str  # "mean" or "zero"
     target: int
     margin_drop: float  # mean fall of (own logit - best other) on the target's images
-    others_margin_drop: float  # the same, averaged over the other classes (each on its own images)
+    others_margin_drop: float  # the same, averaged over the other classes present in the labels (each on its own images)
     specificity: float  # margin_drop / others_margin_drop
     accuracy_drop: float  # on the target's images
     control_drops: list[float] = field(default_factory=list)  # margin drops of the random controls
@@ -193,8 +202,9 @@ def contrastive_logit_attribution(model: nn.Module, layer: UnitSpec, images: tor
     ``activations`` / ``logits``: the layer's output and the model's logits on ``images`` if already
     computed (they are captured otherwise). Raises ``ValueError`` when the logits are not linear in the layer.
     """
-    path, acts, clean, W = _linear_readout(model, layer, images, labels, activations, logits, batch_size)
+    path, acts, clean, W, labels = _linear_readout(model, layer, images, labels, activations, logits, batch_size)
     t = _target_class(model, target, W.shape[0])
+    _check_classes_present(labels, t, "class-contrastive attribution compares them with the other classes' images")
     contrib = contrastive_map(W, acts, labels, t)
     return ContrastiveAttribution(path, _logits_path(model), t, contrib.view(acts.shape[1:]),
                                   W[t].view(acts.shape[1:]).clone())
@@ -215,12 +225,15 @@ def closed_form_ablation(model: nn.Module, unit: UnitSpec, images: torch.Tensor,
     """
     if mode not in ABLATION_MODES:
         raise ValueError(f"mode must be one of {', '.join(ABLATION_MODES)}, got {mode!r}")
-    if int(controls) < 0:
-        raise ValueError(f"controls must be >= 0, got {controls}")
+    controls = check_int(controls, "controls", minimum=0)
+    exclude = [check_index(c, f"exclude: item {i}", minimum=0) for i, c in enumerate(_items(exclude, "exclude"))]
+    if not isinstance(generator, torch.Generator):
+        generator = check_int(generator, "generator (a torch.Generator or an integer seed)")
     images, _ = check_images(images, model, arg="images", allow_single=False)
     h = resolve_unit(model, unit, tuple(images.shape[1:]), single_channel=True)
-    path, acts, clean, W = _linear_readout(model, h, images, labels, activations, logits, batch_size)
+    path, acts, clean, W, labels = _linear_readout(model, h, images, labels, activations, logits, batch_size)
     t = _target_class(model, target, W.shape[0])
+    _check_classes_present(labels, t, "its specificity compares the target's margin drop with the other classes'")
     cells = _flat_positions(h, positions, tuple(acts.shape[2:]))
     value = acts.flatten(2).mean(0) if mode == "mean" else 0.0
     eff = ablation_effects(clean, labels, ablation_delta(W, acts, h.channel, cells, value), t)
@@ -256,6 +269,29 @@ def _target_class(model: nn.Module, target: int | UnitSpec, n_classes: int) -> i
     return h.channel
 
 
+def _items(value, arg: str) -> list:
+    """A list / tuple / 1-D tensor or array of items (a string or a single number is refused)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        if value.ndim != 1:
+            raise ValueError(f"{arg}: shape {tuple(value.shape)}; give a 1-D list")
+        return list(value)
+    if isinstance(value, (list, tuple, range)):
+        return list(value)
+    raise TypeError(f"{arg}: expected a list or tuple, got {type(value).__name__} {value!r}")
+
+
+def _check_classes_present(labels: torch.Tensor, target: int, why: str) -> None:
+    """The target class and at least one other class have images: an empty class would make a mean of
+    nothing (NaN), which is refused here rather than returned."""
+    present = sorted(int(c) for c in torch.unique(labels))
+    shown = ", ".join(map(str, present[:20])) + (", ..." if len(present) > 20 else "")
+    if target not in present:
+        raise InputError(f"target: class {target} has no image among the {len(labels)} labels (classes present: "
+                         f"{shown}); give images of class {target}, or a target from the classes present")
+    if len(present) < 2:
+        raise InputError(f"labels: every image is of class {target}; {why}, so give images of at least one other class")
+
+
 def _flat_positions(h, positions, spatial: tuple[int, ...]) -> list[int]:
     """Flat cell indices (y * W + x) from the unit's position or the ``positions`` argument, range-checked."""
     if len(spatial) != 2:
@@ -266,16 +302,19 @@ def _flat_positions(h, positions, spatial: tuple[int, ...]) -> list[int]:
     if h.position is not None:
         raise ValueError(f"unit {h.display()} names a position; do not pass positions= too")
     cells = []
-    for p in positions:
+    for i, p in enumerate(_items(positions, "positions")):
         if isinstance(p, (tuple, list)):
-            y, x = (int(v) for v in p)
+            if len(p) != 2:
+                raise ValueError(f"positions: item {i} is {p!r}; a position is a flat cell or a pair (y, x)")
+            y, x = (check_index(v, f"positions: item {i}") for v in p)
             if not (0 <= y < H and 0 <= x < Wd):
-                raise ValueError(f"position {tuple(p)} is outside {h.layer!r}'s {H}x{Wd} grid")
+                raise ValueError(f"positions: position {tuple(p)} is outside {h.layer!r}'s {H}x{Wd} grid")
             cells.append(y * Wd + x)
         else:
-            if not 0 <= int(p) < H * Wd:
-                raise ValueError(f"position {p} is outside 0-{H * Wd - 1} (flat cells of {h.layer!r}'s {H}x{Wd} grid)")
-            cells.append(int(p))
+            c = check_index(p, f"positions: item {i}")
+            if not 0 <= c < H * Wd:
+                raise ValueError(f"positions: cell {c} is outside 0-{H * Wd - 1} (flat cells of {h.layer!r}'s {H}x{Wd} grid)")
+            cells.append(c)
     if not cells or len(set(cells)) != len(cells):
         raise ValueError(f"positions must be a non-empty list of distinct cells, got {list(positions)}")
     return cells
@@ -284,10 +323,18 @@ def _flat_positions(h, positions, spatial: tuple[int, ...]) -> list[int]:
 @torch.no_grad()
 def _linear_readout(model: nn.Module, layer: UnitSpec, images: torch.Tensor, labels: torch.Tensor,
                     activations: torch.Tensor | None, logits: torch.Tensor | None, batch_size: int
-                    ) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(layer path, activations, logits, W) with W the logits' weights on the layer, checked to be exact."""
+                    ) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(layer path, activations, logits, W, labels) with W the logits' weights on the layer, checked to be exact,
+    and the labels as a long tensor."""
     images, _ = check_images(images, model, arg="images", allow_single=False)
+    check_int(batch_size, "batch_size", minimum=1)
+    if not isinstance(labels, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(f"labels: expected one class index per image (a tensor or list of ints), got {type(labels).__name__}")
     labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels: dtype {labels.dtype}; class labels must be integers (e.g. labels.long()), never "
+                        "truncated from floats")
+    labels = labels.long().to(images.device)
     if labels.ndim != 1 or len(labels) != len(images):
         raise ValueError(f"labels must be one class index per image ({len(images)}), got shape {tuple(labels.shape)}")
     path = resolve_unit(model, layer, tuple(images.shape[1:])).layer
@@ -297,6 +344,13 @@ def _linear_readout(model: nn.Module, layer: UnitSpec, images: torch.Tensor, lab
     if logits is None:
         with torch.no_grad():
             logits = torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    for arg, t in (("activations", activations), ("logits", logits)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{arg}: expected a float tensor (the model's own output on images), got "
+                            f"{type(t).__name__}{' ' + str(t.dtype) if isinstance(t, torch.Tensor) else ''}")
+        check_finite(t, arg)
+    if logits.ndim != 2:
+        raise ValueError(f"logits: shape {tuple(logits.shape)}; expected (N, classes)")
     if len(activations) != len(images) or len(logits) != len(images):
         raise ValueError(f"activations ({len(activations)}) and logits ({len(logits)}) must cover the {len(images)} images")
     W = classifier_view(model, path, input_shape=tuple(images.shape[1:])).reshape(logits.shape[1], -1)
@@ -305,7 +359,7 @@ def _linear_readout(model: nn.Module, layer: UnitSpec, images: torch.Tensor, lab
     _check_linear(path, W, activations, logits)
     if labels.min() < 0 or labels.max() >= W.shape[0]:
         raise ValueError(f"labels must be class indices 0-{W.shape[0] - 1}, got {int(labels.min())}..{int(labels.max())}")
-    return path, activations, logits, W
+    return path, activations, logits, W, labels
 
 
 def _check_linear(path: str, W: torch.Tensor, acts: torch.Tensor, logits: torch.Tensor) -> None:

@@ -25,18 +25,20 @@ impulse per source channel and tap), whichever needs fewer passes.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from ..checks import check_int
+from ..checks import check_index, check_int
 from ..model_state import runs_model
 from ..units import UnitRangeError, parse_channel_list, resolve_layer, resolve_unit
 from .graph import (
     EXTERNAL,
     INPUT,
     CircuitError,
+    LinearizationError,
     Geometry,
     LinearPath,
     ModelGraph,
@@ -45,6 +47,7 @@ from .graph import (
     _descendants,
     channel_map,
     fit_window,
+    has_weights,
     is_concat,
     is_weighted,
     linear_path,
@@ -53,6 +56,7 @@ from .graph import (
     path_dtype,
     path_nodes,
     trace_graph,
+    working_alternatives,
 )
 
 __all__ = [
@@ -69,7 +73,8 @@ __all__ = [
 ]
 
 def _channels(sel: Sequence[int] | str | None, n: int, what: str, layer: str) -> list[int]:
-    return parse_channel_list(sel, n, what=f"{what} channel(s) of layer {layer!r}")
+    arg = {"source": "src_channels", "destination": "dst_channels"}.get(what, what)
+    return parse_channel_list(sel, n, what=f"{arg} ({what} channel(s) of layer {layer!r})")
 
 
 def _routed(node: Node, ins: list, src_layer: str, dst_layer: str) -> list:
@@ -77,6 +82,8 @@ def _routed(node: Node, ins: list, src_layer: str, dst_layer: str) -> list:
     (ReLU, pooling, LRN, concatenation ...), found by tracing it; else a CircuitError."""
     try:
         segments = channel_map(node)
+    except LinearizationError:
+        raise  # not a router and not linear: direct_weights() names the module and the layers that work
     except CircuitError:
         segments = None
     if segments is None:
@@ -103,6 +110,26 @@ def _routed(node: Node, ins: list, src_layer: str, dst_layer: str) -> list:
 # --------------------------------------------------------------------------------------------
 
 
+def dense_weight(module: nn.Module) -> torch.Tensor:
+    """The module's weight as a dense ``(C_out, C_in, ...)`` kernel (detached).
+
+    A grouped or depthwise convolution (``groups > 1``: ConvNeXt's, MobileNet's and EfficientNet's depthwise
+    convs, RegNet's grouped ones) stores ``(C_out, C_in / groups, kh, kw)``; output channel ``j`` of group
+    ``g = j // (C_out / groups)`` reads input channels ``g * C_in/groups ... (g + 1) * C_in/groups - 1``. The
+    dense kernel is block-diagonal: those weights in place, exact zeros for every channel of another group
+    (the output does not read it), so ``conv2d(x, dense)`` equals the grouped convolution."""
+    w = module.weight.detach()
+    groups = getattr(module, "groups", 1)
+    if not isinstance(module, nn.Conv2d) or groups == 1:
+        return w
+    c_out, per_in = w.shape[:2]
+    per_out = c_out // groups
+    dense = w.new_zeros((c_out, per_in * groups, *w.shape[2:]))
+    for g in range(groups):
+        dense[g * per_out:(g + 1) * per_out, g * per_in:(g + 1) * per_in] = w[g * per_out:(g + 1) * per_out]
+    return dense
+
+
 @runs_model
 def direct_weights(
     model: nn.Module,
@@ -114,9 +141,24 @@ def direct_weights(
     """The weights of the single weighted layer between ``src_layer`` and ``dst_layer``, as
     ``(C_dst, C_src, kh, kw)``; zero where a destination channel does not read that source channel.
 
+    A grouped or depthwise convolution gives its dense block-diagonal kernel (:func:`dense_weight`): the
+    stored weights where a channel reads its own group, exact zeros between groups.
+
     Raises :class:`CircuitError` when some path has no weighted layer or more than one (use
-    :func:`expanded_weights` then), or passes a module that is not a pure channel router.
+    :func:`expanded_weights` then), or passes a module that is not a pure channel router; a module with
+    no linear stand-in (PReLU, ...) is a :class:`~.graph.LinearizationError` naming it, its type and the
+    nearest layers whose direct weights exist (e.g. from the PReLU's output).
     """
+    try:
+        return _direct_weights(model, src_layer, dst_layer, input_shape)
+    except LinearizationError as e:
+        alternatives = working_alternatives(model, src_layer, dst_layer, e, input_shape,
+                                            attempt=lambda a, b: _direct_weights(model, a, b, input_shape))
+        raise e.with_alternatives(f"direct weights from {src_layer!r} to {dst_layer!r}", alternatives,
+                                  lambda a, b: f"direct_weights(model, {a!r}, {b!r})") from None
+
+
+def _direct_weights(model: nn.Module, src_layer: str, dst_layer: str, input_shape: Sequence[int] | None) -> torch.Tensor:
     graph = trace_graph(model, input_shape)
     s, d, nodes = path_nodes(model, graph, src_layer, dst_layer)
     n_src = s.out_shape[1]
@@ -137,8 +179,6 @@ def direct_weights(
                     f"{graph.nodes[earlier[0][1]].name!r} and {node.name!r} has two weighted layers; "
                     "use expanded_weights() to multiply through them"
                 )
-            if isinstance(m, nn.Conv2d) and m.groups != 1:
-                raise CircuitError(f"{node.name!r} is a grouped convolution (groups={m.groups}); direct weights need groups=1")
             reads[node.index] = x
             prov[node.index] = [("w", node.index, o) for o in range(node.out_shape[1])]
         elif isinstance(m, nn.Flatten) and not isinstance(x, tuple) and len(node.in_shapes[0]) == 4:
@@ -156,7 +196,7 @@ def direct_weights(
         )
     kernels = {}
     for wi, x in reads.items():
-        w = graph.nodes[wi].module.weight.detach()
+        w = dense_weight(graph.nodes[wi].module)
         if isinstance(x, tuple):  # flatten -> linear: features are (channel, y, x)
             _, chans, hw = x
             w = w.view(w.shape[0], len(chans), *hw)
@@ -224,6 +264,16 @@ def expanded_weights(
     ``position`` only matters when the destination sees the whole source (global geometry) and
     still has a spatial map; it defaults to the centre. ``mode`` is "reverse", "forward" or "auto".
     """
+    if mode not in ("auto", "reverse", "forward"):
+        raise ValueError(f"mode must be 'auto', 'reverse' or 'forward', got {mode!r}")
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress: expected True or False, got {type(progress).__name__}")
+    if position is not None:
+        if not isinstance(position, (tuple, list)) or len(position) != 2:
+            raise TypeError(f"position: expected (y, x), got {position!r}")
+        position = (check_index(position[0], "position: y"), check_index(position[1], "position: x"))
     src_layer, src_channels = _layer_and_channels(model, src_layer, src_channels, input_shape)
     dst_layer, dst_channels = _layer_and_channels(model, dst_layer, dst_channels, input_shape)
     path = linear_path(model, src_layer, dst_layer, input_shape)
@@ -314,6 +364,8 @@ def connection_weights(model: nn.Module, src_unit, dst_unit, *, kind: str = "aut
     ``kind``: "direct", "expanded", or "auto" (direct when one weighted layer separates them,
     else expanded -- e.g. through a mixed block's bottleneck).
     """
+    if kind not in ("auto", "direct", "expanded"):
+        raise ValueError(f"kind must be 'auto', 'direct' or 'expanded', got {kind!r}")
     s = resolve_unit(model, src_unit, input_shape, single_channel=True)
     d = resolve_unit(model, dst_unit, input_shape, single_channel=True)
     if kind not in ("auto", "direct", "expanded"):
@@ -378,7 +430,7 @@ def _weightless_path(graph: ModelGraph, a: int, b: int) -> bool:
     while stack:
         v = stack.pop()
         for c in graph.nodes[v].consumers:
-            if c in seen or c > b or is_weighted(graph.nodes[c].module):
+            if c in seen or c > b or has_weights(graph.nodes[c]):
                 continue
             if c == b:
                 return True
@@ -388,7 +440,7 @@ def _weightless_path(graph: ModelGraph, a: int, b: int) -> bool:
 
 
 def _is_unit_layer(node: Node) -> bool:
-    return is_weighted(node.module) or is_concat(node)
+    return has_weights(node) or is_concat(node)
 
 
 @runs_model
@@ -450,22 +502,54 @@ def top_connections(
     ``layer`` is the other layer (default: :func:`previous_layer` / :func:`next_layer`). Returns
     ``{"unit", "layer", "direction", "excitatory": [(unit, strength)], "inhibitory": [...]}``.
     """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    check_int(k, "k", minimum=1)
     if direction not in ("inputs", "outputs"):
         raise ValueError(f"direction must be 'inputs' or 'outputs', got {direction!r}")
+    if layer is not None and not isinstance(layer, str):
+        raise TypeError(f"layer: expected a layer name (str) or None, got {type(layer).__name__}")
     u = resolve_unit(model, unit, input_shape, single_channel=True)
     name = u.name or u.layer  # keep the user's spelling (alias or path) in the report
     if direction == "inputs":
         other = layer or previous_layer(model, u.layer, input_shape=input_shape)
         resolve_layer(model, other)
-        kernels = expanded_weights(model, other, u.layer, dst_channels=[u.channel], input_shape=input_shape)[0]
+        with _reworded(model, unit, u.layer, "inputs", f"top_connections of {name}:{u.channel} from {other!r}"):
+            kernels = expanded_weights(model, other, u.layer, dst_channels=[u.channel], input_shape=input_shape)[0]
     else:
         other = layer or next_layer(model, u.layer, input_shape=input_shape)
         resolve_layer(model, other)
-        kernels = expanded_weights(model, u.layer, other, src_channels=[u.channel], input_shape=input_shape)[:, 0]
+        with _reworded(model, unit, u.layer, "outputs", f"top_connections of {name}:{u.channel} to {other!r}"):
+            kernels = expanded_weights(model, u.layer, other, src_channels=[u.channel], input_shape=input_shape)[:, 0]
     ranked = rank_connections(kernels, other, k)
     return Connections({"unit": f"{name}:{u.channel}", "layer": other, "direction": direction, **ranked})
+
+
+@contextmanager
+def _reworded(model: nn.Module, unit, layer_path: str, direction: str, head: str):
+    """Re-word a :class:`LinearizationError` from expanded weights as calls of the caller's own function:
+    an alternative that keeps the unit's layer is ``top_connections(..., layer=OTHER)``."""
+    try:
+        yield
+    except LinearizationError as e:
+        def same(a: str) -> bool:
+            try:
+                return resolve_layer(model, a) == layer_path
+            except ValueError:
+                return False
+
+        def fmt(a: str, b: str) -> str:
+            if direction == "inputs" and same(b):
+                return f"top_connections(model, {str(unit)!r}, layer={a!r})"
+            if direction == "outputs" and same(a):
+                return f"top_connections(model, {str(unit)!r}, direction='outputs', layer={b!r})"
+            if direction == "layer-inputs" and same(b):
+                return f"layer_top_connections(model, {unit!r}, other={a!r})"
+            if direction == "layer-outputs" and same(a):
+                return f"layer_top_connections(model, {unit!r}, direction='outputs', other={b!r})"
+            if direction == "classifier":
+                return f"classifier_view(model, {a!r})"
+            return f"expanded_weights(model, {a!r}, {b!r})"
+
+        raise e.with_alternatives(head, e.alternatives, fmt) from None
 
 
 class Connections(dict):
@@ -488,14 +572,18 @@ def layer_top_connections(
     progress: bool = False,
 ) -> list[dict]:
     """:func:`top_connections` for every channel of ``layer``, from one expanded-weight tensor."""
+    check_int(k, "k", minimum=1)
     if direction not in ("inputs", "outputs"):
         raise ValueError(f"direction must be 'inputs' or 'outputs', got {direction!r}")
+    path = resolve_layer(model, layer)
     if direction == "inputs":
         other = other or previous_layer(model, layer, input_shape=input_shape)
-        e = expanded_weights(model, other, layer, input_shape=input_shape, progress=progress)
+        with _reworded(model, layer, path, "layer-inputs", f"layer_top_connections of {layer!r} from {other!r}"):
+            e = expanded_weights(model, other, layer, input_shape=input_shape, progress=progress)
     else:
         other = other or next_layer(model, layer, input_shape=input_shape)
-        e = expanded_weights(model, layer, other, input_shape=input_shape, progress=progress).transpose(0, 1)
+        with _reworded(model, layer, path, "layer-outputs", f"layer_top_connections of {layer!r} to {other!r}"):
+            e = expanded_weights(model, layer, other, input_shape=input_shape, progress=progress).transpose(0, 1)
     return [{"unit": f"{layer}:{c}", "layer": other, "direction": direction, **rank_connections(e[c], other, k)}
             for c in range(e.shape[0])]
 
@@ -537,7 +625,8 @@ def classifier_view(model: nn.Module, layer: str | None = None, *, input_shape: 
             if not isinstance(node.module, (nn.Flatten, nn.Identity, nn.Dropout)):
                 break
         layer = node.name
-    view = expanded_weights(model, layer, logits.name, input_shape=input_shape)
+    with _reworded(model, layer, logits.name, "classifier", f"classifier_view of {layer!r}"):
+        view = expanded_weights(model, layer, logits.name, input_shape=input_shape)
     if view.ndim != 4:
         raise CircuitError(f"{layer!r} is not a spatial layer; the classifier view needs (C, H, W) maps")
     return view

@@ -8,6 +8,10 @@ running top-k per channel is kept, so memory stays bounded for any dataset and a
 Receptive fields come from the model's :mod:`~vision_interp.trace`, which composes the sliding
 windows (padding, convolutions, pooling) the forward pass actually ran, through branches and
 concatenations; the patch of a position is that window, clipped to what the image can hold.
+Where the trace cannot give a window (a function it does not model) or every position sees the whole
+input (global pooling, a squeeze-excite gate, a norm over the whole map), :func:`example_field` falls
+back to the whole image and says so (``whole_image``, ``reason``): examples are then whole images,
+never a refusal and never a crop that claims a window nobody measured.
 The dataset is streamed by :func:`vision_interp.capture.capture_dataset`, the package's one
 dataset loop.
 """
@@ -21,10 +25,11 @@ import torch
 from torch import nn
 
 from ..capture import capture_dataset
+from ..checks import IdTypeError, InputError, check_instance, check_int, check_matrix
 from ..trace import TraceError, trace
 from ..units import default_input_shape, layer_shape, parse_channel_list, resolve_layer
 
-__all__ = ["TopExamples", "ReceptiveField", "top_activating", "receptive_field", "crop_patches"]
+__all__ = ["TopExamples", "ReceptiveField", "top_activating", "receptive_field", "example_field", "crop_patches"]
 
 
 @dataclass
@@ -80,8 +85,10 @@ def top_activating(
     Ties keep the earlier dataset index, so the result is deterministic. Memory: one batch of
     activations plus (n_channels, k) running bests.
     """
+    k = check_int(k, "k")
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise InputError(f"k must be at least 1, got {k}")
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     path = resolve_layer(model, layer)
     if isinstance(images, torch.Tensor) and images.ndim != 4:
         raise ValueError(f"images must be a batch (N, C, H, W), got shape {tuple(images.shape)}")
@@ -128,6 +135,9 @@ class ReceptiveField:
 
     The box of position (y, x) is rows ``y*stride_y + top .. + height`` and columns
     ``x*stride_x + left .. + width`` (may extend past the image border; patches are zero-padded).
+    ``whole_image``: not a receptive field but the whole input (stride 0, the image's size), because
+    ``reason`` (the trace's words: unknown, or every position sees the whole input); see
+    :func:`example_field`.
     """
 
     stride_y: int
@@ -136,6 +146,8 @@ class ReceptiveField:
     left: int
     height: int
     width: int
+    whole_image: bool = False
+    reason: str = ""
 
     def box(self, y: int, x: int) -> tuple[int, int, int, int]:
         """(y0, x0, y1, x1) in input pixels, end-exclusive, unclipped."""
@@ -173,13 +185,45 @@ def receptive_field(
     return ReceptiveField(win.stride[0], win.stride[1], y0 - cy * win.stride[0], x0 - cx * win.stride[1], y1 - y0, x1 - x0)
 
 
+def example_field(
+    model: nn.Module,
+    layer: str,
+    input_shape: Sequence[int] | None = None,
+) -> ReceptiveField:
+    """The field dataset-example patches of ``layer`` are cut with: its :func:`receptive_field` where the
+    trace knows it, else the whole input image, marked ``whole_image=True`` with the ``reason``.
+
+    A gallery or an example view needs a picture per example, not a proof of geometry: a layer whose
+    receptive field is unknown (a function the trace does not model) or global (every position sees the
+    whole input) still gets its examples, as whole images, and the reason travels with them (a gallery
+    records it in its manifest). Layers without spatial dimensions still raise: they have no positions."""
+    path = resolve_layer(model, layer)
+    shape_in = tuple(input_shape) if input_shape is not None else default_input_shape(model)
+    shape = layer_shape(model, path, shape_in)
+    if len(shape) != 3:
+        raise ValueError(f"layer {layer!r} has no spatial dimensions (shape {shape}); it has no receptive-field patches")
+    try:
+        return receptive_field(model, path, shape_in)
+    except ValueError as e:  # TraceError is a ValueError too
+        reason = str(e)
+    return ReceptiveField(0, 0, 0, 0, int(shape_in[-2]), int(shape_in[-1]), whole_image=True,
+                          reason=f"{reason}; examples are whole images")
+
+
 def crop_patches(images: torch.Tensor, positions: torch.Tensor, rf: ReceptiveField) -> torch.Tensor:
     """Cut the receptive-field patch of each (y, x) from each image (N, C, H, W), zero-padded
     where the box extends past the border, so every patch has the same size."""
+    check_matrix(images, "images", ndim=4)
+    check_instance(rf, ReceptiveField, "rf")
+    pos = torch.as_tensor(positions)
+    if pos.is_floating_point() or pos.is_complex() or pos.dtype == torch.bool:
+        raise IdTypeError(f"positions: dtype {pos.dtype}; positions are integer (y, x) pairs, never truncated")
     n, c, h, w = images.shape
+    if tuple(pos.shape) != (n, 2):
+        raise InputError(f"positions: shape {tuple(pos.shape)}; expected one (y, x) per image: ({n}, 2)")
     out = torch.zeros((n, c, rf.height, rf.width), dtype=images.dtype, device=images.device)
     for i in range(n):
-        y0, x0, y1, x1 = rf.box(int(positions[i][0]), int(positions[i][1]))
+        y0, x0, y1, x1 = rf.box(int(pos[i][0]), int(pos[i][1]))
         sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
         if sy1 <= sy0 or sx1 <= sx0:
             continue

@@ -79,14 +79,33 @@ def layer_activations(model: nn.Module, layer: str, images: torch.Tensor, batch_
     """The layer's output on ``images``, batched, detached, on the CPU: ``(N, C, H, W)`` or ``(N, C)``.
     Through the package's one dataset loop (checked images, eval mode, no gradients)."""
     from ..capture import capture_dataset
+    from ..errors import check_model
     from ..units import resolve_layer
 
+    check_model(model)
+    _check_layer_name(layer)
+    if not isinstance(images, torch.Tensor) and not (isinstance(images, (list, tuple)) and images
+                                                      and all(isinstance(b, torch.Tensor) for b in images)):
+        from ..checks import InputTypeError
+
+        raise InputTypeError(f"images: expected a tensor (N, C, H, W) (or a list of such batches), got {type(images).__name__}")
     path = resolve_layer(model, layer)
     return torch.cat([cache[path].float().cpu() for _, cache in capture_dataset(model, images, [path], batch_size=batch_size)])
 
 
+def _check_layer_name(layer: object, arg: str = "layer") -> None:
+    from ..checks import InputTypeError
+
+    if not isinstance(layer, str):
+        raise InputTypeError(f"{arg}: expected a layer name (e.g. 'conv2'), got {type(layer).__name__} {layer!r}")
+
+
 def as_samples(acts: torch.Tensor) -> torch.Tensor:
     """``(N, C, H, W)`` -> ``(N*H*W, C)`` (spatial positions as samples); ``(N, C)`` unchanged."""
+    from ..checks import InputTypeError
+
+    if not isinstance(acts, torch.Tensor):
+        raise InputTypeError(f"acts: expected a tensor (N, C, H, W) or (N, C), got {type(acts).__name__}")
     if acts.ndim == 2:
         return acts
     if acts.ndim != 4:
@@ -102,11 +121,20 @@ def layer_samples(model: nn.Module, layer: str, images: torch.Tensor, batch_size
 def train_dictionary(model: nn.Module, layer: str, images: torch.Tensor, config: SAEConfig = SAEConfig(), *,
                      data: str = "", progress: bool = True) -> Dictionary:
     """Train a TopK SAE on ``layer``'s activations over ``images`` (positions as samples)."""
+    from ..checks import InputTypeError
+    from ..errors import check_model
     from ..units import resolve_layer
 
+    check_model(model)
+    _check_layer_name(layer)
     path = resolve_layer(model, layer)
     check_images(images, model, arg="images", allow_single=False)
+    check_instance(config, SAEConfig, "config")
     config.validate(1)
+    if not isinstance(data, str):
+        raise InputTypeError(f"data: expected a description (str), got {type(data).__name__}")
+    if not isinstance(progress, bool):
+        raise InputTypeError(f"progress: expected True or False, got {type(progress).__name__} {progress!r}")
     x = layer_samples(model, path, images)
     t0 = time.perf_counter()
     sae = train_topk_sae(x, config, progress=progress)
@@ -138,9 +166,20 @@ def _bare_name(name_or_path: str | os.PathLike) -> str | None:
     return p.name
 
 
-def _path_for(name_or_path: str | os.PathLike, *, saving: bool = False) -> Path:
+def check_name_or_path(value: object, arg: str) -> None:
+    """A name or a path: a non-empty ``str`` or an ``os.PathLike`` (an int, a tensor, a Dictionary are refused)."""
+    from ..checks import InputError, InputTypeError
+
+    if not isinstance(value, (str, os.PathLike)):
+        raise InputTypeError(f"{arg}: expected a name or a path (str or pathlib.Path), got {type(value).__name__} {value!r}")
+    if not str(os.fspath(value)).strip():
+        raise InputError(f"{arg}: an empty name; give a name (e.g. 'mnist_cnn_conv2_sae') or a path")
+
+
+def _path_for(name_or_path: str | os.PathLike, *, saving: bool = False, arg: str = "name_or_path") -> Path:
     """Base path (no suffix): a path as given, or a bare name looked up along the models search path
     (loading) or placed in the user's models folder (saving; never inside an installed package)."""
+    check_name_or_path(name_or_path, arg)
     name = _bare_name(name_or_path)
     if name is None:
         p = Path(name_or_path)
@@ -155,7 +194,8 @@ def save_dictionary(dictionary: Dictionary, out: str | os.PathLike) -> Path:
     """Write ``out.safetensors`` + ``out.json`` + ``out.md`` (``out`` without suffix, or a bare name
     for ``features/<name>`` in :func:`vision_interp.resources.user_models_dir`). Returns the safetensors path."""
     check_instance(dictionary, Dictionary, "dictionary")
-    base = _path_for(out, saving=True)
+    check_instance(dictionary.module, TopKSAE, "dictionary.module")
+    base = _path_for(out, saving=True, arg="out")
     m = dictionary.module
     meta = {"format": FORMAT, "layer": dictionary.layer, "n_features": str(m.n_features), "k": str(m.k), "d_in": str(m.d_in)}
     weights = vio.save_state_dict(base.with_suffix(".safetensors"), m.state_dict(), metadata=meta)
@@ -220,7 +260,22 @@ def load_dictionary(name_or_path: str | os.PathLike) -> Dictionary:
 def dictionary_from_directions(directions: torch.Tensor, layer: str, k: int, *, encoder: torch.Tensor | None = None,
                                bias: torch.Tensor | None = None) -> Dictionary:
     """A dictionary with given unit directions (tests, planted cases): encoder = decoder unless given."""
+    from ..checks import InputError, InputTypeError, check_int, check_matrix
+
+    check_matrix(directions, "directions")
     f, c = directions.shape
+    if not directions.is_floating_point():
+        raise InputTypeError(f"directions: dtype {directions.dtype}; expected floating point directions (F, C)")
+    if bool((directions.norm(dim=1) == 0).any()):
+        raise InputError("directions: a zero row; every direction needs a length to be normalized")
+    if not isinstance(layer, str) or not layer:
+        raise InputTypeError(f"layer: expected the source layer's name, got {type(layer).__name__} {layer!r}")
+    k = check_int(k, "k", minimum=1, maximum=f)
+    for arg, t, shape in (("encoder", encoder, (f, c)), ("bias", bias, (f,))):
+        if t is not None:
+            check_matrix(t, arg, ndim=len(shape))
+            if tuple(t.shape) != shape:
+                raise InputError(f"{arg}: shape {tuple(t.shape)}; expected {shape} for {f} directions of {c} channels")
     sae = TopKSAE(c, f, k)
     with torch.no_grad():
         sae.W_dec.copy_(directions / directions.norm(dim=1, keepdim=True))

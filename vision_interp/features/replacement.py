@@ -11,105 +11,140 @@
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .attach import Attachment, FeatureHook, _device_dtype, _forget_cached_structure, _parent_and_child, attached_features, detach
+from .attach import (Attachment, FeatureHook, _check_gradient, _check_mode, _parent_and_child, attached_copy,
+                     attached_features, detach)
 from ..trace import model_device_dtype as _model_device
 from .sae import fvu
-from ..checks import InputError, check_images, check_int, check_matrix
-from ..model_state import runs_model
-from .transcoders import INPUT, Transcoder, block_activations, check_transcoder, check_transcoders
+from ..checks import InputError, InputTypeError, check_images, check_int, check_matrix
+from ..errors import check_model
+from ..model_state import exclusive, runs_model
+from .transcoders import INPUT, Transcoder, block_activations, block_layers, check_transcoder, check_transcoders, input_reader
 
-__all__ = ["replaced", "attach_transcoder", "attached_transcoder", "input_reader", "measure_transcoders"]
+__all__ = ["replaced", "attach_transcoder", "attached_transcoder", "input_reader", "measure_transcoders", "check_disjoint"]
 
 
-def input_reader(model: nn.Module) -> str:
-    """The first module the model calls on its raw input: where a hook can read the model input."""
-    from ..trace import INPUT as TRACE_INPUT, trace
-    from ..units import default_input_shape
+def check_disjoint(transcoders: Sequence[Transcoder], model: nn.Module, arg: str = "transcoders") -> None:
+    """Refuse blocks that share a module (the same block twice, or overlapping blocks): replacing both
+    would silently discard one prediction. Blocks are read from the model's trace."""
+    from ..trace import TraceError
+    from ..zoo.spec import model_spec
 
-    t = trace(model, default_input_shape(model))
-    for call in t.calls:
-        if any(s.producer == TRACE_INPUT for flow in call.inputs for s in flow):
-            return call.path
-    raise ValueError(f"no module of {type(model).__name__} reads the model input directly")
+    seen: dict[str, str] = {}
+    for i, tc in enumerate(transcoders):
+        if tc.out_layer in seen:
+            raise InputError(f"{arg}[{i}]: a second transcoder for the block ending at {tc.out_layer!r} (also {seen[tc.out_layer]}); "
+                             "give each block once")
+        seen[tc.out_layer] = f"{arg}[{i}]"
+    if model_spec(model).input_shape is None:
+        return
+    owner: dict[str, tuple[int, Transcoder]] = {}
+    for i, tc in enumerate(transcoders):
+        try:
+            layers = block_layers(model, tc.in_layer, tc.out_layer)
+        except TraceError:
+            continue
+        for path, _ in layers:
+            if path in owner:
+                j, other = owner[path]
+                raise InputError(f"{arg}[{i}]: the block {tc.in_layer} -> {tc.out_layer} overlaps {arg}[{j}]'s block "
+                                 f"{other.in_layer} -> {other.out_layer} (both contain {path!r}); replaced blocks must not overlap")
+            owner[path] = (i, tc)
 
 
 @contextmanager
 def replaced(model: nn.Module, transcoders: Sequence[Transcoder]) -> Iterator[nn.Module]:
-    """Run ``model`` with every block in ``transcoders`` replaced by its transcoder's prediction (an
-    empty list: the model itself)."""
+    """Run ``model`` with every block in ``transcoders`` replaced by its transcoder's prediction from the
+    block's input (an empty list: the model itself). The sparse replacement model, no error term.
+
+    The list's order does not matter: a block reads its input *after* any block that ends there has
+    replaced it (all predictions are hooked before all reads), so ``[t2, t1]`` runs the same model as
+    ``[t1, t2]``. Overlapping or repeated blocks are refused. A block from ``"input"`` reads what the
+    model's first module receives (after inline preprocessing). Each transcoder runs as a copy on
+    the model's device and dtype with exact gradients; the caller's transcoders are not changed.
+    The model is held for this thread inside the block, and every hook is removed on exit.
+    """
+    check_model(model)
     if isinstance(transcoders, (list, tuple)) and not transcoders:
         yield model
         return
-    check_transcoders(transcoders, model)
+    transcoders = check_transcoders(transcoders, model)
+    check_disjoint(transcoders, model)
     modules = dict(model.named_modules())
-    stash: dict[str, torch.Tensor] = {}
+    readers = [input_reader(model, tc.out_layer) if tc.in_layer == INPUT else None for tc in transcoders]
+    copies = [attached_copy(tc.module, model, "exact") for tc in transcoders]
+    stash: dict[int, torch.Tensor] = {}
     handles = []
-    try:
-        for tc in transcoders:
-            module = _on_model(tc.module, model)
-            if tc.in_layer == INPUT:
-                handles.append(model.register_forward_pre_hook(_stash_input(stash, tc.in_layer)))
-            else:
-                handles.append(modules[tc.in_layer].register_forward_hook(_stash_output(stash, tc.in_layer)))
-            handles.append(modules[tc.out_layer].register_forward_hook(_predict(stash, tc.in_layer, module)))
-        yield model
-    finally:
-        for h in handles:
-            h.remove()
+    with exclusive(model, "replaced()"):
+        try:
+            for i, (tc, module) in enumerate(zip(transcoders, copies)):  # first every prediction ...
+                handles.append(modules[tc.out_layer].register_forward_hook(_predict(stash, i, module)))
+            for i, (tc, reader) in enumerate(zip(transcoders, readers)):  # ... then every read of a block input
+                if reader is not None:
+                    handles.append(modules[reader].register_forward_pre_hook(_stash_input(stash, i)))
+                else:
+                    handles.append(modules[tc.in_layer].register_forward_hook(_stash_output(stash, i)))
+            yield model
+        finally:
+            for h in handles:
+                h.remove()
 
 
-def _on_model(module: nn.Module, model: nn.Module) -> nn.Module:
-    """``module`` on the model's device and dtype; a copy when it must move (the caller's transcoder stays as it was)."""
-    import copy
-
-    dev, dtype = _device_dtype(model)
-    p = next(module.parameters())
-    return module if (p.device, p.dtype) == (dev, dtype) else copy.deepcopy(module).to(dev, dtype)
-
-
-def _stash_input(stash: dict, key: str):
-    def hook(_m: nn.Module, args: tuple) -> None:
-        stash[key] = args[0]
+def _stash_input(stash: dict, key: int):
+    def hook(m: nn.Module, args: tuple) -> None:
+        stash[key] = args[0].clone() if getattr(m, "inplace", False) else args[0]  # an in-place module would change it
     return hook
 
 
-def _stash_output(stash: dict, key: str):
+def _stash_output(stash: dict, key: int):
     def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
         stash[key] = out
     return hook
 
 
-def _predict(stash: dict, key: str, module: nn.Module):
+def _predict(stash: dict, key: int, module: nn.Module):
     def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> torch.Tensor:
-        return module.predict(stash[key]).to(out.dtype)
+        if key not in stash:
+            raise RuntimeError(f"replaced(): the block output of {module!r} ran before its input was read")
+        return module.predict(stash.pop(key)).to(out.dtype)
     return hook
 
 
 class TranscoderHook(FeatureHook):
-    """Part of the model: on the block's input layer it computes the features (reading the module's
-    input when the block starts at the model input); in ``"replace"`` mode a second instance on the
-    block's output layer returns the prediction from the features computed in this pass."""
+    """Part of the model: on the block's input layer it computes the features; in ``"replace"`` mode a
+    second instance on the block's output layer returns the prediction from the features computed in
+    this pass. ``role``: ``"read_output"`` (a forward hook on the input layer), ``"write"``."""
 
     def __init__(self, dictionary: nn.Module, name: str, mode: str, role: str, state: dict):
         super().__init__(dictionary, name, mode)
         self.role, self.state = role, state
 
     def __call__(self, _module: nn.Module, inputs: tuple, out: Any) -> Any:
-        if self.role == "read_input":
-            a_in = inputs[0]
-        elif self.role == "read_output":
-            a_in = out
-        else:  # "write": the block's output layer
+        if self.role == "write":
             if self.mode != "replace":
                 return None
-            return self.dictionary.decode(self.state["z"], self.state["a_in"]).to(out.dtype)
+            if "z" not in self.state:
+                raise RuntimeError(f"transcoder {self.name!r}: the block's output ran before its input was read")
+            return self.dictionary.decode(self.state.pop("z"), self.state.pop("a_in")).to(out.dtype)
+        self._read(out)
+        return None
+
+    def _read(self, a_in: torch.Tensor) -> None:
         self.state["a_in"], self.state["z"] = a_in, self.dictionary(a_in)
+
+
+class TranscoderInputHook(TranscoderHook):
+    """The forward *pre*-hook on the module that receives the model input (a block from ``"input"``):
+    it reads the tensor that module actually receives, after any inline preprocessing."""
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:  # type: ignore[override]
+        self._read(args[0].clone() if getattr(module, "inplace", False) else args[0])  # an in-place module would change it
         return None
 
 
@@ -117,31 +152,35 @@ def attach_transcoder(model: nn.Module, tc: Transcoder, *, mode: str = "observe"
     """Make the transcoder's features a layer ``"<block>/tc"`` of ``model`` (``mode``: observe | replace).
 
     In ``"observe"`` mode the model's outputs are unchanged; in ``"replace"`` the block's output is the
-    transcoder's prediction. Undo with :func:`vision_interp.features.detach` or ``Attachment.remove()``.
+    transcoder's prediction. A copy is attached (the caller's transcoder keeps its dtype, device and
+    gradient mode); ``gradient`` is the attachment's default (:func:`~vision_interp.features.feature_gradients`
+    overrides it for a block of code). Undo with :func:`vision_interp.features.detach` or ``Attachment.remove()``.
     """
+    from ..trace import invalidate
     from ..units import resolve_layer
 
+    check_model(model)
     check_transcoder(tc, model)
-    if mode not in ("observe", "replace"):
-        raise ValueError(f"mode must be 'observe' or 'replace' for a transcoder, got {mode!r}")
-    if gradient not in ("linear", "exact"):
-        raise ValueError(f"gradient must be 'linear' or 'exact', got {gradient!r}")
+    _check_mode(mode, ("observe", "replace"))
+    _check_gradient(gradient)
     block = resolve_layer(model, tc.block)
     out_path = resolve_layer(model, tc.out_layer)
     reads_input = tc.in_layer == INPUT
-    src_path = input_reader(model) if reads_input else resolve_layer(model, tc.in_layer)
+    src_path = input_reader(model, out_path) if reads_input else resolve_layer(model, tc.in_layer)
     parent, child, full = _parent_and_child(model, block, "tc")
     if child in parent._modules:
-        raise ValueError(f"{full!r} is already attached to this model; detach it first (features.detach(model, {full!r}))")
-    module = tc.module.to(*_device_dtype(model)).eval()
-    module.gradient = gradient
+        raise InputError(f"tc: {full!r} is already attached to this model; detach it first (features.detach(model, {full!r}))")
+    module = attached_copy(tc.module, model, gradient)
     state: dict = {}
     parent.add_module(child, module)
-    handles = [model.get_submodule(src_path).register_forward_hook(
-        TranscoderHook(module, full, mode, "read_input" if reads_input else "read_output", state))]
+    source = model.get_submodule(src_path)
+    if reads_input:
+        handles = [source.register_forward_pre_hook(TranscoderInputHook(module, full, mode, "read_input", state))]
+    else:
+        handles = [source.register_forward_hook(TranscoderHook(module, full, mode, "read_output", state))]
     handles.append(model.get_submodule(out_path).register_forward_hook(TranscoderHook(module, full, mode, "write", state)))
-    _forget_cached_structure(model)
-    return Attachment(model, full, src_path, mode)
+    invalidate(model)
+    return Attachment(model, full, src_path, mode, module)
 
 
 @contextmanager
@@ -162,11 +201,13 @@ def measure_transcoders(model: nn.Module, transcoders: list[Transcoder], images:
     """Held-out figures: per transcoder FVU of its block output (positions as samples), mean L0, dead
     features (never active on these images) and the accuracy with that block alone replaced (no
     error term); then the accuracy with all of them replaced together. The model runs in eval mode."""
+    check_model(model)
     transcoders = check_transcoders(transcoders, model)
+    check_disjoint(transcoders, model)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     images, _ = check_images(images, model, arg="images", allow_single=False)
     check_matrix(labels, "labels", ndim=1)
-    if labels.is_floating_point() or len(labels) != len(images):
+    if labels.is_floating_point() or labels.dtype == torch.bool or len(labels) != len(images):
         raise InputError(f"labels: {tuple(labels.shape)} {labels.dtype}; expected one integer class label per image ({len(images)})")
     out: dict = {"images": int(len(images))}
     with replaced(model, []):
@@ -174,8 +215,9 @@ def measure_transcoders(model: nn.Module, transcoders: list[Transcoder], images:
     out["accuracy"] = base
     for tc in transcoders:
         a_in, a_out = block_activations(model, tc.in_layer, tc.out_layer, images, batch_size)
-        z = torch.cat([tc.module(a_in[i:i + batch_size]) for i in range(0, len(a_in), batch_size)])
-        pred = torch.cat([tc.module.decode(z[i:i + batch_size], a_in[i:i + batch_size]) for i in range(0, len(z), batch_size)])
+        module = copy.deepcopy(tc.module).to(device=a_in.device, dtype=a_in.dtype).eval()  # the caller's stays as it is
+        z = torch.cat([module(a_in[i:i + batch_size]) for i in range(0, len(a_in), batch_size)])
+        pred = torch.cat([module.decode(z[i:i + batch_size], a_in[i:i + batch_size]) for i in range(0, len(z), batch_size)])
         flat = lambda t: t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])  # noqa: E731
         with replaced(model, [tc]):
             acc = _accuracy(model, images, labels, batch_size)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TopKSAE", "SAEConfig", "train_topk_sae", "fvu"]
+__all__ = ["TopKSAE", "SAEConfig", "train_topk_sae", "fvu", "check_config_fields"]
 
 
 class TopKSAE(nn.Module):
@@ -39,7 +39,7 @@ class TopKSAE(nn.Module):
         self.W_dec = nn.Parameter(torch.zeros(n_features, d_in))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
         self.register_buffer("scale", torch.tensor(float(scale)))
-        self.gradient = "exact"  # or "relu": see encode_flat (attach() sets it)
+        self.gradient = "exact"  # or "linear" (straight-through): an attached copy gets it; see attach.feature_gradients
 
     # -- flat (samples, channels) interface: training and metrics
     def linear_pre_activations(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,6 +99,34 @@ class TopKSAE(nn.Module):
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
 
 
+def check_training_options(progress: object, on_step: object) -> None:
+    """The trainers' keyword options: ``progress`` a bool, ``on_step`` a callable ``(step, loss)`` or None."""
+    from ..errors import InputTypeError
+
+    if not isinstance(progress, bool):
+        raise InputTypeError(f"progress: expected True or False, got {type(progress).__name__} {progress!r}")
+    if on_step is not None and not callable(on_step):
+        raise InputTypeError(f"on_step: expected a callable on_step(step, loss) or None, got {type(on_step).__name__} {on_step!r}")
+
+
+def check_config_fields(config: object, ints: dict[str, int], numbers: dict[str, tuple[float, bool]], bools: tuple[str, ...] = ()) -> None:
+    """Every field of a training config: ``ints`` (name -> minimum; a bool or a float, even 2.0, is refused),
+    ``numbers`` (name -> (minimum, strictly above)), ``bools``. Called at construction, so a bad value
+    fails where it was written, naming the field, not deep inside torch."""
+    from ..checks import check_int, check_number
+    from ..errors import InputTypeError
+
+    cls = type(config).__name__
+    for name, minimum in ints.items():  # stored back as a plain int (a 0-d integer tensor is accepted)
+        object.__setattr__(config, name, check_int(getattr(config, name), f"{cls}.{name}", minimum=minimum))
+    for name, (minimum, strict) in numbers.items():
+        check_number(getattr(config, name), f"{cls}.{name}", minimum=minimum, strict_min=strict)
+    for name in bools:
+        if not isinstance(getattr(config, name), bool):
+            raise InputTypeError(f"{cls}.{name}: expected True or False, got {type(getattr(config, name)).__name__} "
+                                 f"{getattr(config, name)!r}")
+
+
 @dataclass(frozen=True)
 class SAEConfig:
     n_features: int = 64
@@ -111,7 +139,13 @@ class SAEConfig:
     aux_coef: float = 1 / 32
     dead_after: int = 200  # steps without firing before a feature counts as dead for AuxK
 
+    def __post_init__(self) -> None:
+        """Each field's type and range at construction; ``k <= n_features`` in :meth:`validate`."""
+        check_config_fields(self, {"n_features": 1, "k": 1, "steps": 1, "batch_size": 1, "seed": 0, "aux_k": 1, "dead_after": 1},
+                            {"lr": (0.0, True), "aux_coef": (0.0, False)})
+
     def validate(self, d_in: int) -> None:
+        self.__post_init__()
         if self.n_features < 1 or not 1 <= self.k <= self.n_features:
             raise ValueError(f"need n_features >= 1 and 1 <= k <= n_features, got n_features={self.n_features}, k={self.k}")
         for name in ("steps", "batch_size"):
@@ -124,13 +158,25 @@ class SAEConfig:
 
 
 def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """Fraction of variance unexplained: ``sum |x - x_hat|^2 / sum |x - mean(x)|^2`` over samples ``(M, C)``."""
-    from ..checks import InputError
+    """Fraction of variance unexplained: ``sum |x - x_hat|^2 / sum |x - mean(x)|^2`` over samples ``(M, C)``.
 
+    Both are checked first (tensors of samples ``(M, C)``, finite, the same shape): a 4-d activation
+    would be averaged over the batch only, a silently different number. Samples without variance
+    (one sample, or all equal) leave the FVU undefined, and are refused rather than divided by ~0."""
+    from ..checks import InputError, check_matrix
+
+    check_matrix(x, "x")
+    check_matrix(x_hat, "x_hat")
     if x.shape != x_hat.shape:
         raise InputError(f"x_hat: shape {tuple(x_hat.shape)}; it must match x {tuple(x.shape)}")
+    if x.is_complex() or x_hat.is_complex():
+        raise InputError("x: complex values; FVU is defined for real samples")
     x, x_hat = x.double(), x_hat.double()
-    return float(((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum().clamp_min(1e-30))
+    var = ((x - x.mean(0)) ** 2).sum()
+    if not float(var) > 0:
+        raise InputError(f"x: {len(x)} sample(s) with no variance (every sample is the same); the fraction of variance "
+                         "unexplained is undefined: give at least two different samples (M, C)")
+    return float(((x - x_hat) ** 2).sum() / var)
 
 
 def _init(sae: TopKSAE, x: torch.Tensor, gen: torch.Generator) -> None:
@@ -147,10 +193,18 @@ def train_topk_sae(x: torch.Tensor, config: SAEConfig = SAEConfig(), *, progress
     """Train a TopK SAE on samples ``x (M, C)``; same data, config and threads give the same weights."""
     from tqdm.auto import tqdm
 
-    if x.ndim != 2:
-        raise ValueError(f"x: train_topk_sae needs samples (M, C), got shape {tuple(x.shape)}; see features.layer_samples")
-    from ..checks import check_finite
+    from ..checks import InputError, InputTypeError, check_finite, check_instance
 
+    check_instance(config, SAEConfig, "config")  # every argument before any work
+    if not isinstance(x, torch.Tensor):
+        raise InputTypeError(f"x: expected a tensor of samples (M, C), got {type(x).__name__}")
+    check_training_options(progress, on_step)
+    if x.ndim != 2:
+        raise InputError(f"x: train_topk_sae needs samples (M, C), got shape {tuple(x.shape)}; see features.layer_samples")
+    if not x.is_floating_point():
+        raise InputTypeError(f"x: dtype {x.dtype}; expected floating-point activations (M, C)")
+    if len(x) == 0:
+        raise InputError("x: no samples (M = 0); give at least one sample (M, C)")
     check_finite(x, "x")
     config.validate(x.shape[1])
     x = x.float()

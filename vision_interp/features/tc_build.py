@@ -49,25 +49,38 @@ def build_transcoders(model: nn.Module, blocks: Sequence[BlockSpec], *, data_dir
                       train_images: int = 10000, test_images: int = 10000, model_name: str = "mnist_cnn",
                       progress: bool = True, log=print) -> list[Transcoder]:
     """Train (or resume) each block's transcoder, measure all on the test set, save each with its card."""
+    from ..checks import InputError, InputTypeError, check_instance, check_int, check_model
     from ..data import load_mnist
-    from .build import _weights_hash
+    from .build import _check_bool, _check_str, _weights_hash
+    from .dictionary import check_name_or_path
     from .transcoders import _resolve_block
 
-    from ..checks import InputError, InputTypeError, check_instance, check_int, check_model
-
-    check_model(model)
+    check_model(model)  # every argument before any work (MNIST is read only after these)
     if isinstance(blocks, (str, bytes)) or not isinstance(blocks, (list, tuple)) or not blocks:
         raise InputError(f"blocks: {blocks!r}; expected a non-empty list of (in_layer, out_layer, name, TranscoderConfig), "
                          "e.g. features.MNIST_BLOCKS")
     for i, block in enumerate(blocks):  # every check before any work
         if not isinstance(block, (list, tuple)) or len(block) != 4 or not all(isinstance(v, str) for v in block[:3]):
             raise InputTypeError(f"blocks[{i}]: {block!r}; expected (in_layer, out_layer, name, TranscoderConfig)")
-        in_layer, out_layer, _, config = block
+        in_layer, out_layer, name, config = block
         _resolve_block(model, in_layer, out_layer)
+        check_name_or_path(name, f"blocks[{i}] name")
         check_instance(config, TranscoderConfig, f"blocks[{i}] config")
         config.validate()
-    train_images = check_int(train_images, "train_images", minimum=1)
-    test_images = check_int(test_images, "test_images", minimum=1)
+    names = [str(b[2]) for b in blocks]
+    if len(set(names)) != len(names):
+        raise InputError(f"blocks: the names {names} repeat; each block's transcoder needs its own file name")
+    if data_dir is not None:
+        check_name_or_path(data_dir, "data_dir")
+        if Path(data_dir).exists() and not Path(data_dir).is_dir():
+            raise InputError(f"data_dir: {str(data_dir)!r} is a file; give the folder that holds (or will hold) the MNIST files")
+    # the card says "first N images": N can be at most what the split has (60000 train, 10000 test)
+    train_images = check_int(train_images, "train_images", minimum=1, maximum=60000)
+    test_images = check_int(test_images, "test_images", minimum=1, maximum=10000)
+    _check_str(model_name, "model_name")
+    _check_bool(progress, "progress")
+    if not callable(log):
+        raise InputTypeError(f"log: expected a callable log(message) such as print, got {type(log).__name__} {log!r}")
     train = load_mnist("train", data_dir, limit=train_images)
     test = load_mnist("test", data_dir, limit=test_images)
     model_hash = _weights_hash(model)

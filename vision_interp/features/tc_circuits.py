@@ -17,8 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..checks import InputError, check_int, check_matrix
-from ..model_state import exclusive
+from ..checks import InputError, check_int, check_matrix, check_model
+from ..model_state import exclusive, runs_model
+from .graph import logits_path, model_logits
 from .transcoders import Transcoder, check_transcoder, check_transcoders
 
 __all__ = ["feature_feature_weights", "feature_logit_weights_tc", "top_connections", "sparsity", "sparsity_comparison"]
@@ -36,13 +37,16 @@ def feature_feature_weights(upstream: Transcoder, downstream: Transcoder) -> tor
     return torch.einsum("gcyx,fc->gfyx", downstream.module.encoder.cpu().double(), upstream.module.directions.cpu().double())
 
 
+@runs_model
 @torch.no_grad()
 def feature_logit_weights_tc(model: nn.Module, last: Transcoder) -> torch.Tensor:
     """``(F, n_logits, H, W)``: logit change per unit of feature f placed at (y, x) of the last block's
-    output. The layers after it must be affine (checked)."""
+    output. The layers after it must be affine: checked by scaling, negating and adding probes (a ReLU,
+    PReLU or max pool after the block passes a scaling test but not these), refused otherwise."""
     from ..capture import hooks
     from ..units import default_input_shape
 
+    check_model(model)
     if not isinstance(last, _Probe):
         check_transcoder(last, model, arg="last")
     d = last.module.directions.cpu().double()
@@ -50,21 +54,32 @@ def feature_logit_weights_tc(model: nn.Module, last: Transcoder) -> torch.Tensor
     shape = _out_shape(model, last)
     h, w = shape[-2:]
     m = _double(model)
-    x = torch.zeros((f * h * w, *default_input_shape(model)), dtype=torch.float64)
+    path = logits_path(model)
+    in_shape = default_input_shape(model)
     a = torch.zeros((f, h, w, c, h, w), dtype=torch.float64)
     for yy in range(h):
         for xx in range(w):
             a[:, yy, xx, :, yy, xx] = d
     a = a.reshape(f * h * w, c, h, w)
-    with hooks(m, {last.out_layer: lambda _m, _i, _o: a}):
-        out = m(x)
-    with hooks(m, {last.out_layer: lambda _m, _i, _o: torch.zeros_like(a[:1])}):
-        base = m(x[:1])
-    with hooks(m, {last.out_layer: lambda _m, _i, _o: 2 * a}):
-        twice = m(x)
-    if not torch.allclose(twice - base, 2 * (out - base), atol=1e-9 * max(1.0, float(out.abs().max()))):
-        raise InputError(f"last: the layers after {last.out_layer!r} are not affine: no input-invariant feature -> logit weights "
-                         "(give the last transcoder of the chain)")
+
+    def head(values: torch.Tensor) -> torch.Tensor:
+        with hooks(m, {last.out_layer: lambda _m, _i, _o: values}):
+            return model_logits(m, torch.zeros((len(values), *in_shape), dtype=torch.float64), path)
+
+    out = head(a)
+    base = head(torch.zeros_like(a[:1]))
+    twice = head(2 * a)
+    gen = torch.Generator().manual_seed(0)
+    r1, r2 = (torch.randn((2, c, h, w), generator=gen, dtype=torch.float64) * float(d.abs().max().clamp_min(1e-12)) for _ in range(2))
+    probes = head(torch.cat([r1, r2, r1 + r2, -r1]))  # additivity and negation, with mixed signs everywhere
+    tol = 1e-9 * max(1.0, float(out.abs().max()), float(probes.abs().max()))
+    d1, d2, d12, dneg = (probes[2 * i:2 * i + 2] - base for i in range(4))
+    affine = (torch.allclose(twice - base, 2 * (out - base), atol=tol) and torch.allclose(d12, d1 + d2, atol=tol)
+              and torch.allclose(dneg, -d1, atol=tol))
+    if not affine:
+        raise InputError(f"last: the layers after {last.out_layer!r} are not affine (a ReLU, PReLU, max pool or bias before a "
+                         "nonlinearity): no input-invariant feature -> logit weights (give the last transcoder of a chain "
+                         "whose head is linear, or use per-input attribution graphs)")
     return (out - base).reshape(f, h, w, -1).permute(0, 3, 1, 2)
 
 
@@ -96,6 +111,8 @@ def top_connections(weights: torch.Tensor, n: int = 10) -> list[list[dict]]:
 
 def sparsity(weights: torch.Tensor, n: int = 10) -> dict:
     """Mean over units (first axis) of the top-``n`` share of |weight| mass and of the effective number of connections."""
+    check_matrix(weights, "weights", ndim=(2, 3, 4, 5, 6))
+    n = check_int(n, "n", minimum=1)
     a = weights.abs().flatten(1).double()
     top = a.topk(min(n, a.shape[1]), dim=1).values.sum(1) / a.sum(1).clamp_min(1e-30)
     eff = a.sum(1) ** 2 / (a ** 2).sum(1).clamp_min(1e-30)
@@ -103,6 +120,7 @@ def sparsity(weights: torch.Tensor, n: int = 10) -> dict:
             "effective_connections_mean": round(float(eff.mean()), 3)}
 
 
+@runs_model
 def sparsity_comparison(model: nn.Module, transcoders: list[Transcoder]) -> dict:
     """Feature-level vs neuron-level weight sparsity for each pair of chained blocks and for the logits."""
     transcoders = check_transcoders(transcoders, model)
@@ -111,7 +129,11 @@ def sparsity_comparison(model: nn.Module, transcoders: list[Transcoder]) -> dict
     check_chain(transcoders)
     out: dict = {}
     for a, b in zip(transcoders, transcoders[1:]):
-        neuron = model.get_submodule(b.block).weight.detach()
+        neuron = getattr(model.get_submodule(b.block), "weight", None)
+        if not isinstance(neuron, torch.Tensor) or neuron.ndim < 2:
+            raise InputError(f"transcoders: {b.feature_layer!r} is named after {b.block!r}, which has no weight matrix to compare "
+                             "the feature weights with (name the block after its conv layer)")
+        neuron = neuron.detach()
         out[f"{a.feature_layer} -> {b.feature_layer}"] = {
             "features": sparsity(feature_feature_weights(a, b)),
             "neurons": {"layer": b.block, **sparsity(neuron)}}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_common import (SEED, Formatter, UsageError, add_data_dir, add_model, check_output_dir, float_arg, int_arg,
-                          load_model_from_args, names_arg, text_arg)
+from ..cli_common import (MNIST_SHAPE, SEED, Formatter, UsageError, add_data_dir, add_dataset, add_model, check_output_dir,
+                          float_arg, int_arg, load_model_from_args, model_input_shape, model_label, names_arg, text_arg)
 
 DEFAULT_TRANSCODERS = ("mnist_cnn_conv1_tc", "mnist_cnn_conv2_tc")
 
@@ -21,7 +21,9 @@ def _register_transcoder(sub: argparse._SubParsersAction) -> None:
                                    "images, measure them on held-out test images (FVU, L0, dead features, accuracy with each "
                                    "block and with all blocks replaced) and save NAME.safetensors + NAME.json + NAME.md under "
                                    "models/features/. Default blocks: the MNIST CNN's input -> pool1 and pool1 -> pool2. A block "
-                                   "already saved with the same configuration is reused (resume).",
+                                   "already saved with the same configuration is reused (resume).\n\n"
+                                   "Your own model: --model package.module:factory --block input pool1 my_b1 --block pool1 pool2 my_b2 "
+                                   "--dataset DIR (images at the model's input; see 'vision-interp layers --model ...' for names)",
                        formatter_class=Formatter)
     add_model(p)
     add_data_dir(p)
@@ -43,6 +45,7 @@ def _register_transcoder(sub: argparse._SubParsersAction) -> None:
                    help="also write DIR/analysis.json + DIR/README.md: graph sizes, error share, interventions vs graph "
                         "predictions, global-circuit sparsity (blocks must form a chain)")
     p.add_argument("--analysis-images", type=int_arg(1, 10_000), default=50, help="test images (graphs) for --analysis")
+    add_dataset(p, "train and measure the transcoders on")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_transcoder)
 
@@ -57,7 +60,9 @@ def _blocks(args: argparse.Namespace) -> list:
         base = [(a, b, n, TranscoderConfig(n_features=args.features or 64, k=args.k or 4)) for a, b, n in args.block]
     else:
         if args.model != "mnist_cnn":
-            raise UsageError(f"--model {args.model}: give its blocks with --block IN OUT NAME (defaults exist for mnist_cnn only)")
+            raise UsageError(f"--model {args.model}: give its blocks with --block IN OUT NAME, in order ('input' for the model "
+                             "input), e.g. --block input pool1 my_b1 --block pool1 pool2 my_b2 (layer names: 'vision-interp layers "
+                             f"--model {args.model}'); the default blocks are the MNIST CNN's")
         base = list(MNIST_BLOCKS)
     out = []
     for a, b, n, cfg in base:
@@ -82,11 +87,22 @@ def _transcoder(args: argparse.Namespace) -> int:
         if getattr(args, flag):
             check_output_dir(getattr(args, flag), f"--{flag}")
     model = load_model_from_args(args)
+    mnist = model_input_shape(model) == MNIST_SHAPE
+    for flag in ("gallery", "analysis"):
+        if getattr(args, flag) and not (mnist and args.dataset is None):
+            raise UsageError(f"--{flag} draws one graph per MNIST digit and needs an MNIST model and data; for --model {args.model} "
+                             "build a graph per image with 'vision-interp graph --image FILE --transcoders ...' and a gallery of "
+                             "the features with 'vision-interp gallery'")
     if args.show:
         tcs = [load_transcoder(n) for _, _, n, _ in blocks]
+    elif args.dataset is not None:
+        tcs = _build_on_folder(args, model, blocks)
     else:
+        from ..cli_common import require_mnist_data
+
+        require_mnist_data(args, model, "the transcoder command")
         tcs = build_transcoders(model, blocks, data_dir=args.data_dir, train_images=args.train_images,
-                                test_images=args.test_images, model_name=args.model, progress=not args.no_progress)
+                                test_images=args.test_images, model_name=model_label(args, model), progress=not args.no_progress)
     for tc in tcs:
         _print_card(tc.card)
     if args.gallery:
@@ -103,6 +119,45 @@ def _transcoder(args: argparse.Namespace) -> int:
 
         print(f"wrote {write_analysis(model, tcs, args.analysis, n_images=args.analysis_images, data_dir=args.data_dir)}")
     return 0
+
+
+def _build_on_folder(args: argparse.Namespace, model, blocks: list) -> list:
+    """``build_transcoders`` on the images of --dataset (train on the first, measure on the held-out rest);
+    a block saved with the same configuration, data and weights is reused."""
+    from pathlib import Path
+
+    from ..cli_common import folder_split
+    from .build import _weights_hash
+    from .replacement import measure_transcoders
+    from .tc_build import _saved_matches
+    from .transcoders import _resolve_block, save_transcoder, train_transcoder
+
+    for in_layer, out_layer, _, config in blocks:  # every block checked before any training
+        _resolve_block(model, in_layer, out_layer)
+        config.validate()
+    train, test, labels, desc = folder_split(args, model)
+    model_hash = _weights_hash(model)
+    tcs = []
+    for in_layer, out_layer, name, config in blocks:
+        data = f"{desc}; every position of {out_layer}"
+        tc = _saved_matches(name, in_layer, out_layer, config, data, model_hash)
+        if tc is None:
+            tc = train_transcoder(model, in_layer, out_layer, train, config, data=data, progress=not args.no_progress)
+            tc.card["model"] = model_label(args, model)
+            tc.card["model_weights_sha256"] = model_hash
+            save_transcoder(tc, name)  # saved before measuring: a rerun resumes from here
+            print(f"trained {tc.feature_layer} ({in_layer} -> {out_layer}) in {tc.card['training_seconds']} s")
+        else:
+            print(f"{tc.feature_layer}: {Path(name).name} already trained with this configuration; reusing it")
+        tcs.append(tc)
+    metrics = measure_transcoders(model, tcs, test, labels)
+    for (_, _, name, _), tc in zip(blocks, tcs):
+        tc.card["metrics"] = {**metrics[tc.feature_layer], "accuracy": metrics["accuracy"],
+                              "accuracy_all_replaced": metrics["accuracy_all_replaced"],
+                              "replaced_together": [t.feature_layer for t in tcs]}
+        tc.card["metrics_data"] = f"{desc} (accuracy = agreement with the unreplaced model)"
+        save_transcoder(tc, name)
+    return tcs
 
 
 def _print_card(card: dict) -> None:
@@ -128,8 +183,9 @@ def _register_graph(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--image", type=text_arg(1000), default=None, help="an image file (converted to the model's input)")
     src.add_argument("--index", type=int_arg(0, 9999), default=None, help="an MNIST test-set image by index")
     p.add_argument("--target", type=text_arg(20), required=True, help="logit index, or 'label' (the test label) or 'pred' (the prediction)")
-    p.add_argument("--transcoders", nargs="+", type=names_arg, default=list(DEFAULT_TRANSCODERS),
-                   help="transcoder names under models/features/ (or paths), in block order")
+    p.add_argument("--transcoders", nargs="+", type=names_arg, default=None,
+                   help="transcoder names under models/features/ (or paths), in block order, the first starting at the "
+                        "model input (default, for mnist_cnn only: " + " ".join(DEFAULT_TRANSCODERS) + ")")
     p.add_argument("--out", type=text_arg(1000), required=True, metavar="DIR")
     p.add_argument("--threshold", type=float_arg(0, 1, lo_open=True), default=0.8, help="influence share the pruned graph keeps")
     p.add_argument("--pixel-group", type=int_arg(1, 64), default=4, help="pixel nodes are GxG groups of input pixels")
@@ -166,6 +222,12 @@ def _graph(args: argparse.Namespace) -> int:
     for g in args.gallery or []:
         check_input_file(Path(g) / "manifest.json", "--gallery")
     out = check_output_dir(args.out, "--out")
+    if args.transcoders is None:
+        if args.model != "mnist_cnn":
+            raise UsageError(f"--model {args.model}: give --transcoders NAME ... trained on this model, in block order from "
+                             f"the input (make them with 'vision-interp transcoder --model {args.model} --block input LAYER NAME "
+                             "... --dataset DIR'); the default transcoders are the MNIST CNN's")
+        args.transcoders = list(DEFAULT_TRANSCODERS)
     tcs = [load_transcoder(n) for n in args.transcoders]
     model = load_model_from_args(args)
     image, label, name = _input(args, model, picture)
@@ -192,7 +254,7 @@ def _input(args: argparse.Namespace, model, picture):
         from ..images import image_tensor
 
         return image_tensor(picture, shape), None, str(args.image)
-    if tuple(shape) != (1, 28, 28):
+    if tuple(shape) != MNIST_SHAPE:
         raise UsageError(f"--index reads the MNIST test set, which does not fit {args.model} (input {shape}); give --image")
     from ..data import load_mnist
 

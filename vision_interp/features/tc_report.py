@@ -14,10 +14,12 @@ import torch
 from torch import nn
 
 from .. import io as vio
-from .graph import GraphBuilder
+from ..checks import InputError, InputTypeError, check_images, check_int, check_model
+from ..model_state import using
+from .graph import GraphBuilder, check_chain, check_threshold
 from .interventions import intervention_check
 from .tc_circuits import feature_feature_weights, feature_logit_weights_tc, sparsity_comparison, top_connections
-from .transcoders import Transcoder
+from .transcoders import Transcoder, check_transcoders
 
 __all__ = ["transcoder_analysis", "analysis_markdown", "write_analysis"]
 
@@ -25,11 +27,26 @@ __all__ = ["transcoder_analysis", "analysis_markdown", "write_analysis"]
 def transcoder_analysis(model: nn.Module, tcs: Sequence[Transcoder], images: torch.Tensor, labels: torch.Tensor, *,
                         top: int = 10, threshold: float = 0.8) -> dict:
     """Graphs of ``images`` for their labels (sizes, error share), interventions on their ``top`` nodes
-    (removal: scale 0), global circuits and their sparsity against the neuron-level weights."""
-    tcs = list(tcs)
+    (removal: scale 0), global circuits and their sparsity against the neuron-level weights. The model
+    runs in eval mode on the caller's behalf, under its lock, and comes back as it was."""
+    check_model(model)
+    with using(model, what="transcoder_analysis()"):
+        return _analysis(model, tcs, images, labels, top, threshold)
+
+
+def _analysis(model: nn.Module, tcs: Sequence[Transcoder], images: torch.Tensor, labels: torch.Tensor, top: int,
+              threshold: float) -> dict:
+    tcs = check_chain(check_transcoders(tcs, model, arg="tcs"), arg="tcs")
+    images, _ = check_images(images, model, arg="images", allow_single=False)
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point() or labels.dtype == torch.bool \
+            or len(labels) != len(images):
+        what = f"{tuple(labels.shape)} {labels.dtype}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise InputError(f"labels: {what}; expected a 1-D integer tensor, one class label per image ({len(images)})")
+    top = check_int(top, "top", minimum=1)
+    threshold = check_threshold(threshold)
     builder = GraphBuilder(model, tcs)
     t0 = time.perf_counter()
-    check = intervention_check(model, tcs, images, labels.tolist(), top=top, scale=0.0, builder=builder)
+    check = intervention_check(model, tcs, images, labels.tolist(), top=top, scale=0.0, builder=builder, threshold=threshold)
     seconds = time.perf_counter() - t0
     per = check["per_graph"]
     mean = lambda key: round(sum(g[key] for g in per) / len(per), 5)  # noqa: E731
@@ -52,6 +69,10 @@ def transcoder_analysis(model: nn.Module, tcs: Sequence[Transcoder], images: tor
 
 def analysis_markdown(a: dict) -> str:
     """The write-up: one sentence per measured figure, and where the graph is wrong."""
+    missing = [k for k in ("transcoders", "graphs", "interventions", "circuits")] if not isinstance(a, dict) else \
+        [k for k in ("transcoders", "graphs", "interventions", "circuits") if k not in a]
+    if missing:
+        raise InputError(f"a: {type(a).__name__} without {', '.join(missing)}; give the dict transcoder_analysis() returns")
     lines = ["# Transcoders: how much of the network the sparse replacement explains", ""]
     for layer, m in a["transcoders"].items():
         if m:
@@ -98,6 +119,14 @@ def write_analysis(model: nn.Module, tcs: Sequence[Transcoder], out_dir: str | o
     """``out_dir/analysis.json`` + ``out_dir/README.md`` for the first ``n_images`` MNIST test images."""
     from ..data import load_mnist
 
+    check_model(model)
+    n_images = check_int(n_images, "n_images", minimum=1)
+    top = check_int(top, "top", minimum=1)
+    if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
+        raise InputTypeError(f"out_dir: expected a folder (str or Path), got {type(out_dir).__name__} {out_dir!r}")
+    check_chain(check_transcoders(tcs, model, arg="tcs"), arg="tcs")
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise InputTypeError(f"data_dir: expected a folder (str or Path) or None, got {type(data_dir).__name__} {data_dir!r}")
     test = load_mnist("test", data_dir, limit=n_images)
     a = transcoder_analysis(model, tcs, test.images, test.labels, top=top)
     out = Path(out_dir)

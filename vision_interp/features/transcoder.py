@@ -45,7 +45,7 @@ class ConvTranscoder(nn.Module):
         self.W_skip = nn.Parameter(torch.zeros(c_out, c_in, *kernel)) if skip else None
         self.register_buffer("s_in", torch.tensor(float(s_in)))
         self.register_buffer("s_out", torch.tensor(float(s_out)))
-        self.gradient = "exact"  # "linear": straight-through gradients for inactive features (featvis); see attach.py
+        self.gradient = "exact"  # or "linear" (straight-through, featvis): an attached copy gets it; see attach.feature_gradients
 
     @property
     def has_skip(self) -> bool:
@@ -134,14 +134,23 @@ class TranscoderConfig:
     aux_coef: float = 1 / 32
     dead_after: int = 100  # steps without firing before a feature counts as dead for AuxK
 
+    def __post_init__(self) -> None:
+        """Each field's type and range, at construction (``TranscoderConfig(steps=2.5)`` fails here, naming
+        ``steps``); ``k <= n_features`` is checked by :meth:`validate` (before any training), so a
+        command line can adjust one of them first."""
+        from .sae import check_config_fields
+
+        check_config_fields(self, {"n_features": 1, "k": 1, "steps": 1, "batch_size": 1, "seed": 0, "aux_k": 1, "dead_after": 1},
+                            {"lr": (0.0, True), "aux_coef": (0.0, False)}, ("skip",))
+
     def validate(self) -> None:
-        if self.n_features < 1 or not 1 <= self.k <= self.n_features:
-            raise ValueError(f"need n_features >= 1 and 1 <= k <= n_features, got n_features={self.n_features}, k={self.k}")
-        for name in ("steps", "batch_size", "aux_k", "dead_after"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0 or not self.aux_coef >= 0:
-            raise ValueError(f"lr must be positive and aux_coef >= 0, got lr={self.lr}, aux_coef={self.aux_coef}")
+        """Every field's type and range, and ``1 <= k <= n_features``."""
+        self.__post_init__()
+        if not 1 <= self.k <= self.n_features:
+            from ..errors import InputError
+
+            raise InputError(f"TranscoderConfig.k: need n_features >= 1 and 1 <= k <= n_features, got "
+                             f"n_features={self.n_features}, k={self.k}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -190,12 +199,17 @@ def train_conv_transcoder(a_in: torch.Tensor, a_out: torch.Tensor, geometry: tup
     """
     from tqdm.auto import tqdm
 
-    from ..checks import InputError, check_instance, check_matrix
+    from ..checks import InputError, InputTypeError, check_instance, check_matrix
+    from .sae import check_training_options
 
-    check_instance(config, TranscoderConfig, "config")
+    check_instance(config, TranscoderConfig, "config")  # every argument before any work
     config.validate()
+    check_training_options(progress, on_step)
     check_matrix(a_in, "a_in", ndim=4)
     check_matrix(a_out, "a_out", ndim=4)
+    for arg, t in (("a_in", a_in), ("a_out", a_out)):
+        if not t.is_floating_point():
+            raise InputTypeError(f"{arg}: dtype {t.dtype}; expected floating-point block activations")
     if len(a_in) != len(a_out) or not len(a_in):
         raise InputError(f"a_out: {len(a_out)} outputs for {len(a_in)} inputs; give one block output per block input (at least one)")
     kernel, stride, pad = _check_geometry(geometry, tuple(a_in.shape[-2:]), tuple(a_out.shape[-2:]))

@@ -44,6 +44,17 @@ def feature_table(model: nn.Module, dictionary: Dictionary) -> list[dict]:
     return rows
 
 
+def _after_relu_line(dictionary: Dictionary, m: dict) -> str:
+    """The after-ReLU sentence where the card has those figures, else why they are omitted (no ReLU follows)."""
+    if "fvu_after_relu" in m:
+        nmf = (f"; the existing NMF with {dictionary.k} groups (fitted on the ReLU output) leaves "
+               f"{m['nmf_rank_k_fvu_after_relu']:.4f}") if "nmf_rank_k_fvu_after_relu" in m else ""
+        return f"- After the ReLU that follows {dictionary.layer}: FVU {m['fvu_after_relu']:.4f}{nmf}."
+    why = m.get("after_relu", {}).get("why") or f"no ReLU is known to follow {dictionary.layer}"
+    return (f"- No after-ReLU figures and no NMF baseline (NMF needs non-negative data): {why}, so clamping at 0 "
+            "would not be what the rest of the model sees.")
+
+
 def _fmt(v, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
@@ -70,8 +81,7 @@ def write_writeup(model: nn.Module, dictionary: Dictionary, out_dir: str | os.Pa
         "",
         f"- Fraction of variance unexplained (FVU): {m['fvu']:.4f}; a rank-{dictionary.k} PCA (the same number of "
         f"coefficients per position) leaves {m['pca_fvu_rank_k']:.4f}.",
-        f"- After the ReLU that follows {dictionary.layer}: FVU {m['fvu_after_relu']:.4f}; the existing NMF with "
-        f"{dictionary.k} groups (fitted on the ReLU output) leaves {m['nmf_rank_k_fvu_after_relu']:.4f}.",
+        _after_relu_line(dictionary, m),
         f"- Mean L0 {m['mean_l0']:.2f} active features per position; {m['dead_features']} of {dictionary.n_features} "
         f"features never fire on the held-out images.",
         f"- Test accuracy {100 * m['test_accuracy']:.2f}% as trained, {100 * m['test_accuracy_reconstructed']:.2f}% when "

@@ -55,7 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-unit", type=int_arg(1, 64), default=None, help="with --diversity: images per channel (default 4)")
     p.add_argument("--batch-size", type=int_arg(1, 1024), default=None, help="with --layer: images per optimisation batch")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="render settings preset (default: per model, 'fast-small' below 96 px, else 'smooth-256'); "
+                   help="render settings preset (default: per model: 'fast-small' for grayscale below 96 px; 'smooth-256' from 96 px "
+                        "when the model takes the standard transforms' 12 px larger canvas; else 'smooth-small', the same "
+                        "basis with size-preserving shifts; docs/featvis.md); "
                         "'lucid' = Lucid's 512-step recipe, the reference; 'pyramid' = most steps on tiled half-size images "
                         "(faster climb, 2x2-periodic pictures; docs/featvis.md)")
     prec = p.add_mutually_exclusive_group()

@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from ..checks import check_int, check_number, check_instance
+from ..trace import trace
 from ..units import Unit, UnitRangeError, UnitSpec, layer_shape, parse_unit, resolve_layer, resolve_unit
+from ..zoo.spec import model_spec
 
 __all__ = [
     "Objective",
@@ -34,6 +36,8 @@ __all__ = [
     "class_logit",
     "diversity",
     "bound_layer",
+    "logits_path",
+    "LOGITS",
 ]
 
 Acts = Mapping[str, torch.Tensor]
@@ -152,6 +156,10 @@ def _batch_mask(values: torch.Tensor, batch: int | None) -> torch.Tensor:
 
 
 def _check_batch(batch: int | None, what: str) -> CheckFn:
+    """The batch index's range check against the batch size; its type is checked now (a float is refused)."""
+    if batch is not None:
+        check_int(batch, "batch", minimum=0)
+
     def check(_model: nn.Module, _shape: tuple, n: int) -> None:
         if batch is not None and not 0 <= batch < n:
             raise UnitRangeError(f"{what}: batch={batch} is out of range for a batch of {n} images (valid 0..{n - 1})")
@@ -163,10 +171,11 @@ _BOUND: "weakref.WeakKeyDictionary[nn.Module, dict[str, str]]" = weakref.WeakKey
 
 
 def bound_layer(model: nn.Module, name: str) -> str:
-    """``name``'s canonical module path in ``model``, resolved once per (model, name) and cached."""
+    """``name``'s canonical module path in ``model``, resolved once per (model, name) and cached
+    (:data:`LOGITS`: the model's logits layer, :func:`logits_path`)."""
     per_model = _BOUND.setdefault(model, {})
     if name not in per_model:
-        per_model[name] = resolve_layer(model, name)
+        per_model[name] = logits_path(model) if name == LOGITS else resolve_layer(model, name)
     return per_model[name]
 
 
@@ -286,38 +295,66 @@ def direction(layer: str, vec: torch.Tensor | Sequence[float], batch: int | None
     return Objective(fn, [layer], desc, [_check_unit(Unit(layer), False), check_len, _check_batch(batch, desc)])
 
 
-def class_logit(c: int | str, layer: str = "logits", batch: int | None = None) -> Objective:
-    """A class logit (pre-softmax). ``c`` is an index or a name from ``model.class_names``.
+LOGITS = "<logits>"
+"""The layer name :func:`class_logit` reads when none is given: the model's logits, resolved per model by
+:func:`logits_path` (the spec's ``logits_layer``, else the module whose output is the model's output)."""
 
-    ``layer`` names the logits layer (zoo models alias it as ``"logits"``).
+
+def logits_path(model: nn.Module) -> str:
+    """The module path of ``model``'s class logits: the spec's ``logits_layer`` (a path or alias; zoo models
+    declare it, and a ``"logits"`` alias declares it too), else the one module whose output *is* the model's
+    output (the tensor ``attribute(model, x, target=c)`` reads column ``c`` of), read from the trace at the
+    declared input shape. Anything else is an error that says what to declare."""
+    spec = model_spec(model)
+    if spec.logits_layer is not None:
+        return resolve_layer(model, spec.logits_layer)
+    why = f"{type(model).__name__} declares no logits layer (spec.logits_layer, or a 'logits' layer alias)"
+    if spec.input_shape is None:
+        raise ValueError(f"layer: {why} and no input_shape to find the module that returns its output; pass "
+                         "class_logit(c, layer='<module path>') or declare spec.logits_layer")
+    t = trace(model, tuple(int(v) for v in spec.input_shape))
+    deps = t.output_deps
+    if t.error is None and len(deps) == 1 and deps[0].producer >= 0 and deps[0].exact and deps[0].direct \
+            and t.output_shape is not None and deps[0].src == deps[0].dst == (0, int(t.output_shape[0])):
+        return t.calls[deps[0].producer].path
+    raise ValueError(f"layer: {why}, and its output is not one module's output (computed after the last module, or "
+                     "not a tensor); pass class_logit(c, layer='<module path>') or declare spec.logits_layer")
+
+
+def class_logit(c: int | str, layer: str | None = None, batch: int | None = None) -> Objective:
+    """A class logit (pre-softmax). ``c`` is an index or a name from the model's class names (its spec's
+    ``class_names``, read by :meth:`ModelSpec.class_index`, like ``attribute(target="face")``).
+
+    ``layer`` names the logits layer; by default the model's own (:func:`logits_path`: the spec's
+    ``logits_layer``, else the module that returns the model's output), so ``class_logit(1)`` and
+    ``attribute(model, x, target=1)`` read the same number.
     """
     if not isinstance(c, str):
         c = check_int(c, "class c")
+    if layer is not None:
+        check_instance(layer, str, "layer")
+    if batch is not None:
+        batch = check_int(batch, "batch", minimum=0)
+    name = LOGITS if layer is None else layer
     desc_c = repr(c) if isinstance(c, str) else str(c)
-    desc = f"class logit {desc_c}" + (f" [batch {batch}]" if batch is not None else "")
+    desc = f"class logit {desc_c}" + ("" if layer is None else f" of {layer}") + (f" [batch {batch}]" if batch is not None else "")
     index: list[int] = [c] if isinstance(c, int) else []
 
     def check(model: nn.Module, shape: tuple, n: int) -> None:
-        resolve_layer(model, layer)
+        path = bound_layer(model, name)
         if isinstance(c, str):
-            names = list(getattr(model, "class_names", None) or [])
-            if c not in names:
-                from ..units import close_names
-
-                near = close_names(c, names)
-                raise ValueError(f"unknown class {c!r}" + (f"; closest: {', '.join(near)}" if near else "; the model has no such class name"))
-            index[:] = [names.index(c)]
-        n_cls = layer_shape(model, layer, shape)[0]
+            index[:] = [model_spec(model).class_index(c, "class c")]
+        n_cls = layer_shape(model, path, shape)[0]
         if not 0 <= index[0] < n_cls:
-            raise UnitRangeError(f"class {index[0]} is out of range: valid classes are 0..{n_cls - 1}")
+            raise UnitRangeError(f"class {index[0]} is out of range: valid classes are 0..{n_cls - 1} (the {n_cls} outputs of {path!r})")
 
     def fn(acts: Acts) -> torch.Tensor:
         if not index:
             raise ValueError(f"class_logit({c!r}) must be checked against a model first (render() does this)")
-        a = _float_act(acts, layer)[:, index[0]]
+        a = _float_act(acts, name)[:, index[0]]
         return _batch_mask(a.flatten(1).mean(1) if a.ndim > 1 else a, batch)
 
-    return Objective(fn, [layer], desc, [check, _check_batch(batch, desc)])
+    return Objective(fn, [name], desc, [check, _check_batch(batch, desc)])
 
 
 def diversity(layer: str, weight: float = 1.0, group_size: int | None = None) -> Objective:
@@ -328,6 +365,9 @@ def diversity(layer: str, weight: float = 1.0, group_size: int | None = None) ->
     where features are, so the images must differ in which features they combine, not just shift.
     """
     weight = check_number(weight, "weight")
+    check_instance(layer, str, "layer")
+    if group_size is not None:
+        group_size = check_int(group_size, "group_size", minimum=1)
     desc = f"{weight:g} * diversity {layer}" + (f" (groups of {group_size})" if group_size else "")
 
     def fn(acts: Acts) -> torch.Tensor:

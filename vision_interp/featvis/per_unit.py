@@ -10,14 +10,15 @@ import torch
 from torch import nn
 
 from ..capture import _capture
-from ..checks import check_images
+from ..checks import check_images, check_instance, check_int, check_number
+from ..errors import check_model
 from ..units import UnitRangeError, default_input_shape, layer_shape
 from .objectives import Objective, as_objective, bound_layer
 from .optimise import _frozen, _tensors_by_path
-from .prepare import _check_input_size, resolve_settings
+from .prepare import _check_input_size, _fitting_hint, _stopped_at, resolve_settings
 from .result import RenderResult
 from .run import render
-from .settings import RenderSettings
+from .settings import RenderSettings, _checked_shape
 from .transform import make_transforms
 
 
@@ -79,7 +80,15 @@ def evaluate_objective(model: nn.Module, objective: Objective, images: torch.Ten
     """``objective`` on ``images`` as they are (eval mode, no gradients, fp32); None when the model
     rejects their size."""
     x, _ = check_images(images, model, arg="images", allow_single=False)
+    check_instance(objective, Objective, "objective")
     paths = [bound_layer(model, name) for name in objective.layers]
+    shape = tuple(int(v) for v in x.shape[1:])
+    try:
+        objective.check(model, shape, x.shape[0])  # ranges, and what an objective reads from the model (class names)
+    except (ValueError, RuntimeError):
+        if _stopped_at(model, shape) is not None:
+            return None  # the model rejects this size
+        raise
     with _frozen(model, x.device), torch.no_grad():
         try:
             raw = _tensors_by_path(_capture(model, x, paths, stop_early=True), paths)
@@ -91,15 +100,30 @@ def evaluate_objective(model: nn.Module, objective: Objective, images: torch.Ten
 def _with_size(model: nn.Module, settings: RenderSettings | str | None, size: int | Sequence[int] | None,
                steps: int | None, kw: dict) -> RenderSettings:
     """Settings for visualize/visualize_layer: the given or default ones, with ``size``, ``steps`` and keyword overrides."""
-    opts = dict(kw)
+    opts = {k: v for k, v in kw.items() if k in RenderSettings.__dataclass_fields__}
     if steps is not None:
-        opts["steps"] = steps
-    s = resolve_settings(model, settings, {k: v for k, v in opts.items() if k in RenderSettings.__dataclass_fields__})
+        opts["steps"] = check_int(steps, "steps", minimum=0)
     if size is not None:
-        hw = (size, size) if isinstance(size, int) else tuple(size)
-        c = (s.input_shape or default_input_shape(model))[0]
-        s = s.replace(input_shape=(int(c), int(hw[0]), int(hw[1])))
-    return s
+        # the size goes in before the settings are resolved: the default preset is chosen at this size
+        hw = _checked_size(size)
+        if opts.get("input_shape") is not None:
+            c = _checked_shape(opts["input_shape"], "input_shape")[0]
+        elif isinstance(settings, RenderSettings) and settings.input_shape is not None:
+            c = settings.input_shape[0]
+        else:
+            c = default_input_shape(model)[0]
+        opts["input_shape"] = (int(c), *hw)
+    return resolve_settings(model, settings, opts)
+
+
+def _checked_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """``size=`` as (H, W): one positive integer for a square, or two."""
+    if isinstance(size, (list, tuple)):
+        if len(size) != 2:
+            raise ValueError(f"size: expected one integer or (H, W), got {len(size)} values {tuple(size)!r}")
+        return check_int(size[0], "size[0]", minimum=1), check_int(size[1], "size[1]", minimum=1)
+    v = check_int(size, "size", minimum=1)
+    return v, v
 
 
 def _unit_activations(model: nn.Module, obj: Objective, res: RenderResult) -> torch.Tensor | None:
@@ -122,6 +146,8 @@ def visualize(model: nn.Module, unit: str | Objective | Sequence, settings: Rend
     with the unit's own sign also when the objective was negated or scaled; None when the objective
     combines several units.
     """
+    check_model(model)
+    seed = check_int(seed, "seed")
     obj = as_objective(unit)
     s = _with_size(model, settings, size, steps, kw)
     extra = {k: v for k, v in kw.items() if k not in RenderSettings.__dataclass_fields__}
@@ -166,6 +192,17 @@ def visualize_layer(
     """
     from .objectives import diversity as diversity_objective
 
+    check_model(model)
+    check_instance(layer, str, "layer")
+    check_instance(negative, bool, "negative")
+    diversity = check_number(diversity, "diversity", minimum=0.0)
+    if images_per_unit is not None:
+        images_per_unit = check_int(images_per_unit, "images_per_unit", minimum=1)
+    if diversity_layer is not None:
+        check_instance(diversity_layer, str, "diversity_layer")
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+    seed = check_int(seed, "seed")
     if objective is not None:
         kw["objective"] = objective
     if batch_size is not None:
@@ -173,7 +210,8 @@ def visualize_layer(
     s = _with_size(model, settings, size, steps, kw)
     path = bound_layer(model, layer)
     eff = _effective_shape(s, model)
-    _check_input_size(model, [path], eff, "after transforms")
+    c, h, w = tuple(s.input_shape or default_input_shape(model))
+    _check_input_size(model, [path], eff, "after transforms", _fitting_hint(model, [path], int(c), int(h), int(w), eff[1:]))
     out_shape = layer_shape(model, path, eff)
     chans = parse_channels(channels, out_shape[0])
     position = (out_shape[1] // 2, out_shape[2] // 2) if s.objective == "neuron" and len(out_shape) == 3 else None

@@ -4,24 +4,26 @@ parameterization, and whether the model takes the transformed (and coarse-phase)
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..capture import LayerNotReachedError
+from ..trace import TraceError, trace
 from ..units import UnitRangeError, UnknownLayerError, default_input_shape, layer_shape
 from ..zoo.spec import model_spec
 from .objectives import Objective, as_objective
 from .optimise import _phase_size
 from .param import ImageParam, image_param
-from .settings import RenderSettings, default_settings, preset
+from .settings import FITTING_TRANSFORMS, RenderSettings, _checked_shape, default_settings, preset
 from .transform import Compose
 
 
-def model_defaults(model: nn.Module) -> dict:
-    """The model's default :class:`RenderSettings` as a dict (see :func:`default_settings`)."""
-    return default_settings(model).to_dict()
+def model_defaults(model: nn.Module, input_shape: Sequence[int] | None = None) -> dict:
+    """The model's default :class:`RenderSettings` at ``input_shape`` (default: the spec's) as a dict
+    (see :func:`default_settings`)."""
+    return default_settings(model, input_shape).to_dict()
 
 
 def _per_element(objectives: Sequence[Objective]) -> Objective:
@@ -57,15 +59,44 @@ def _as_batch_objective(objective) -> tuple[Objective, list[str] | None]:
     return as_objective(objective), None
 
 
-def _check_input_size(model: nn.Module, paths: Sequence[str], shape: tuple, what: str) -> None:
-    """Run the model once (early exit, cached by units.layer_shape) at ``shape``; a rejected size is a clear error."""
+def _stopped_at(model: nn.Module, shape: tuple) -> str | None:
+    """Why the model's forward pass stops on an image of ``shape`` (None when it runs through)."""
+    try:
+        return trace(model, shape).error
+    except TraceError as e:
+        return str(e)
+
+
+def _check_input_size(model: nn.Module, paths: Sequence[str], shape: tuple, what: str, hint: str = "") -> None:
+    """Run the model once (early exit, cached by units.layer_shape) at ``shape``; a rejected size is a clear
+    error (with ``hint``: what to do instead), also when the rejection stops the pass before a layer is reached."""
     for path in paths:
         try:
             layer_shape(model, path, shape)
-        except (UnknownLayerError, UnitRangeError, LayerNotReachedError):
+        except (UnknownLayerError, UnitRangeError):
             raise
+        except LayerNotReachedError as e:
+            stopped = _stopped_at(model, tuple(shape))
+            if stopped is None:
+                raise  # the layer is off the computation path at every size
+            raise ValueError(f"{type(model).__name__} cannot take images of shape {tuple(shape)} ({what}): its forward pass stops "
+                             f"before layer {path!r} ({stopped}){hint}") from e
         except (ValueError, RuntimeError) as e:
-            raise ValueError(f"{type(model).__name__} cannot take images of shape {shape} ({what}) up to layer {path!r}: {e}") from e
+            raise ValueError(f"{type(model).__name__} cannot take images of shape {tuple(shape)} ({what}) up to layer {path!r}: "
+                             f"{e}{hint}") from e
+
+
+def _fitting_hint(model: nn.Module, paths: Sequence[str], c: int, h: int, w: int, out: tuple[int, int]) -> str:
+    """When transforms change the size and the model takes only its own: the transform set that fits."""
+    if out == (h, w):
+        return ""
+    try:
+        _check_input_size(model, paths, (c, h, w), "without transforms")
+    except ValueError:
+        return ""
+    return (f"; the model takes {h}x{w} but not the {out[0]}x{out[1]} these transforms make: use transforms="
+            f"{FITTING_TRANSFORMS!r} (random shifts that keep the size; preset 'smooth-small' is 'smooth-256' with them), "
+            "'none', or a custom list whose output is the image's own size")
 
 
 def _build_param(model: nn.Module, settings: RenderSettings, param: ImageParam | None, n: int | None, seed: int) -> ImageParam:
@@ -100,7 +131,8 @@ def _validate(model: nn.Module, obj: Objective, paths: Sequence[str], tf: Compos
     except ValueError:
         out_h, out_w = h, w  # custom callables: checked at the parameterization's size
     eff = (c, out_h, out_w)
-    _check_input_size(model, paths, eff, f"{h}x{w} image, {out_h}x{out_w} after transforms")
+    _check_input_size(model, paths, eff, f"{h}x{w} image, {out_h}x{out_w} after transforms",
+                      _fitting_hint(model, paths, c, h, w, (out_h, out_w)))
     obj.check(model, eff, shape[0])
     clean_ok = True
     if (out_h, out_w) != (h, w):
@@ -163,21 +195,30 @@ def resolve_settings(model: nn.Module, settings: RenderSettings | str | None, ov
     ``param``/``transforms`` given as strings override the settings; objects (an ImageParam, a
     transform list) are passed to :func:`render` separately.
     """
+    from ..errors import check_model
+
+    check_model(model)
+    if not isinstance(overrides, Mapping):
+        raise TypeError(f"overrides: expected a dict of render settings, got {type(overrides).__name__} {overrides!r}")
+    bad_keys = [k for k in overrides if not isinstance(k, str)]
+    if bad_keys:
+        raise TypeError(f"overrides: setting names must be strings, got {bad_keys[:3]!r}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(changes) - _SETTING_KWARGS
+    if unknown:
+        raise TypeError(f"unknown render option(s) {sorted(unknown)}; valid: {sorted(_SETTING_KWARGS)}")
+    if "input_shape" in changes:
+        changes["input_shape"] = _checked_shape(changes["input_shape"], "input_shape")
     if isinstance(settings, str):
         base = preset(settings)
         shape = model_spec(model).input_shape
         if shape is not None and base.input_shape is None:
             base = base.replace(input_shape=tuple(int(v) for v in shape), decorrelate=base.decorrelate and int(shape[0]) == 3)
     elif settings is None:
-        base = default_settings(model)
+        # the default is chosen at the size the render will have, wherever that size was declared
+        base = default_settings(model, changes.get("input_shape"))
     elif isinstance(settings, RenderSettings):
         base = settings
     else:
         raise TypeError(f"settings must be a RenderSettings, a preset name or None, got {type(settings).__name__}")
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(changes) - _SETTING_KWARGS
-    if unknown:
-        raise TypeError(f"unknown render option(s) {sorted(unknown)}; valid: {sorted(_SETTING_KWARGS)}")
-    if "input_shape" in changes:
-        changes["input_shape"] = tuple(int(v) for v in changes["input_shape"])
     return base.replace(**changes) if changes else base

@@ -5,10 +5,11 @@ batch indices, whether the model accepts the transformed image size), then runs 
 parameters only: the model's parameters are frozen for the duration (and restored afterwards),
 and the forward pass stops at the deepest layer the objective reads (``capture(stop_early=True)``).
 
-:func:`visualize` and :func:`visualize_layer` pick per-model defaults (InceptionV1: Fourier +
-decorrelated colour, Lucid's standard transforms, 224 px; small grayscale models such as the
-MNIST CNN: pixel parameterization, +-2 px shifts, native 28x28) and batch many units into one
-optimisation.
+:func:`visualize` and :func:`visualize_layer` use the default that fits the model
+(:func:`~vision_interp.featvis.settings.default_preset`: InceptionV1 at 224 px ``"smooth-256"`` with Lucid's
+standard transforms; small grayscale models such as the MNIST CNN ``"fast-small"``, untransformed at 28x28;
+small colour models and fixed-size ones ``"smooth-small"``, with size-preserving shifts) and batch many units
+into one optimisation.
 
 Each job has its module, re-exported here: :mod:`.run` (:func:`render`, start to finish),
 :mod:`.prepare` (settings, objective, parameterization and size checks before the first step),

@@ -10,6 +10,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from ..checks import check_int
+from ..errors import check_model
 from ..units import default_input_shape
 from .objectives import Objective, bound_layer
 from .optimise import _Evaluator, _frozen, _judge, _optimise, _phase_size
@@ -46,12 +48,20 @@ def render(
     every step. Everything is validated before the first step.
     """
     t_start = time.perf_counter()
+    check_model(model)
+    seed = check_int(seed, "seed")
+    if batch is not None:
+        batch = check_int(batch, "batch", minimum=1)
+    if thresholds is not None:
+        if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, Iterable):
+            raise TypeError(f"thresholds: expected a list of step numbers, got {type(thresholds).__name__} {thresholds!r}")
+        thresholds = [check_int(t, "thresholds", minimum=0) for t in thresholds]
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"on_step: expected a function on_step(step, values), got {type(on_step).__name__}")
     param_obj, custom_tf = _split_objects(options)
     obj, per_image = _as_batch_objective(objective)
     if not obj.layers:
         raise ValueError(f"objective {obj.description!r} reads no layer")
-    if batch is not None and batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
     paths = [bound_layer(model, name) for name in obj.layers]
     n_given = batch or (len(per_image) if per_image else None)
     settings = resolve_settings(model, settings, options)

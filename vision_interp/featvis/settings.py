@@ -18,10 +18,20 @@ Named presets (:data:`PRESETS`):
   there costs about a third), tiled up, then 64 steps at full size at lr 0.02: a higher activation
   than ``"smooth-256"`` at about the same cost, but the picture stays 2 x 2 periodic (measured), so
   it is a preset to choose, not the default.
-* ``"fast-small"``: the default for small inputs (MNIST 28x28): Fourier basis, no transforms,
+* ``"fast-small"``: the default for small grayscale inputs (MNIST 28x28): Fourier basis, no transforms,
   Adam (0.7, 0.8) at lr 0.1, and a clamp polish for the last 1/8 of 112 steps, so each linear
   first-layer unit reaches its exact optimum (a corner of the [0, 1] box): >= 1.0x the reference's
   512-step activation in under a quarter of its time, at a lower high-frequency share.
+* ``"smooth-small"``: ``"smooth-256"`` with the size-preserving transforms (``"small"``: random shifts
+  of up to 2 px): the default for colour inputs below 96 px and for any model that does not take the
+  standard transforms' larger canvas (a fixed-size model with a Linear head). On a trained 48 px RGB
+  face model (MTCNN's ONet) ``"fast-small"`` leaves 65% of the channel values at exactly 0 or 255;
+  this preset 0.5%, with half the high-frequency share and a more transform-robust activation, still
+  above every real crop at every unit measured (``docs/featvis.md``).
+
+The default (:func:`default_preset`) is a function of what the model is: its input size and channels
+and whether it runs on the standard transforms' output size, wherever the size was declared (the
+model's spec, ``input_shape=`` or ``size=``).
 * ``"lucid-256"`` and ``"exact"`` (pixel basis and clamp throughout): the previous defaults.
 
 Precision is fp32 in every preset and default, on every machine: the same call with the same seed
@@ -42,7 +52,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -50,11 +60,14 @@ from torch import nn
 from ..environment import ASSUME_BF16_ENV, native_bf16
 from ..zoo.spec import model_spec
 
-__all__ = ["RenderSettings", "PRESETS", "preset", "default_settings", "resolve_precision", "SMALL_INPUT_PX", "PRECISIONS"]
+__all__ = ["RenderSettings", "PRESETS", "preset", "default_settings", "default_preset", "resolve_precision", "SMALL_INPUT_PX",
+           "PRECISIONS", "STANDARD_GROWTH", "FITTING_TRANSFORMS"]
 
 PRECISIONS = ("fp32", "bf16", "auto")  # what a user may ask for; a render runs in fp32 or bf16
 
-SMALL_INPUT_PX = 96  # inputs smaller than this on a side get the "exact" preset
+SMALL_INPUT_PX = 96  # inputs smaller than this on a side get a small-input preset ("fast-small" grayscale, "smooth-small" colour)
+STANDARD_GROWTH = 12  # Lucid's standard transforms give the model an image this many pixels larger per side (224 -> 236)
+FITTING_TRANSFORMS = "small"  # the named transform set that keeps the image's size: what a fixed-size model takes
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "param": ("fft", "pixel"),
@@ -223,6 +236,8 @@ PRESETS: dict[str, RenderSettings] = {
     "lucid": RenderSettings(preset="lucid"),
     # the defaults, measured against "lucid" in docs/featvis.md (benchmarks/featvis.py)
     "smooth-256": RenderSettings(preset="smooth-256", decay_power=1.25, steps=256),
+    # "smooth-256" with size-preserving transforms: small colour inputs and fixed-size models (measured in docs/featvis.md)
+    "smooth-small": RenderSettings(preset="smooth-small", decay_power=1.25, steps=256, transforms=FITTING_TRANSFORMS),
     "fast-small": RenderSettings(preset="fast-small", transforms="none", lr=0.1, betas=(0.7, 0.8), steps=112,
                                  polish_fraction=0.125, polish_lr=0.2, polish_valid="clamp", batch_size=64, objective="neuron"),
     # 10/11 of the steps on half-size (tiled) images at lr 0.05, the rest at full size at lr 0.02
@@ -243,20 +258,84 @@ def preset(name: str, **changes: Any) -> RenderSettings:
 LARGE_INPUT_DEFAULT = "smooth-256"  # measured against "lucid" in docs/featvis.md
 
 
-def default_settings(model: nn.Module) -> RenderSettings:
-    """The model's default: ``"fast-small"`` below 96 px, else :data:`LARGE_INPUT_DEFAULT`; then the model
-    spec's ``featvis_defaults``.
+def _checked_shape(input_shape: Any, arg: str) -> tuple[int, int, int] | None:
+    """``input_shape`` as a (C, H, W) tuple of positive ints (None stays None), or an error naming ``arg``."""
+    from ..checks import check_int
 
-    Colour decorrelation only applies to RGB inputs. A model without a declared input shape gets the
-    large-input default with ``input_shape=None`` (the caller must then give one).
+    if input_shape is None:
+        return None
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list, torch.Size)):
+        raise TypeError(f"{arg}: expected (C, H, W), a sequence of three positive integers, got {type(input_shape).__name__} "
+                        f"{input_shape!r}")
+    if len(input_shape) != 3:
+        raise ValueError(f"{arg}: expected (C, H, W), three positive integers, got {len(input_shape)} value(s) {tuple(input_shape)!r}")
+    return tuple(check_int(v, f"{arg}[{i}]", minimum=1) for i, v in enumerate(input_shape))
+
+
+def _declared_shape(model: nn.Module) -> tuple[int, int, int] | None:
+    """The spec's (C, H, W), or None when it declares none (or not three sizes)."""
+    declared = model_spec(model).input_shape
+    return tuple(int(v) for v in declared) if declared is not None and len(declared) == 3 else None
+
+
+def _runs_at(model: nn.Module, shape: tuple[int, int, int]) -> bool:
+    """Whether the whole forward pass runs on one image of ``shape`` (the cached trace: one pass on zeros)."""
+    from ..trace import TraceError, trace
+
+    try:
+        return trace(model, shape).error is None
+    except TraceError:
+        return False
+
+
+def default_preset(model: nn.Module, input_shape: Sequence[int] | None = None) -> tuple[str, str]:
+    """The preset that fits ``model`` at ``input_shape`` (default: the spec's), and why: ``(name, reason)``.
+
+    The rule reads what the model is, never where its size was declared:
+
+    * grayscale (1 channel) and below :data:`SMALL_INPUT_PX` on a side: ``"fast-small"`` (measured on the
+      MNIST CNN, whose reference optimises the untransformed image);
+    * otherwise, at least :data:`SMALL_INPUT_PX` on each side *and* the whole model runs on the
+      :data:`STANDARD_GROWTH` px larger canvas the standard transforms make: ``"smooth-256"``;
+    * otherwise (a small colour input, or a model that takes only its own size): ``"smooth-small"``,
+      the same basis with the size-preserving transforms (measured on MTCNN's ONet).
+
+    Without a declared or given shape the large-input default is returned (the caller must give one).
     """
-    shape = model_spec(model).input_shape
-    if shape is not None and len(shape) == 3 and min(shape[1:]) < SMALL_INPUT_PX:
-        s = PRESETS["fast-small"]
-    else:
-        s = PRESETS[LARGE_INPUT_DEFAULT]
+    from ..errors import check_model
+
+    check_model(model)
+    shape = _checked_shape(input_shape, "input_shape")
+    if shape is None:
+        shape = _declared_shape(model)
+    if shape is None:
+        return LARGE_INPUT_DEFAULT, "no input shape declared or given: the large-input default (give input_shape=)"
+    c, h, w = shape
+    small = min(h, w) < SMALL_INPUT_PX
+    if small and c == 1:
+        return "fast-small", f"{c}x{h}x{w}: grayscale and below {SMALL_INPUT_PX} px"
+    grown = (c, h + STANDARD_GROWTH, w + STANDARD_GROWTH)
+    if small:
+        return "smooth-small", f"{c}x{h}x{w}: {c} channels and below {SMALL_INPUT_PX} px (size-preserving transforms)"
+    if _runs_at(model, grown):
+        return LARGE_INPUT_DEFAULT, f"{c}x{h}x{w}: {SMALL_INPUT_PX} px or more, and the model takes the standard transforms' {h + STANDARD_GROWTH}x{w + STANDARD_GROWTH}"
+    return "smooth-small", (f"{c}x{h}x{w}: the model does not take the standard transforms' {h + STANDARD_GROWTH}x{w + STANDARD_GROWTH} "
+                            "(size-preserving transforms)")
+
+
+def default_settings(model: nn.Module, input_shape: Sequence[int] | None = None) -> RenderSettings:
+    """The model's default at ``input_shape`` (default: the spec's): the preset :func:`default_preset` picks,
+    with that shape, then the spec's ``featvis_defaults``.
+
+    The same model at the same size gets the same settings whether the size comes from its spec or from
+    the caller. Colour decorrelation only applies to RGB inputs. A model without a declared input shape
+    gets the large-input default with ``input_shape=None`` (the caller must then give one).
+    """
+    name, _why = default_preset(model, input_shape)
+    s = PRESETS[name]
+    shape = _checked_shape(input_shape, "input_shape") or _declared_shape(model)
     if shape is not None:
-        s = s.replace(input_shape=tuple(int(v) for v in shape), decorrelate=s.decorrelate and int(shape[0]) == 3)
+        s = s.replace(input_shape=shape, decorrelate=s.decorrelate and int(shape[0]) == 3)
     overrides = dict(model_spec(model).featvis_defaults)
     return s.replace(**overrides) if overrides else s
 

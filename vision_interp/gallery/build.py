@@ -128,7 +128,7 @@ def make_gallery(
     label_map = load_labels(labels, model, infos)
     link_list = [[str(t), str(h)] for t, h in links] if links is not None else None
     model_info = {
-        "name": model_name or type(model).__name__,
+        "name": model_name or model_spec(model).name or type(model).__name__,  # the declared name, where the model has one
         "class": type(model).__name__,
         "input_shape": list(in_shape),
         "weights_sha256": weights_fingerprint(model),
@@ -226,9 +226,9 @@ def _build_locked(model, infos, out: Path, settings: GallerySettings, render_siz
             if ds is not None:
                 stats = layer_stats(model, info.path, info.channels, ds)
                 if len(info.shape) == 3:
-                    from ..data.examples import receptive_field
+                    from ..data.examples import example_field
 
-                    rf = receptive_field(model, info.path)
+                    rf = example_field(model, info.path)  # the whole image (stated) where the field is unknown
             lw = layer_weights(model, info.path, paths_to_names, settings.connections > 0)
             contexts[info.name] = _LayerContext(stats, rf, lw)
         return contexts[info.name]
@@ -264,9 +264,9 @@ def _build_locked(model, infos, out: Path, settings: GallerySettings, render_siz
         meta: dict[str, Any] = {"name": info.name, "path": info.path, "slug": info.slug, "shape": list(info.shape), "units": info.units,
                                 "channels": [info.channels[0], info.channels[-1]], "page": f"layers/{info.slug}.html"}
         if ds is not None and len(info.shape) == 3:
-            from ..data.examples import receptive_field
+            from ..data.examples import example_field
 
-            rf = contexts[info.name].rf if info.name in contexts else receptive_field(model, info.path)
+            rf = contexts[info.name].rf if info.name in contexts else example_field(model, info.path)
             meta["receptive_field"] = asdict(rf)
         layer_meta.append(meta)
     part["layers"] = layer_meta

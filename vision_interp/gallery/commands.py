@@ -28,6 +28,10 @@ The last shard to finish assembles the site; `vision-interp gallery --assemble -
 Slurm job arrays: `#SBATCH --array=0-15` and `--shard $SLURM_ARRAY_TASK_ID/16` (see docs/gallery.md).
 Ray: --executor ray [--ray-address auto] runs render batches as Ray tasks (optional extra: pip install 'vision_interp[ray]').
 
+Any model: --model package.module:factory (or path/to/file.py:factory) with --input-shape C,H,W
+where the model declares none, --weights FILE for a state dict, --dataset DIR for its examples.
+Titles and the manifest use the model's declared name (spec.name), else the --model text.
+
 Every file is recorded with its sha256: a rerun verifies them, re-renders missing or corrupt ones
 and removes orphan temporary files. A second build of the same shard exits (or waits --wait-lock s).
 """
@@ -62,7 +66,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--examples-limit", type=int_arg(1, 10_000_000), default=None, help="search only the first N dataset images")
     p.add_argument("--connections", type=int_arg(0, 1000), default=6, help="connected units listed per direction (inputs, outputs), strongest first (0 = none)")
     p.add_argument("--shard", type=_shard_arg, default=None, help="render shard i of n, written 'i/n' (default: $RANK/$WORLD_SIZE, else 0/1)")
-    p.add_argument("--weights", type=existing_file, default=None, help="weights file for the zoo model (e.g. inception5h.pth); its sha256 is shown on the index")
     p.add_argument("--dataset", type=existing_dir, default=None, help="folder of images for dataset examples (any layout, searched recursively; "
                                                     "sub-folder names are the labels), default: MNIST test set for MNIST models")
     p.add_argument("--labels", type=existing_file, default=None, help='JSON file {"conv2:4": {"name": ..., "note": ...}} of unit labels')
@@ -110,7 +113,9 @@ def _gallery(args: argparse.Namespace) -> int:
     model, checkpoint, links = cli_inputs(args)
     if device is not None:
         model.to(device)
-    name = str(args.model) + (" (random weights)" if args.random_weights else "")
+    from ..cli_common import model_label
+
+    name = model_label(args, model) + (" (random weights)" if args.random_weights else "")
     res = make_gallery(model, args.layers, args.out, settings=settings, model_name=name, shard=args.shard,
                        overwrite=args.overwrite, data_dir=args.data_dir, progress=not args.no_progress,
                        checkpoint=checkpoint, dataset=args.dataset or "auto", labels=args.labels, links=links,

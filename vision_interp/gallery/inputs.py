@@ -108,31 +108,15 @@ def cli_inputs(args) -> tuple[nn.Module, Path | None, list[tuple[str, str]] | No
         from .executors import require_ray
 
         require_ray()
-    checkpoint: Path | None = None
-    if args.weights is not None:
-        checkpoint = Path(args.weights).expanduser()
-        if not checkpoint.is_file():
-            raise ValueError(f"--weights {args.weights}: no such file")
-        if args.random_weights:
-            raise ValueError("--weights and --random-weights contradict each other; give one")
-        kwargs: dict[str, Any] = {"data_dir": args.data_dir} if args.model == "inceptionv1" and args.data_dir else {}
-        return _zoo_with_weights(args.model, checkpoint, kwargs), checkpoint, links
     from ..cli_common import load_model_from_args
 
-    model = load_model_from_args(args)
-    if not args.random_weights:
+    model = load_model_from_args(args)  # --model, --weights, --model-kwargs, --input-shape, --random-weights
+    checkpoint: Path | None = None
+    if getattr(args, "weights", None) is not None:
+        checkpoint = Path(args.weights).expanduser()
+    elif not args.random_weights:
         if Path(str(args.model)).is_file():
             checkpoint = Path(str(args.model))
         elif args.model == "mnist_cnn" and model_spec(model).weights_file:
             checkpoint = Path(model_spec(model).weights_file)  # the committed file the zoo loaded
     return model, checkpoint, links
-
-
-def _zoo_with_weights(name: str, path: Path, kwargs: dict) -> nn.Module:
-    from ..zoo import load_model
-
-    if name == "inceptionv1":
-        return load_model("inceptionv1", weights=path, **kwargs)
-    if name == "mnist_cnn":
-        return load_model("mnist_cnn", path=path)
-    return load_model(str(path), **kwargs)

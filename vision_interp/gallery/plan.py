@@ -85,6 +85,16 @@ class GalleryResult:
     def index(self) -> Path:
         return self.out_dir / "index.html"
 
+    def __repr__(self) -> str:  # one line; the drawing lives in display (imported here only, never the reverse)
+        from ..display import text
+
+        return text(self)
+
+    def _repr_html_(self) -> str:
+        from ..display import html
+
+        return html(self)
+
 
 def parse_shard(spec: str | Sequence[int] | None) -> tuple[int, int]:
     """``"i/n"`` -> (i, n); None reads torchrun's ``RANK``/``WORLD_SIZE`` (default 0/1)."""
@@ -175,7 +185,9 @@ def render_fingerprint(model: nn.Module, settings: "GallerySettings") -> dict:
     from ..featvis.settings import default_settings, pick_device, resolve_precision
 
     check_instance(settings, GallerySettings, "settings")
-    rs = default_settings(model)
+    declared = model_spec(model).input_shape
+    shape = (int(declared[0]), int(settings.size), int(settings.size)) if settings.size and declared else None
+    rs = default_settings(model, shape)  # the preset visualize_layer(size=settings.size) picks at the gallery's size
     changes = {k: v for k, v in (("steps", settings.steps), ("objective", settings.objective)) if v is not None}
     rs = rs.replace(**changes, precision=settings.precision)
     device = pick_device(model, rs)

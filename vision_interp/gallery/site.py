@@ -292,12 +292,19 @@ def _layer_page(manifest: dict, layer: dict) -> str:
     m = manifest["model"]
     px = _is_small(manifest)
     entries = [e for e in manifest["units"].values() if e["layer"] == layer["name"]]
-    cards = "\n".join(_layer_card(manifest, e, px) for e in entries)
+    live = [e for e in entries if not e.get("dead")]  # a unit never active on the dataset is listed apart
+    dead = [e for e in entries if e.get("dead")]
+    cards = "\n".join(_layer_card(manifest, e, px) for e in live)
+    dead_section = (f'<h2>Dead units ({len(dead)})</h2>\n<p class="note">Never active on the dataset: nothing to show '
+                    'but the optimised picture.</p>\n<div class="units">\n'
+                    + "\n".join(_layer_card(manifest, e, px) for e in dead) + "\n</div>\n") if dead else ""
     rf = layer.get("receptive_field")
-    rf_note = f" · receptive field {rf['height']}x{rf['width']} px" if rf else ""
+    whole = bool(rf and rf.get("whole_image"))
+    rf_note = (f" · examples are whole images ({esc(rf.get('reason', ''))})" if whole else
+               f" · receptive field {rf['height']}x{rf['width']} px" if rf else "")
     has_examples = any(_examples(e) for e in entries)
     explain = ("Each card: the unit's feature visualization, its four top dataset examples "
-               + ("(receptive-field crops of the most active position), " if rf else "")
+               + ("(receptive-field crops of the most active position), " if rf and not whole else "")
                + "its label, and its activation range over the dataset (lowest … highest).") if has_examples else \
         "Each card: the unit's feature visualization and its label (no dataset examples in this gallery)."
     body = f"""
@@ -310,7 +317,7 @@ def _layer_page(manifest: dict, layer: dict) -> str:
 <div class="units">
 {cards}
 </div>
-"""
+{dead_section}"""
     return _page(f"{layer['name']} · {m['name']}", [(m["name"], "../index.html"), (layer["name"], None)], body, "../", FILTER_JS)
 
 
@@ -429,13 +436,18 @@ def _unit_page(manifest: dict, entry: dict, prev_e: dict | None, next_e: dict | 
         sections.append(f'<h2>Activations over the dataset</h2>\n<div class="charts">{"".join(charts)}</div>')
     top, bottom = _examples(entry, "top"), _examples(entry, "bottom")
     rf = layer.get("receptive_field")
-    crop = f" Pictures are the {rf['height']}x{rf['width']} px receptive-field crops (zero-padded at borders) of the extreme position; click for the whole image." if rf else ""
+    if rf and rf.get("whole_image"):
+        crop = f" Pictures are whole images: {esc(rf.get('reason', ''))}."
+    else:
+        crop = f" Pictures are the {rf['height']}x{rf['width']} px receptive-field crops (zero-padded at borders) of the extreme position; click for the whole image." if rf else ""
     if top:
         sections.append(f'<h2>Top dataset examples</h2>\n<p class="note">The {len(top)} dataset images with the highest activation of this unit'
                         + (" (maximum over positions)" if spatial else "") + f"; numbers are activations, quotes the true labels.{crop}</p>\n{_example_row(top, r, px, 'top')}")
     if bottom:
         sections.append(f'<h2>Bottom dataset examples</h2>\n<p class="note">The {len(bottom)} dataset images with the lowest activation'
                         + (" (minimum over positions)" if spatial else "") + f": what this unit is most negative on.{crop}</p>\n{_example_row(bottom, r, px, 'bottom')}")
+    elif entry.get("bottom_note"):
+        sections.append(f'<h2>Bottom dataset examples</h2>\n<p class="note">{esc(entry["bottom_note"])}</p>')
     if files.get("weights"):
         sections.append(f'<h2>Weights</h2>\n<p class="note">{esc(entry.get("weights_caption") or "")}</p>\n'
                         f'<div class="weights">{_img(files["weights"], r, "weights of " + entry["unit"], "", True)}</div>')

@@ -56,9 +56,10 @@ def _example_items(kind: str, picks: list[dict], info: _LayerInfo, ctx: _LayerCo
         if ds.labels is not None:
             item["label"] = ds.labels[idx]
         if "position" in p and ctx.rf is not None:
+            item["position"] = p["position"]
+        if "position" in p and ctx.rf is not None and not ctx.rf.whole_image:  # whole images: the image is the example
             from ..data.examples import crop_patches
 
-            item["position"] = p["position"]
             patch = crop_patches(imgs[j : j + 1], torch.tensor([p["position"]]), ctx.rf)[0]
             item["patch"] = w.png(patch, f"{rel}/{kind}-{j}.png")
         items.append(item)

@@ -77,6 +77,14 @@ class UniversalityResult:
     dictionaries: dict[str, Dictionary] = field(default_factory=dict, repr=False)
     comparisons: dict[str, dict[str, LayerMatch]] = field(default_factory=dict)  # other measure -> layer -> matches
 
+    def __repr__(self) -> str:  # short; the table is in _repr_html_ (vision_interp.display)
+        from ..display import text
+        return text(self)
+
+    def _repr_html_(self) -> str:
+        from ..display import html
+        return html(self)
+
 
 @torch.no_grad()
 def collect_samples(model: nn.Module, layer: str, images: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:

@@ -6,8 +6,8 @@ never from these classes: consumers do not import them (checked by ``tests/test_
 
 from .inceptionv1 import InceptionV1, inceptionv1, load_class_names
 from .mnist_cnn import MnistCNN, mnist_cnn
-from .registry import MODELS, list_models, load_model
+from .registry import MODELS, ModelLoadError, list_models, load_model, load_weights
 from .spec import ModelSpec, model_spec
 
 __all__ = ["InceptionV1", "inceptionv1", "load_class_names", "MnistCNN", "mnist_cnn", "MODELS", "list_models", "load_model",
-           "ModelSpec", "model_spec"]
+           "load_weights", "ModelLoadError", "ModelSpec", "model_spec"]

@@ -18,6 +18,7 @@ hooks aside. No consumer imports a zoo model class.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -39,6 +40,32 @@ class ModelSpec:
     logits_layer: str | None = None  # module path (or alias) of the class logits
     weights_file: str | None = None  # the checkpoint file the weights were loaded from, if one was
 
+    def class_index(self, c: Any, arg: str = "class") -> int:
+        """Class ``c`` as an index into the logits: an integer id as it is, a name looked up in ``class_names``
+        (exactly, else by the one case-insensitive match). The one place class names are read, so a
+        visualization objective and an attribution target name the same class. A float (even ``1.0``) or a
+        bool is refused; the range is not checked here (the logits layer's width is the trace's to say)."""
+        from ..errors import IdTypeError, InputError
+
+        if isinstance(c, str):
+            names = list(self.class_names or ())
+            label = c.strip()
+            if label in names:
+                return names.index(label)
+            lower = [n.lower() for n in names]
+            if lower.count(label.lower()) == 1:
+                return lower.index(label.lower())
+            if not names:
+                raise InputError(f"{arg}: unknown class {c!r}: {self.name or 'the model'} declares no class names "
+                                 "(spec.class_names or model.class_names); give a class index")
+            near = difflib.get_close_matches(label, names, n=5, cutoff=0.5)
+            raise InputError(f"{arg}: unknown class {c!r}" + (f"; closest: {', '.join(map(repr, near))}" if near else "")
+                             + f"; class names are {', '.join(map(repr, names[:10]))}" + (", ..." if len(names) > 10 else "")
+                             + f" (indices 0..{len(names) - 1})")
+        if _is_integral(c):
+            return int(c.item()) if hasattr(c, "item") else int(c)
+        raise IdTypeError(f"{arg}: expected a class index (an integer) or a class name, got {type(c).__name__} {c!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -50,6 +77,19 @@ class ModelSpec:
             "logits_layer": self.logits_layer,
             "weights_file": self.weights_file,
         }
+
+
+def _is_integral(v: Any) -> bool:
+    """An int, a NumPy integer or a one-element integer tensor/array; never a bool or a float (also not ``3.0``)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return True
+    dtype = getattr(v, "dtype", None)  # NumPy scalars and arrays, torch tensors
+    if dtype is None:
+        return False
+    numel = v.numel() if callable(getattr(v, "numel", None)) else int(getattr(v, "size", 0))
+    return numel == 1 and "int" in str(dtype)
 
 
 def _tuple_or_none(v: Sequence | None) -> tuple | None:
