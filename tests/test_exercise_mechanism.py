@@ -168,11 +168,12 @@ def test_clause_tests_are_deterministic(model, test_set, tmp_path):
     from types import SimpleNamespace
 
     x, y = test_set[0][:1000], test_set[1][:1000]
+    sel_x, sel_y = test_set[0][1000:2000], test_set[1][1000:2000]  # clauses are chosen on other images than the tests use
     with torch.no_grad():
         clean = model(x)
 
     def run() -> dict:
-        ex = SimpleNamespace(model=model, x=x, y=y, clean_logits=clean, conv2_names={}, results={},
+        ex = SimpleNamespace(model=model, x=x, y=y, clean_logits=clean, conv2_names={}, results={}, sel_x=sel_x, sel_y=sel_y,
                              cfg=SimpleNamespace(seed=0, circuit_classes=(4,), k_channels=2, random_draws=100),
                              fig_dir=tmp_path, add_figure=lambda *a, **k: None)
         S.stage_circuits(ex)

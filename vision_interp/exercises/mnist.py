@@ -12,6 +12,10 @@ Stages (each prints its progress and time; the mechanism stages live in :mod:`.s
 8. the most frequent confusions and the channels that push the wrong way;
 9. a deep dive: conv2:4 rewritten by hand from a written description.
 
+Selection and test use different data (issue 37): conv2 names, clauses and their positions, and the
+completeness baselines' rankings are chosen on the last training images (:data:`SELECTION_IMAGES`); every
+verdict is measured on the test images. ``results["selection_data"]`` records both.
+
 Everything measured goes into ``results.json``; :mod:`.report` turns it into report.md/report.html
 with findings written from the numbers.
 
@@ -197,6 +201,13 @@ class _Exercise:
         perm = torch.randperm(len(test), generator=torch.Generator().manual_seed(cfg.seed))[:n] if n < len(test) else torch.arange(len(test))
         self.x, self.y = test.images[perm], test.labels[perm]
         self.eval_index = perm
+        # Selection data (issue 37): clauses, their positions and the baselines' rankings are chosen on a slice of
+        # the TRAINING set; every verdict is measured on the test images above.
+        train = load_mnist("train", cfg.data_dir, download=True)
+        stop = len(train)
+        start = max(0, stop - (SELECTION_IMAGES_QUICK if cfg.quick else SELECTION_IMAGES))
+        self.sel_x, self.sel_y = train.images[start:stop], train.labels[start:stop]
+        self.results["selection_data"] = selection_record(self.sel_x, self.x, start, stop, self.eval_index)
 
     # ------------------------------------------------------------------ 2. evaluation
     def stage_evaluate(self) -> None:
@@ -228,6 +239,33 @@ class _Exercise:
 
 
 # =============================================================================== small helpers
+
+SELECTION_IMAGES = 10000  # the last training images: where clauses and rankings are chosen
+SELECTION_IMAGES_QUICK = 2000
+
+
+def image_hashes(images: torch.Tensor) -> list[str]:
+    """One sha256 per image of its 8-bit pixels: identical digits across splits have the same hash."""
+    import hashlib
+
+    u8 = (images.clamp(0, 1) * 255).round().to(torch.uint8).reshape(len(images), -1).numpy()
+    return [hashlib.sha256(row.tobytes()).hexdigest() for row in u8]
+
+
+def selection_record(sel_x: torch.Tensor, test_x: torch.Tensor, start: int, stop: int, eval_index: torch.Tensor) -> dict:
+    """What results.json records about the selection and test data: which images, and that no selection image is
+    pixel-identical to a test image (measured here, and re-checked by a test from the recorded indices)."""
+    import hashlib
+
+    sel, test = set(image_hashes(sel_x)), set(image_hashes(test_x))
+    idx = eval_index.tolist()
+    return {"selection": {"split": "train", "start": start, "stop": stop, "images": stop - start},
+            "test": {"split": "test", "images": len(idx),
+                     "indices": "all" if idx == list(range(len(idx))) else idx,
+                     "indices_sha256": hashlib.sha256(",".join(map(str, idx)).encode()).hexdigest()},
+            "identical_images_in_both": len(sel & test),
+            "rule": "clauses, their positions and the baselines' rankings are chosen on the selection images; every verdict, "
+                    "ablation and completeness figure is measured on the test images"}
 
 def retrained_card(model_dir: Path, config: Any, data_dir: str | os.PathLike | None) -> dict | None:
     """The card of a model already trained into ``model_dir`` with exactly ``config`` on the same data, else None.

@@ -120,6 +120,39 @@ def _cite(text: str, link: str | None, otherwise: str) -> str:
     return f"[{text}]({link})" if link else f"{text} ({otherwise})"
 
 
+def selection_paragraph(sd: dict) -> str:
+    """Where the clauses were chosen and where they were tested (results['selection_data'])."""
+    s, t = sd["selection"], sd["test"]
+    return (f"**Selection and test data.** Clauses, their positions and the baselines' rankings were chosen on {s['images']} "
+            f"images of the {s['split']} split (indices {s['start']}..{s['stop'] - 1}); every verdict, ablation and "
+            f"completeness figure is measured on {t['images']} {t['split']} images. {sd['identical_images_in_both']} images are "
+            "pixel-identical in both sets.")
+
+
+def interventions_markdown(iv: dict) -> str:
+    """The intervention test split by block: conv1 features are the real test, conv2 features an arithmetic check."""
+    c1, c2 = iv["blocks"]["conv1"], iv["blocks"]["conv2"]
+
+    def r_text(b: dict) -> str:
+        if b["pearson_r"] is None:
+            return "r undefined (too few cases)"
+        ci = f" (95% bootstrap interval over images {b['r_95'][0]:.2f} to {b['r_95'][1]:.2f})" if b["r_95"] else ""
+        return f"r = {b['pearson_r']:.3f}{ci}"
+
+    lines = ["## Interventions against the attribution graphs, split by block", "",
+             f"On {iv['images']} held-out test images (indices {iv['test_indices'][0]}..{iv['test_indices'][1] - 1}), each of the top "
+             f"{iv['top_nodes_per_graph']} feature nodes of the image's attribution graph is removed in the real model; predicted = the "
+             "graph's total effect, measured = the real change of the label logit.", "",
+             f"- **conv1 features, the real test** ({c1['cases']} cases): {r_text(c1)}; mean |measured - predicted| "
+             f"{c1['mean_abs_error']:.3f} against mean |measured| {c1['mean_abs_measured']:.3f}; signs agree in {c1['sign_agreement']:.1%} "
+             f"of cases, while {c1['measured_negative_share']:.1%} of the measured changes are negative (the bar a sign test clears by "
+             "predicting 'down' every time).",
+             f"- **conv2 features, arithmetic check (exact by construction: everything after pool2 is linear)** ({c2['cases']} cases): "
+             f"{r_text(c2)}; mean |measured - predicted| {c2['mean_abs_error']:.2g}. This says nothing about the transcoders' fidelity.",
+             f"- Pooling both, as a single headline would, gives r = {iv['pooled_pearson_r']:.3f}.", ""]
+    return "\n".join(lines)
+
+
 def render_markdown(r: dict, links: dict[str, str | None] | None = None) -> str:
     links = COMMITTED_LINKS if links is None else links
     ev, c1, fv, c2, ci = r["evaluation"], r["conv1"], r["featvis"], r["conv2"], r["circuits"]
@@ -135,6 +168,11 @@ def render_markdown(r: dict, links: dict[str, str | None] | None = None) -> str:
     if "completeness" in r:  # what the named parts and the sparse replacement model carry: the two headline figures
         from ..features.completeness import completeness_headline
         L += [completeness_headline(r["completeness"])]
+        if "baselines" in r["completeness"]:
+            from ..features.completeness import baselines_headline
+            L += [baselines_headline(r["completeness"]["baselines"]), ""]
+    if "selection_data" in r:
+        L += [selection_paragraph(r["selection_data"]), ""]
     L += ["## The mechanism", ""] + _figs(r, "mechanism")
     L += [f"Verdict rule (the only one in this report): {VERDICT_RULE}", "",
           f"Of {n_cl} clauses, {vc.get('supported', 0)} are supported, {vc.get('not established', 0)} not established and "
@@ -150,6 +188,11 @@ def render_markdown(r: dict, links: dict[str, str | None] | None = None) -> str:
     for d in ci["digits"]:
         L += [digit_paragraph(d), ""]
     L += ["</details>", ""]
+    if "completeness" in r and "baselines" in r["completeness"]:  # the table behind the headline's baseline sentence
+        from ..features.completeness import baselines_markdown
+        L += [baselines_markdown(r["completeness"]["baselines"])]
+    if "interventions" in r:
+        L += [interventions_markdown(r["interventions"])]
     if "completeness" in r:  # per digit, the pruned attribution graph beside the neuron-level clauses
         from ..features.completeness import completeness_by_digit
         L += [completeness_by_digit({**r["completeness"], "graphs_page": links["graphs"]})]
@@ -193,18 +236,19 @@ def render_markdown(r: dict, links: dict[str, str | None] | None = None) -> str:
     # conv2
     L += ["## conv2, named from evidence", "",
           f"Each unit's name is the synthetic stimulus (strokes at 12 angles, arcs opening four ways, loops, stroke ends; each at 9 positions "
-          f"around the receptive field) that drives it most, accepted only when it reaches at least 0.4x the unit's best test activation AND "
-          f"its picture (at the position where it drives the unit most) correlates with the mean of the unit's 9 top test patches "
+          f"around the receptive field) that drives it most, accepted only when it reaches at least 0.4x the unit's best activation on the "
+          f"selection (training) images AND its picture (at the position where it drives the unit most) correlates with the mean of the "
+          f"unit's 9 top selection-image patches "
           f"(r >= 0.25), and no other stimulus family comes within 5% of it; otherwise the unit is 'unclear'. "
           f"{c2['n_named']} of 16 are named. Polysemanticity is the effective number of digits among the top {c2['top_n']} activations "
           f"(exp of the entropy of the base-rate-corrected histogram: 1 = one digit, 10 = no preference).", ""]
-    L += [_table(["unit", "name", "best synthetic / best test", "stimulus vs top patches r", "featvis vs top patches r", "polysemanticity", "evidence"],
+    L += [_table(["unit", "name", "best synthetic / best selection image", "stimulus vs top patches r", "featvis vs top patches r", "polysemanticity", "evidence"],
                  [[f"conv2:{u['channel']}", u["name"], _f(u["stimulus_over_best_test"]), _f(u["stimulus_vs_top_patches_r"]),
                    _f(u["featvis_vs_top_patches_r"]), _f(u["polysemanticity"], 1), u["note"]] for u in c2["units"]]), ""]
     L += _figs(r, "conv2")
     # causal details
     L += ["## Causal tests, in detail", "",
-          f"Channels and positions are selected by {ci['selection']}. Each clause is ablated at exactly its channel and positions (pool2, "
+          f"Channels and positions are selected by {ci['selection']}{', on ' + ci['selected_on'] if ci.get('selected_on') else ''}. Each clause is ablated at exactly its channel and positions (pool2, "
           f"where the classifier reads; the logit change is exact), by its dataset mean and by zero. Controls: {ci['controls_per_clause']} per clause, "
           f"same number of positions, channels not named for that digit, and matched in perturbation size (the {ci['controls_per_clause']} closest "
           f"of {3 * ci['controls_per_clause']} draws, half of them drawn favouring cells that move a lot; "

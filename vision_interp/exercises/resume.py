@@ -24,7 +24,7 @@ from .. import io as vio
 
 STAGE_DIR = ".stages"
 # Attributes of the exercise that are set up before the cached stages (or are caches) and never stored.
-_NOT_STORED = {"cfg", "out", "fig_dir", "results", "figures", "gen", "model", "_acts"}
+_NOT_STORED = {"cfg", "out", "fig_dir", "results", "figures", "gen", "model", "_acts", "_sel_pool2"}
 
 
 def fingerprint(parts: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
 """Stages 4-5 and 7 of the MNIST exercise: how the units make digits -- per-digit circuits read from
-the classifier weights, each clause tested by closed-form ablation against random controls, and
+the classifier weights (clauses chosen on the selection images, from the training split), each clause
+tested on the test images by closed-form ablation against random controls, and
 where the wrong answer of each common confusion comes from."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def stage_circuits(ex) -> None:
 
     m = ex.model
     a = _acts(ex)["pool2"]
+    a_sel, y_sel = _selection_pool2(ex)  # clauses are chosen here (training images), tested on a (test images)
     W = m.fc.weight.detach()
     clean, y = ex.clean_logits, ex.y
     mean = a.flatten(2).mean(0)
@@ -33,7 +35,7 @@ def stage_circuits(ex) -> None:
     contrib = a.flatten(2)  # (N, C, P)
     digits, fig_rows, all_clauses = [], [], []
     for d in ex.cfg.circuit_classes:
-        clauses = CI.select_clauses(W, a, y, d, n_clauses=ex.cfg.k_channels)
+        clauses = CI.select_clauses(W, a_sel, y_sel, d, n_clauses=ex.cfg.k_channels)
         exclude = {c.channel for c in clauses}
         mean_img = ex.x[y == d].mean(0)[0]
         wd = W[d].view(a.shape[1], -1)
@@ -70,19 +72,21 @@ def stage_circuits(ex) -> None:
                          "title": f"{'+' if cl.sign == 'present' else '-'} conv2:{cl.channel} {entry['region']}\n{_short(entry['name'], 22)}"})
         fig_rows.append(crow)
         digits.append({"digit": d, "clauses": cl_out})
-    flat = a.flatten(2)
+    flat = a_sel.flatten(2)  # the figure shows what the selection saw: the selection (training) images
     dla = torch.stack([(flat * W[d].view(a.shape[1], -1)).sum(2) for d in range(10)], 1)  # (N, 10, C)
-    contrast = torch.stack([dla[y == d, d].mean(0) - dla[y != d, d].mean(0) for d in range(10)])  # (10, C)
+    contrast = torch.stack([dla[y_sel == d, d].mean(0) - dla[y_sel != d, d].mean(0) for d in range(10)])  # (10, C)
     p = P.annotated_heatmap(contrast.numpy(), ex.fig_dir / "direct_logit.png", row_labels=[f"logit {d}" for d in range(10)],
                             col_labels=[f"conv2:{c}" for c in range(a.shape[1])],
                             title="Class-contrastive direct logit contribution of each conv2 channel",
                             xlabel="channel (after ReLU and pooling)", ylabel="digit")
     ex.add_figure(p, "circuits", "Direct logit contribution of every channel to every digit",
-                  "Cell (d, c): mean contribution of channel c to logit d on test images of d, minus the same on the other digits' images "
+                  f"Cell (d, c): mean contribution of channel c to logit d on the {len(y_sel)} selection (training) images of d, minus the same on "
+                  "the other digits' selection images "
                   "(exact, since the classifier is linear). Red: the channel speaks for d more on d's; blue: it speaks less (often because "
                   "its weights are inhibitory and it is quiet on d). A row's largest positive cells are the digit's clauses.")
     ex.results["direct_logit_contrast"] = [[_r(v) for v in row] for row in contrast.tolist()]
     ex.results["circuits"] = {"digits": digits, "selection": "class-contrastive direct logit attribution: W[d,c,p] * (E[a|d] - E[a|not d])",
+                              "selected_on": f"{len(y_sel)} training images (results['selection_data']); tested on {len(y)} test images",
                               "verdict_rule": CI.VERDICT_RULE, "controls_per_clause": n_ctrl,
                               "verdict_counts": dict(Counter(c["verdict"] for c in all_clauses))}
     ex.results["ablations"] = {"summary": {"classes_named_beats_random_margin": sum(all(c["percentile"] >= CI.PERCENTILE_MIN for c in dd["clauses"]) for dd in digits)}}
@@ -121,6 +125,17 @@ def stage_circuits(ex) -> None:
                   f"channel and positions are mean-ablated, coloured by verdict; grey: the same for {n_ctrl} random controls of the same size "
                   "(channels not named for that digit, closest in perturbation size).")
 
+
+
+def _selection_pool2(ex) -> tuple[torch.Tensor, torch.Tensor]:
+    """pool2 on the selection (training) images, captured once; never the test images the verdicts use."""
+    if not hasattr(ex, "_sel_pool2"):
+        from ..capture import capture
+
+        with torch.no_grad():
+            ex._sel_pool2 = torch.cat([capture(ex.model, ex.sel_x[i : i + 2000], ["pool2"], detach=True)["pool2"]
+                                       for i in range(0, len(ex.sel_x), 2000)])
+    return ex._sel_pool2, ex.sel_y
 
 
 def stage_confusions(ex) -> None:

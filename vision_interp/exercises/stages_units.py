@@ -138,10 +138,10 @@ def _unit_name(stim: dict, q: float, r_syn: float, hist: np.ndarray, family_best
         return "unclear", (f"{cls}; the best {stim['family']} ({stim['name']}, {q:.2f}x) and the best "
                            f"{', '.join(rivals)} ({', '.join(f'{family_best[f]:.2f}x' for f in rivals)}) drive it almost equally")
     if q >= 0.4 and r_syn >= 0.25:
-        return stim["name"], f"{cls}; best synthetic stimulus reaches {q:.2f}x the best test activation, its image matches the top patches (r={r_syn:.2f})"
+        return stim["name"], f"{cls}; best synthetic stimulus reaches {q:.2f}x the best selection-image activation, its image matches the top patches (r={r_syn:.2f})"
     why = []
     if q < 0.4:
-        why.append(f"no synthetic stimulus drives it well (best {q:.2f}x the best test activation)")
+        why.append(f"no synthetic stimulus drives it well (best {q:.2f}x the best selection-image activation)")
     if r_syn < 0.25:
         why.append(f"the best synthetic stimulus ({stim['name']}) does not look like its top patches (r={r_syn:.2f})")
     return "unclear", f"{cls}; " + "; ".join(why)
@@ -152,28 +152,33 @@ def stage_conv2(ex) -> None:
     from ..data.examples import crop_patches, receptive_field
 
     m = ex.model
-    a = _acts(ex)["conv2"]
+    # names are chosen on the selection (training) images, never on the test images the verdicts use (issue 37)
+    sx, sy = ex.sel_x, ex.sel_y
+    from ..capture import capture
+
+    with torch.no_grad():
+        a = torch.cat([capture(m, sx[i : i + 2000], ["conv2"], detach=True)["conv2"] for i in range(0, len(sx), 2000)])
     rf = receptive_field(m, "conv2")
     st = CU.conv2_stimulus_tuning(m)
     R = st["response"].max(2)  # (C, S)
-    base = torch.bincount(ex.y, minlength=10).double().numpy() / len(ex.y)
+    base = torch.bincount(sy, minlength=10).double().numpy() / len(sy)
     n_top = 200
     units, rows = [], []
     for c in range(a.shape[1]):
         flat = a[:, c].flatten(1)
         per_img, arg = flat.max(1)
         top = per_img.topk(n_top).indices
-        hist = CU.class_histogram(ex.y[top])
+        hist = CU.class_histogram(sy[top])
         poly = CU.polysemanticity(hist, base)
         best = float(per_img.max())
         s_idx = int(np.argmax(R[c]))
         q = float(R[c, s_idx]) / best
         pos = torch.stack([arg[top[:9]] // a.shape[-1], arg[top[:9]] % a.shape[-1]], 1)
-        patches = crop_patches(ex.x[top[:9]], pos, rf)
+        patches = crop_patches(sx[top[:9]], pos, rf)
         low = flat.min(1).values.topk(3, largest=False).indices
         lpos_flat = flat[low].argmin(1)
         lpos = torch.stack([lpos_flat // a.shape[-1], lpos_flat % a.shape[-1]], 1)
-        lpatches = crop_patches(ex.x[low], lpos, rf)
+        lpatches = crop_patches(sx[low], lpos, rf)
         h, w = a.shape[-2:]
         stim_img = st["images"][st["best_shift"][c, s_idx], s_idx]  # at the offset where it drives the unit most
         stim_patch = crop_patches(torch.as_tensor(stim_img, dtype=torch.float32)[None, None], torch.tensor([[h // 2, w // 2]]), rf)
@@ -192,7 +197,8 @@ def stage_conv2(ex) -> None:
         row += [{"bars": hist, "labels": [str(d) for d in range(10)], "title": f"top-{n_top} classes (eff. {poly:.1f})"}]
         rows.append(row)
     ex.results["conv2"] = {"units": units, "n_named": sum(u["name"] != "unclear" for u in units), "top_n": n_top,
-                           "receptive_field": [rf.height, rf.width]}
+                           "receptive_field": [rf.height, rf.width],
+                           "evidence_images": f"{len(sy)} selection (training) images: 'best_test' and '*_over_best_test' are over these"}
     ex.conv2_names = {u["channel"]: u["name"] for u in units}
     for half in (0, 1):
         sl = slice(8 * half, 8 * half + 8)
@@ -200,5 +206,6 @@ def stage_conv2(ex) -> None:
                          row_labels=[f"conv2:{u['channel']}\n{_short(u['name'])}" for u in units[sl]], cell_size=1.9)
         ex.add_figure(p, "conv2", f"conv2 units {8 * half}-{8 * half + 7}: the evidence behind each name",
                       f"Per unit ({rf.height}x{rf.width} receptive-field crops): its feature visualization, the synthetic stimulus that drives it "
-                      "most (and its activation relative to the best test image), its four strongest and two most negative test patches, and the "
-                      f"digits of its {n_top} strongest test images (eff. = effective number of classes, 1 = one digit, 10 = as mixed as the data).")
+                      f"most (and its activation relative to the best of the {len(sy)} selection (training) images), its four strongest and two most "
+                      f"negative selection-image patches, and the digits of its {n_top} strongest selection images (eff. = effective number of "
+                      "classes, 1 = one digit, 10 = as mixed as the data).")
