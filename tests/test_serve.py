@@ -62,7 +62,7 @@ def _post(url: str, body) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(url + "/api/intervene", data=data, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=30) as r:  # the loopback server (127.0.0.1) above
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         try:
@@ -85,7 +85,7 @@ def test_joint_intervention_of_one_node_is_measure_interventions(site):
 
 def test_server_answers_checked_requests(site, server):
     _, _, builder, g, img = site
-    with urllib.request.urlopen(server + "/api/info", timeout=30) as r:
+    with urllib.request.urlopen(server + "/api/info", timeout=30) as r:  # 127.0.0.1, the fixture's server
         assert json.loads(r.read())["max_nodes"] == 8
     feats = [i for i, n in enumerate(g.nodes) if n["kind"] == "feature"][:3]
     status, body = _post(server, {"graph": "digit_x", "nodes": feats, "scale": 0.5})

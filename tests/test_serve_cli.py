@@ -24,9 +24,10 @@ def test_serve_starts_and_serves_the_committed_pages() -> None:
     try:
         line = proc.stdout.readline()
         assert "http://127.0.0.1:" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
-        url = line.split("http://", 1)[1].split("/", 1)[0]
+        host, port = line.split("http://", 1)[1].split("/", 1)[0].split(":")
+        assert host == "127.0.0.1"  # loopback only
         page = next(p for p in sorted(GRAPHS.iterdir()) if (p / "index.html").is_file())
-        with urllib.request.urlopen(f"http://{url}/{page.name}/index.html", timeout=30) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{int(port)}/{page.name}/index.html", timeout=30) as r:  # loopback
             assert r.status == 200 and b"<html" in r.read().lower()
     finally:
         proc.terminate()
