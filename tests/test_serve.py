@@ -58,9 +58,9 @@ def server(site):
     assert not t.is_alive()
 
 
-def _post(url: str, body) -> tuple[int, dict]:
+def _post(url: str, body, headers: dict | None = None) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url + "/api/intervene", data=data, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url + "/api/intervene", data=data, headers=headers or {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:  # the loopback server (127.0.0.1) above
             return r.status, json.loads(r.read())
@@ -159,3 +159,11 @@ def test_loopback_only_and_checked_session(site):
     with pytest.raises(InputError, match="request"):
         s.request([1, 2])
     assert torch.is_grad_enabled()
+
+
+def test_server_refuses_cross_site_requests(server):
+    """A page on another site can send a "simple" text/plain POST, and DNS rebinding gives a foreign Host: both refused."""
+    assert _post(server, {"graph": "x", "nodes": [], "scale": 0.0}, {"Content-Type": "text/plain"})[0] == 415
+    status, body = _post(server, {"graph": "x", "nodes": [], "scale": 0.0},
+                         {"Content-Type": "application/json", "Host": "attacker.example:8765"})
+    assert status == 403 and "loopback" in body["error"]

@@ -62,8 +62,10 @@ def intervene(builder: Any, image: torch.Tensor, nodes: Sequence[dict], scale: f
     if any(not 0 <= n["block"] < blocks for n in nodes):
         raise InputError(f"nodes: a node's block is outside 0..{blocks - 1}")
     batch = x.expand(2, *x.shape[1:])  # row 0: untouched, row 1: intervened
-    with hooks(builder.model, fns):
-        logits = builder.model(batch).double()
+    from .features.graph import model_logits
+
+    with hooks(builder.model, fns):  # the logits layer the graph explains (spec.logits_layer), not whatever forward returns
+        logits = model_logits(builder.model, batch, builder.logits_path).double()
     before, after = logits[0], logits[1]
     if not torch.isfinite(after).all():
         raise InputError(f"scale: {scale} makes the network's logits non-finite")
@@ -123,6 +125,8 @@ class GraphSession:
 
     def graph(self, graph: str) -> tuple[dict, Any, torch.Tensor, dict[int, dict]]:
         """(document, builder, image, nodes by page id) of one graph folder."""
+        from .features.graph import model_logits
+
         folder = self._folder(graph)
         key = str(folder)
         if key not in self._graphs:
@@ -140,7 +144,7 @@ class GraphSession:
             builder = self._builders[names]
             image = image_from_doc(doc)
             with torch.no_grad():
-                got = float(builder.model(image[None].double())[0, int(doc["target"])])
+                got = float(model_logits(builder.model, image[None].double(), builder.logits_path)[0, int(doc["target"])])
             want = float(doc["summary"]["logit"])
             if abs(got - want) > 1e-3 * max(1.0, abs(want)):
                 raise FileContentError(f"{folder / 'graph.json'}: records logit {want:.6g}, the served model computes {got:.6g}; "
@@ -192,6 +196,17 @@ def make_app(session: GraphSession):
 
     class Intervene(tornado.web.RequestHandler):
         def post(self) -> None:
+            # Only our own pages on loopback: a JSON content type (a cross-site "simple" POST cannot send one without
+            # a preflight, which this server never answers) and a loopback Host (no DNS rebinding).
+            host = self.request.host.rsplit(":", 1)[0].strip("[]")
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                self.set_status(403)
+                self.write({"error": f"request: Host {self.request.host!r}; this server answers loopback requests only"})
+                return
+            if not self.request.headers.get("Content-Type", "").lower().startswith("application/json"):
+                self.set_status(415)
+                self.write({"error": "request: Content-Type must be application/json"})
+                return
             if len(self.request.body) > MAX_BODY:
                 self.set_status(413)
                 self.write({"error": f"request: {len(self.request.body)} bytes; at most {MAX_BODY}"})
