@@ -327,3 +327,25 @@ def test_deletion_insertion_order_equals_its_attributions(trained_mnist, mnist_t
         bad = a.flatten(1).argsort(1, descending=True)
         bad[0, 1] = bad[0, 0]
         deletion_insertion(trained_mnist, x, [3, 4], order=bad)
+
+
+def test_features_attached_to_observe_are_not_counted_as_the_models_ops():
+    """A dictionary attached in "observe" mode computes TopK/ReLU features beside the model; they never reach
+    the output, so guided Grad-CAM on an all-nn.ReLU model is not refused because of them, and the result is
+    the one without the attachment."""
+    import vision_interp as vi
+    from vision_interp import features as F
+    from vision_interp.attribution import attribute
+
+    m = vi.mnist_cnn(pretrained=True)
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    plain = attribute(m, x, target=3, method="guided_gradcam")
+    d = F.dictionary_from_directions(torch.randn(8, 16, generator=torch.Generator().manual_seed(2)), "conv2", k=2)
+    with F.attached(m, d, mode="observe"):
+        observed = attribute(m, x, target=3, method="guided_gradcam")
+    assert torch.allclose(plain, observed, atol=1e-6)
+    with F.attached(m, d, mode="replace"):  # replacing changes the output: its TopK is the model's now
+        from vision_interp.attribution import UnsupportedModelError
+
+        with pytest.raises(UnsupportedModelError, match=r"conv2/sae \(TopKSAE"):
+            attribute(m, x, target=3, method="guided_gradcam")

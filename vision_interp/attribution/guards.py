@@ -233,12 +233,16 @@ class _Recorder(TorchFunctionMode):
 
 def probe(model: nn.Module, x: torch.Tensor) -> list[_Op]:
     """Every op of one forward pass of ``model`` on ``x[:1]`` that reads activations (no grad, no hooks)."""
+    from ..features.attach import observing_modules
+
     names = {id(m): n for n, m in model.named_modules()}
     start = x[:1].detach().clone()
     rec = _Recorder(names, start)
     with torch.no_grad(), rec:
         model(start)
-    return rec.ops
+    # features attached in "observe" mode run beside the model and never reach its output: not the model's ops
+    beside = {names[id(m)] for m in observing_modules(model) if id(m) in names}
+    return [op for op in rec.ops if not beside.intersection(op.stack)]
 
 
 def _innermost(op: _Op) -> tuple[str, type | None]:

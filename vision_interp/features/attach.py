@@ -47,7 +47,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-__all__ = ["attach", "detach", "attached", "attached_features", "feature_gradients", "MODES", "GRADIENTS"]
+__all__ = ["attach", "detach", "attached", "attached_features", "feature_gradients", "observing_modules", "MODES", "GRADIENTS"]
 
 MODES = ("observe", "replace", "splice")
 GRADIENTS = ("linear", "exact")
@@ -120,6 +120,13 @@ def attached_copy(module: nn.Module, model: nn.Module, gradient: str | None = No
     if gradient is not None and hasattr(out, "gradient"):
         out.gradient = gradient
     return out
+
+
+def observing_modules(model: nn.Module) -> list[nn.Module]:
+    """The dictionary / transcoder modules attached in ``"observe"`` mode: they compute features beside the
+    model but never change its output, so a method that inspects the ops of a forward pass (attribution's
+    guards) leaves what runs inside them out."""
+    return [hook.dictionary for _m, _a, _h, hook in _hooks_of(model) if hook.mode == "observe"]
 
 
 def _hooks_of(model: nn.Module) -> Iterator[tuple[nn.Module, str, int, FeatureHook]]:
