@@ -371,3 +371,30 @@ def test_the_trace_follows_a_channels_last_block_and_knows_what_mixes_positions(
     assert example_field(w, "dw").whole_image and "linear()" in example_field(w, "dw").reason
     with pytest.raises(ValueError, match="no spatial dimensions"):
         example_field(vi.mnist_cnn(pretrained=False), "fc")
+
+
+class _NormNet(torch.nn.Module):
+    """conv -> F.normalize(p=2, dim=...) -> conv: a norm over channels keeps the window, one over width mixes it."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.c1, self.c2 = torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 4, 3)
+        self.out = torch.nn.Identity()
+
+    def forward(self, x):
+        return self.out(self.c2(torch.nn.functional.normalize(self.c1(x), 2, self.dim)))
+
+
+def test_normalize_reads_its_dim_argument_not_p():
+    from vision_interp.data.examples import example_field
+
+    local = example_field(_with_shape(_NormNet(1)), "c2")  # read as dim=p=2 before: a mix along the height
+    assert not local.whole_image and (local.height, local.width) == (5, 5)
+    mixed = example_field(_with_shape(_NormNet(3)), "c2")
+    assert mixed.whole_image and "normalize" in mixed.reason
+
+
+def _with_shape(m: torch.nn.Module) -> torch.nn.Module:
+    m.input_shape = (1, 12, 12)
+    return m

@@ -238,6 +238,8 @@ class _Tracker(TorchFunctionMode):
             layout = self._out_layout(func, name, args, kwargs, ins, o)
             if layout is not None and layout != _NCHW:
                 self.layout[id(o)] = layout
+            elif layout == _NCHW:  # an in-place reorder back to (N, C, H, W) returns the same tensor: forget its old order
+                self.layout.pop(id(o), None)
             window = self._window(name, args, kwargs, ins, o) if layout is not None else \
                 f"{name}() reorders the axes in a way the trace does not model"
             self.label(o, self._flow(name, args, kwargs, ins, o), window)
@@ -286,7 +288,8 @@ class _Tracker(TorchFunctionMode):
         elif name == "instance_norm":
             phys = {2, 3}
         elif name in ("softmax", "log_softmax", "softmin", "cumsum", "cumprod", "logsumexp", "normalize"):
-            dim = _arg(args, kwargs, 1, "dim", None)
+            # normalize(input, p, dim): its dim is the third argument (default 1); the others take dim second
+            dim = _arg(args, kwargs, 2, "dim", 1) if name == "normalize" else _arg(args, kwargs, 1, "dim", None)
             if not isinstance(dim, int):
                 return set()
             phys = {dim % 4}
