@@ -41,10 +41,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from vision_interp.featvis import channel, class_logit, evaluate_objective, neuron, preset, render  # noqa: E402
 from vision_interp.featvis.settings import default_preset  # noqa: E402
 from vision_interp.featvis.transform import Compose, Jitter, Pad, RandomScale  # noqa: E402
+
+from featvis import high_frequency_share  # noqa: E402  (the featvis benchmark's measure, one definition)
 
 ONET_UNITS = ["net.prelu3:0", "net.prelu3:7", "net.prelu3:20", "net.prelu3:41", "net.prelu4:3", "net.prelu4:60",
               "net.prelu4:100", "net.conv3:12", "net.conv4:10"]
@@ -64,17 +67,6 @@ def saturated_share(images: torch.Tensor) -> float:
     """Share of the 8-bit picture's channel values at exactly 0 or 255."""
     q = (images.clamp(0, 1) * 255).round()
     return float(((q == 0) | (q == 255)).float().mean())
-
-
-def high_frequency_share(images: torch.Tensor) -> float:
-    """Share of spectral power (mean removed) above half Nyquist (0.25 cycles/pixel), mean over images and channels."""
-    x = images.float() - images.float().mean(dim=(-2, -1), keepdim=True)
-    power = torch.fft.rfft2(x).abs() ** 2
-    fy = torch.fft.fftfreq(x.shape[-2])[:, None]
-    fx = torch.fft.rfftfreq(x.shape[-1])[None, :]
-    high = (fx ** 2 + fy ** 2).sqrt() > 0.25
-    share = (power * high).sum(dim=(-2, -1)) / power.sum(dim=(-2, -1)).clamp_min(1e-12)
-    return float(share.mean())
 
 
 JITTER = Compose([Pad(2, fill="reflect"), Jitter(4), RandomScale([0.9 + 0.02 * i for i in range(11)])])
